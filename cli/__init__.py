@@ -1,0 +1,1 @@
+"""The xkd command line (installed as `xkd.cli`)."""

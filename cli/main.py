@@ -1,0 +1,233 @@
+"""The `xkd` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from xkd import __version__
+
+from .errors import XKDGroup
+from .options import apply, config_option, given
+
+DISTILL_OPTIONS = [
+    click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file of options."),
+    config_option("task", "Task name (mr, sst2, mnli, ...; see 'xkd tasks'), or a custom task's name."),
+    config_option("teacher", "Teacher: hub id or directory of a sequence classifier (or a bare encoder)."),
+    config_option(
+        "finetune_teacher",
+        "Fine-tune the teacher first: auto (when it has no trained classifier; cached), always, never.",
+        type=click.Choice(["auto", "always", "never"]),
+    ),
+    config_option("student", "Student architecture (see 'xkd students')."),
+    config_option("student_layers", "Student depth (BERT-k: k).", type=int),
+    config_option("student_init", "BERT-k init: uniform, first, last or random."),
+    config_option("method", "Distillation method: none or kd."),
+    config_option("temperature", "KD temperature τ (> 0) [method default: 2.0].", type=float),
+    config_option("alpha", "KD weight α in [0, 1] [method default: 0.5].", type=float),
+    config_option("epochs", "Training epochs.", type=int),
+    config_option("batch_size", "Batch size.", type=int),
+    config_option("lr", "Peak learning rate (AdamW, linear warmup and decay).", type=float),
+    config_option("warmup_ratio", "Fraction of steps spent warming up.", type=float),
+    config_option("weight_decay", "AdamW weight decay.", type=float),
+    config_option("max_length", "Maximum tokens per example.", type=int),
+    config_option("max_steps", "Stop after this many optimizer steps (quick runs).", type=int),
+    config_option("max_examples", "Use at most this many examples per split (quick runs).", type=int),
+    config_option("seed", "Random seed.", type=int),
+    config_option("precision", "Mixed precision on GPU: no, bf16, fp16.", type=click.Choice(["no", "bf16", "fp16"])),
+    config_option("teacher_epochs", "Epochs when fine-tuning the teacher.", type=int),
+    config_option("teacher_lr", "Learning rate when fine-tuning the teacher.", type=float),
+    config_option("output_dir", "Run directory [default: runs/<task>-<student><k>-<method>-<time>]."),
+    config_option("data_dir", "Directory of train/validation/test .tsv/.csv/.jsonl/.parquet files."),
+    config_option("text_columns", "Custom task: a text column (twice for pairs).", multiple=True, flag="--text-column"),
+    config_option("label_column", "Custom task: the label column."),
+    config_option("num_labels", "Custom task: label count [default: counted in train].", type=int),
+    config_option("regression", "Custom task: regression target.", flag="--regression/--classification"),
+    config_option("latency", "Measure CPU latency at the end.", flag="--latency/--no-latency"),
+    config_option("progress", "Show progress bars.", flag="--progress/--no-progress"),
+]
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (load reports, weight bars) buries our own progress; errors still show."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+@click.group(cls=XKDGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="xkd")
+def cli() -> None:
+    """xkd: distil fine-tuned BERT/RoBERTa teachers into small students, layer by layer.
+
+    \b
+    Quickstart (offline, about 20 minutes on 2 CPU cores):
+      HF_HUB_OFFLINE=1 HF_HUB_CACHE=../shared/hf-hub XKD_DATA_DIR=../shared/data xkd distill
+    """
+    _quiet_libraries()
+
+
+@cli.command()
+@apply(DISTILL_OPTIONS)
+def distill(config_file: str | None, **options) -> None:
+    """Distil a teacher into a student on a task; with no options, run the quickstart recipe.
+
+    The quickstart fine-tunes all-MiniLM-L6-v2 on MR (cached after the first run), distils it into a 2-layer
+    student initialised from its layers with vanilla KD, and prints teacher vs student accuracy, size and CPU
+    latency. Results: RUN_DIR/{config.json, metrics.jsonl, summary.json, student/}.
+
+    \b
+    Examples:
+      xkd distill
+      xkd distill --task sst2 --teacher ./my-bert-sst2 --student-layers 4 --method kd --temperature 4
+      xkd distill --config recipe.toml --seed 2
+      xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars
+    """
+    from xkd.config import build_config, read_config_file
+    from xkd.distill import format_summary, run_distill
+
+    file_values = read_config_file(config_file) if config_file else {}
+    cfg = build_config(file_values, given(options))
+    summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
+    click.echo(format_summary(summary))
+    click.echo(f"results: {Path(summary['student']['dir']).parent}/summary.json")
+
+
+@cli.group(cls=XKDGroup)
+def teacher() -> None:
+    """Prepare teachers: fine-tune a pretrained encoder on a task."""
+
+
+@teacher.command("finetune")
+@click.option("--model", "model_name", required=True, help="Hub id or directory of a pretrained encoder.")
+@click.option("--task", required=True, help="Task name (see 'xkd tasks').")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where to save [default: runs/teacher-...].")
+@click.option("--data-dir", type=click.Path(), help="Directory of train/validation/test files.")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--max-length", type=int, default=64, show_default=True)
+@click.option("--max-steps", type=int, help="Stop after this many steps (quick runs).")
+@click.option("--max-examples", type=int, help="Use at most this many examples per split (quick runs).")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--progress/--no-progress", default=True)
+def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_dir: str | None, **options) -> None:
+    """Fine-tune MODEL on TASK and save it with save_pretrained plus metrics.json (validation metrics).
+
+    \b
+    Example:
+      xkd teacher finetune --model sentence-transformers/all-MiniLM-L6-v2 --task mr --output-dir teachers/minilm-mr
+    """
+    from xkd.teachers import finetune
+
+    from xkd.config import DistillConfig
+    from xkd.data import load_splits
+    from xkd.distill import resolve_task, train_settings
+
+    cfg = DistillConfig(
+        task=task,
+        teacher=model_name,
+        data_dir=data_dir,
+        teacher_epochs=options["epochs"],
+        batch_size=options["batch_size"],
+        teacher_lr=options["lr"],
+        max_length=options["max_length"],
+        max_steps=options["max_steps"],
+        max_examples=options["max_examples"],
+        seed=options["seed"],
+        progress=options["progress"],
+    ).validate()
+    spec, raw = load_splits(resolve_task(cfg), data_dir, cfg.max_examples)
+    slug = model_name.strip("/").replace("/", "--")
+    out = Path(output_dir) if output_dir else Path("runs") / f"teacher-{spec.name}-{slug}"
+    _, summary = finetune(model_name, spec, raw, train_settings(cfg, teacher=True), cfg.max_length, out)
+    click.echo(
+        json.dumps({"output_dir": str(out), "validation": summary["validation"], "test": summary["test"]}, indent=2)
+    )
+
+
+@cli.command("eval")
+@click.option("--model", "model_dir", required=True, help="A saved teacher or student directory (or hub id).")
+@click.option("--task", required=True, help="Task name (see 'xkd tasks').")
+@click.option("--split", "split_names", multiple=True, help="Split(s) to score [default: validation and test].")
+@click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--max-length", type=int, help="Maximum tokens [default: the length the model was trained with].")
+@click.option("--max-examples", type=int, help="Score at most this many examples per split.")
+def eval_command(model_dir, task, split_names, data_dir, batch_size, max_length, max_examples) -> None:
+    """Score a saved teacher or student on a task's splits; prints JSON.
+
+    \b
+    Example:
+      xkd eval --model runs/mr-bert-k2-kd-20260101-120000/student --task mr --split test
+    """
+    from xkd.teachers import load_teacher
+
+    from xkd.data import Collator, encode, is_labeled, load_splits, make_loader
+    from xkd.errors import XKDError
+    from xkd.evaluation import evaluate
+    from xkd.tasks import get_task
+
+    spec, raw = load_splits(get_task(task), data_dir, max_examples)
+    model = load_teacher(model_dir, spec)
+    length = max_length or int(model.meta.get("max_length", 128))
+    names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
+    unknown = [n for n in names if n not in raw]
+    if unknown:
+        raise XKDError(f"task '{spec.name}' has no split '{unknown[0]}'; choose from {', '.join(raw)}")
+    tokenizers = {"student": model.tokenizer}
+    collator = Collator(tokenizers)
+    result = {}
+    for name in names:
+        split = encode(raw[name], spec, tokenizers, length)
+        if is_labeled(split):
+            result[name] = evaluate(model, make_loader(split, collator, batch_size, shuffle=False), spec)
+    click.echo(json.dumps({"model": model_dir, "task": spec.name, "metrics": result}, indent=2))
+
+
+@cli.command("tasks")
+def tasks_command() -> None:
+    """List the registered tasks."""
+    from xkd.tasks import TASKS
+
+    for name in TASKS:
+        t = TASKS.get(name)
+        kind = "pair" if t.is_pair else "single"
+        click.echo(f"{name:6} {kind:6} labels={t.output_size} metrics={','.join(t.metrics):18} {t.description}")
+
+
+@cli.command("students")
+def students_command() -> None:
+    """List the registered students."""
+    from xkd.students import STUDENTS
+
+    for name in STUDENTS:
+        click.echo(f"{name:10} {STUDENTS.get(name).summary}")
+
+
+@cli.command("methods")
+def methods_command() -> None:
+    """List the registered methods, their options and defaults."""
+    from xkd.methods import METHODS
+
+    for name in METHODS:
+        m = METHODS.get(name)
+        opts = ", ".join(f"{k}={v}" for k, v in m.options.items()) or "-"
+        click.echo(f"{name:6} options: {opts:28} {m.summary}")
+
+
+def main() -> None:
+    cli(prog_name="xkd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

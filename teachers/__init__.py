@@ -1,0 +1,15 @@
+"""Teachers: adapters that expose any Hugging Face encoder classifier through the `xkd.Trace` contract."""
+
+from .finetune import cached_finetune, finetune
+from .hf_encoder import HFEncoderClassifier, freeze, is_sequence_classifier
+from .loading import check_teacher, load_teacher
+
+__all__ = [
+    "HFEncoderClassifier",
+    "cached_finetune",
+    "check_teacher",
+    "finetune",
+    "freeze",
+    "is_sequence_classifier",
+    "load_teacher",
+]

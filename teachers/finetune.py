@@ -1,0 +1,105 @@
+"""Fine-tuning a teacher on a task, and a cache of fine-tuned teachers for recipes.
+
+A teacher is fine-tuned by the same training loop as students (method `none`, no teacher). The cache keys a
+fine-tuned copy by model, task, data, seed and hyperparameters, so a recipe that needs "MiniLM fine-tuned on
+MR" pays for it once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict
+
+from xkd.data import Collator, encode
+from xkd.methods import get_method
+from xkd.tasks import Task
+from xkd.training import TrainSettings, train
+
+from .hf_encoder import HFEncoderClassifier, freeze
+
+METRICS_FILE = "metrics.json"
+CACHE_ENV = "XKD_CACHE_DIR"
+
+
+def finetune(
+    model_name: str,
+    task: Task,
+    raw_splits: DatasetDict,
+    settings: TrainSettings,
+    max_length: int,
+    output_dir: str | os.PathLike,
+) -> tuple[HFEncoderClassifier, dict[str, Any]]:
+    """Fine-tune `model_name` on `task`; save the best epoch with `save_pretrained` plus `metrics.json`.
+
+    Returns the frozen fine-tuned teacher and its summary (validation and test metrics, timings).
+    """
+    output_dir = Path(output_dir)
+    model = HFEncoderClassifier.from_pretrained(model_name, num_labels=task.output_size, what="teacher")
+    if task.label_names:
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {n: i for i, n in enumerate(task.label_names)}
+    tokenizers = {"student": model.tokenizer}
+    splits = DatasetDict({n: encode(s, task, tokenizers, max_length) for n, s in raw_splits.items()})
+    meta = {"role": "teacher", "base_model": model_name, "task": task.name, "max_length": max_length}
+    summary = train(
+        model,
+        task,
+        splits,
+        Collator(tokenizers),
+        get_method("none").terms(),
+        settings,
+        run_dir=output_dir,
+        save_dir=output_dir,
+        meta=meta,
+    )
+    summary["base_model"] = model_name
+    (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return freeze(model), summary
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xkd")
+
+
+def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainSettings, max_length: int) -> str:
+    hyper = {k: v for k, v in asdict(settings).items() if k not in ("progress", "eval_batch_size")}
+    blob = json.dumps(
+        {"model": model_name, "task": task.name, "data": data_source, "max_length": max_length, **hyper},
+        sort_keys=True,
+    )
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def cached_finetune(
+    model_name: str,
+    task: Task,
+    raw_splits: DatasetDict,
+    settings: TrainSettings,
+    max_length: int,
+    data_source: str,
+    log=print,
+) -> tuple[Path, dict[str, Any], bool]:
+    """The directory of `model_name` fine-tuned on `task`, training it only when no cached copy exists.
+
+    Returns (directory, its summary, whether it came from the cache). A copy counts as cached only once its
+    `metrics.json` is written, which happens last, so an interrupted fine-tune is redone, not reused.
+    """
+    slug = model_name.strip("/").replace("/", "--")
+    key = finetune_key(model_name, task, data_source, settings, max_length)
+    directory = cache_root() / "teachers" / f"{task.name}--{slug}--{key}"
+    if (directory / METRICS_FILE).is_file():
+        return directory, json.loads((directory / METRICS_FILE).read_text()), True
+    log(f"fine-tuning teacher {model_name} on {task.name} (cached afterwards in {directory})")
+    work = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    _, summary = finetune(model_name, task, raw_splits, settings, max_length, work)
+    shutil.rmtree(directory, ignore_errors=True)
+    work.rename(directory)
+    return directory, summary, False

@@ -1,0 +1,31 @@
+"""Fixtures: tiny models and data in each test's own directory; fine-tune caches isolated per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny import save_tiny, write_task_dir
+
+
+@pytest.fixture
+def task_dir(tmp_path: Path) -> Path:
+    return write_task_dir(tmp_path / "data")
+
+
+@pytest.fixture
+def bert_teacher_dir(tmp_path: Path) -> Path:
+    return save_tiny(tmp_path / "bert-teacher")
+
+
+@pytest.fixture
+def roberta_teacher_dir(tmp_path: Path) -> Path:
+    return save_tiny(tmp_path / "roberta-teacher", kind="roberta")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fine-tuned teacher caches go to the test's own directory, never the user's."""
+    cache = tmp_path / "xkd-cache"
+    monkeypatch.setenv("XKD_CACHE_DIR", str(cache))
+    return cache

@@ -1,0 +1,200 @@
+"""The CLI end to end on tiny models, and every bad input as one line on stderr with exit code 2."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from tiny import save_tiny, write_task_dir
+from xkd.cli.main import cli
+
+QUICK = ["--epochs", "2", "--batch-size", "16", "--max-length", "16", "--no-progress", "--no-latency"]
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_distill_kd_end_to_end(tmp_path, task_dir, bert_teacher_dir):
+    out = tmp_path / "run"
+    result = run(
+        "distill",
+        "--teacher",
+        str(bert_teacher_dir),
+        "--data-dir",
+        str(task_dir),
+        "--method",
+        "kd",
+        "--student-layers",
+        "2",
+        "--output-dir",
+        str(out),
+        *QUICK,
+        "--latency",
+    )
+    assert result.exit_code == 0, result.output
+    assert "validation accuracy" in result.output and "CPU latency batch 32" in result.output
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert {"loss", "ce", "kd"} <= set(lines[0]["train"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["student"]["layers"] == 2 and summary["teacher"]["layers"] == 4
+    assert summary["student"]["parameters"] < summary["teacher"]["parameters"]
+    assert set(summary["test"]) == {"test"} and 0 <= summary["test"]["test"]["accuracy"] <= 1
+    assert summary["method"]["terms"] == {"ce": 0.5, "kd": 0.5}
+    assert (out / "student" / "model.safetensors").is_file()
+    # The saved student scores the same through `xkd eval` as at the end of training.
+    scored = run(
+        "eval",
+        "--model",
+        str(out / "student"),
+        "--task",
+        "mr",
+        "--data-dir",
+        str(task_dir),
+        "--split",
+        "test",
+        "--max-length",
+        "16",
+    )
+    assert scored.exit_code == 0, scored.output
+    test_acc = json.loads(scored.output)["metrics"]["test"]["accuracy"]
+    assert test_acc == pytest.approx(summary["test"]["test"]["accuracy"])
+
+
+def test_no_kd_learns_the_toy_task(tmp_path, bert_teacher_dir):
+    # One polarity word decides each label: a working loop must get (nearly) all of validation right.
+    data = write_task_dir(tmp_path / "toy", sizes=(128, 32, 32))
+    out = tmp_path / "run"
+    args = ["--teacher", str(bert_teacher_dir), "--data-dir", str(data), "--method", "none", "--lr", "5e-3"]
+    result = run("distill", *args, "--output-dir", str(out), *QUICK, "--epochs", "10")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["validation"]["validation"]["accuracy"] >= 0.9
+    first, last = (json.loads(line)["train"] for line in (out / "metrics.jsonl").read_text().splitlines()[::9])
+    assert "kd" not in first and last["loss"] < first["loss"] / 2
+
+
+def test_config_file_with_override(tmp_path, task_dir, bert_teacher_dir):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        f"teacher: {bert_teacher_dir}\ndata_dir: {task_dir}\nmethod: kd\nmax_steps: 3\n"
+        "temperature: 4\nbatch-size: 8\nmax_length: 16\nprogress: false\nlatency: false\n"
+    )
+    out = tmp_path / "run"
+    result = run("distill", "--config", str(config), "--max-steps", "2", "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["temperature"] == 4.0 and saved["max_steps"] == 2 and saved["batch_size"] == 8
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+
+def test_teacher_finetune_then_distill_and_auto_finetune_cache(tmp_path, task_dir):
+    bare = save_tiny(tmp_path / "bare", bare=True)
+    out = tmp_path / "ft"
+    result = run(
+        "teacher",
+        "finetune",
+        "--model",
+        str(bare),
+        "--task",
+        "mr",
+        "--data-dir",
+        str(task_dir),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "1",
+        "--max-length",
+        "16",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "metrics.json").is_file() and (out / "config.json").is_file()
+    assert "accuracy" in json.loads((out / "metrics.json").read_text())["validation"]["validation"]
+    # A fine-tuned teacher loads as a plain HF classifier.
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.num_labels == 2
+
+    # Bare encoder as --teacher: fine-tuned first (auto), then taken from the cache on the second run.
+    args = [
+        "distill",
+        "--teacher",
+        str(bare),
+        "--data-dir",
+        str(task_dir),
+        "--teacher-epochs",
+        "1",
+        "--max-steps",
+        "2",
+        *QUICK,
+    ]
+    first = run(*args, "--output-dir", str(tmp_path / "r1"))
+    second = run(*args, "--output-dir", str(tmp_path / "r2"))
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    s1 = json.loads((tmp_path / "r1" / "summary.json").read_text())["teacher"]
+    s2 = json.loads((tmp_path / "r2" / "summary.json").read_text())["teacher"]
+    assert s1["finetune_cached"] is False and s2["finetune_cached"] is True
+    assert s1["finetuned_dir"] == s2["finetuned_dir"] and s1["metrics"] == s2["metrics"]
+
+
+def test_roberta_teacher_distills(tmp_path, task_dir, roberta_teacher_dir):
+    result = run(
+        "distill",
+        "--teacher",
+        str(roberta_teacher_dir),
+        "--data-dir",
+        str(task_dir),
+        "--max-steps",
+        "2",
+        "--output-dir",
+        str(tmp_path / "r"),
+        *QUICK,
+    )
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "sst"], "unknown task 'sst'"),
+        (["--student", "cnnn"], "unknown student 'cnnn'"),
+        (["--method", "pkdd"], "unknown method 'pkdd'"),
+        (["--data-dir", "/nonexistent/dir"], "does not exist"),
+        (["--temperature", "-1"], "temperature must be > 0"),
+        (["--teacher", "/nonexistent/teacher"], "cannot load teacher"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, task_dir, args, message):
+    result = run("distill", "--output-dir", str(tmp_path / "r"), "--data-dir", str(task_dir), *args, *QUICK)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_bad_data_and_teacher_label_count(tmp_path, task_dir, bert_teacher_dir):
+    (task_dir / "train.tsv").write_text("text\tlabel\nfine\t1\n")
+    missing = run("distill", "--teacher", str(bert_teacher_dir), "--data-dir", str(task_dir), *QUICK)
+    assert missing.exit_code == 2 and "lacks column(s) sentence" in missing.output
+    (task_dir / "train.tsv").write_text("sentence\tlabel\nfine\t1\nbad\t3\n")
+    labels = run("distill", "--teacher", str(bert_teacher_dir), "--data-dir", str(task_dir), *QUICK)
+    assert labels.exit_code == 2 and "not in the task's label set" in labels.output
+    (task_dir / "train.tsv").write_text("sentence\tlabel\nfine\t1\nbad\t0\n")
+    three = save_tiny(tmp_path / "three", num_labels=3)
+    mismatch = run("distill", "--teacher", str(three), "--data-dir", str(task_dir), *QUICK)
+    assert mismatch.exit_code == 2 and "has 3 output(s) but task 'mr' needs 2" in mismatch.output
+    bad_eval = run("eval", "--model", str(three), "--task", "mr", "--data-dir", str(task_dir))
+    assert bad_eval.exit_code == 2 and bad_eval.output.count("\n") == 1
+
+
+def test_help_has_examples_on_every_command():
+    for args in (["--help"], ["distill", "--help"], ["teacher", "finetune", "--help"], ["eval", "--help"]):
+        result = run(*args)
+        assert result.exit_code == 0
+        assert "xkd distill" in result.output or "Example" in result.output
+
+
+def test_listings():
+    assert "mnli" in run("tasks").output
+    assert "kd" in run("methods").output and "temperature=2.0" in run("methods").output
+    assert "bert-k" in run("students").output

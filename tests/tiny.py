@@ -1,0 +1,94 @@
+"""Tiny models and data built in the test: no downloads, seconds per test."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    BertTokenizer,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+POSITIVE = ["good", "great", "fine", "superb", "lovely", "moving", "funny", "smart"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "weak", "silly", "flat"]
+FILLER = ["the", "film", "movie", "is", "was", "plot", "cast", "really", "quite", "a", "story", "and"]
+WORDS = POSITIVE + NEGATIVE + FILLER
+
+
+def make_tokenizer(directory: Path) -> BertTokenizer:
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizer(vocab=str(directory / "vocab.txt"))
+
+
+def tiny_bert_config(vocab_size: int, layers: int = 4, num_labels: int = 2) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+
+
+def save_tiny(directory: Path, kind: str = "bert", layers: int = 4, num_labels: int = 2, bare: bool = False) -> Path:
+    """Save a tiny random BERT or RoBERTa classifier (or a bare BERT encoder) with its tokenizer."""
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer(directory / "_tok")
+    if kind == "roberta":
+        config = RobertaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=72,
+            num_labels=num_labels,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        model = RobertaForSequenceClassification(config)
+    else:
+        config = tiny_bert_config(len(tokenizer), layers, num_labels)
+        model = BertModel(config) if bare else BertForSequenceClassification(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def sentence(rng: random.Random, label: int) -> str:
+    words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label else NEGATIVE)]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_task_dir(directory: Path, sizes=(64, 32, 32), suffix: str = ".tsv") -> Path:
+    """A learnable single-sentence polarity task in MR's column layout."""
+    rng = random.Random(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "validation", "test"), sizes, strict=True):
+        labels = [i % 2 for i in range(n)]
+        df = pd.DataFrame({"sentence": [sentence(rng, y) for y in labels], "label": labels})
+        write_frame(df, directory / f"{split}{suffix}")
+    return directory
+
+
+def write_frame(df: pd.DataFrame, path: Path) -> None:
+    if path.suffix == ".tsv":
+        df.to_csv(path, sep="\t", index=False)
+    elif path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        df.to_json(path, orient="records", lines=True)
+    else:
+        df.to_parquet(path)

@@ -1,0 +1,147 @@
+"""The distillation config: one dataclass whose keys mirror the CLI options.
+
+Precedence: the dataclass defaults (the quickstart recipe) < a TOML or YAML file (`--config`) < options given on
+the command line. Every value is checked before data or models load, so a typo costs a second, not a run.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xkd.errors import XKDError, closest
+
+DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class DistillConfig:
+    """Everything a distillation run needs; the defaults are the offline quickstart recipe (MR, MiniLM)."""
+
+    task: str = "mr"
+    teacher: str = DEFAULT_TEACHER
+    finetune_teacher: str = "auto"  # auto: fine-tune (cached) when the teacher has no trained classifier
+    student: str = "bert-k"
+    student_layers: int = 2
+    student_init: str = "uniform"
+    method: str = "kd"
+    temperature: float | None = None  # None: the method's default
+    alpha: float | None = None
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 64
+    max_steps: int | None = None
+    max_examples: int | None = None
+    seed: int = 42
+    precision: str = "no"
+    teacher_epochs: int = 2
+    teacher_lr: float = 1e-4
+    output_dir: str | None = None
+    data_dir: str | None = None
+    text_columns: list[str] | None = None  # custom tasks
+    label_column: str = "label"
+    num_labels: int | None = None
+    regression: bool = False
+    latency: bool = True
+    progress: bool = True
+
+    def validate(self) -> DistillConfig:
+        positive_ints = ("epochs", "batch_size", "student_layers", "max_length", "teacher_epochs")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_examples", "num_labels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("lr", "teacher_lr"):
+            if not getattr(self, name) > 0:
+                raise XKDError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise XKDError(f"temperature must be > 0, got {self.temperature}")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise XKDError(f"alpha must lie in [0, 1], got {self.alpha}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise XKDError(f"warmup-ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise XKDError(f"weight-decay must be >= 0, got {self.weight_decay}")
+        choices = {"finetune_teacher": ("auto", "always", "never"), "precision": ("no", "bf16", "fp16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise XKDError(
+                    f"{name.replace('_', '-')} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'"
+                )
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+_FIELDS = {f.name: f for f in fields(DistillConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a config-file value against the field's type (TOML/YAML already give ints, floats and bools)."""
+    default = _FIELDS[name].default
+    kind = type(default) if default is not MISSING and default is not None else None
+    annotation = str(_FIELDS[name].type)
+    if value is None:
+        return None
+    if "list" in annotation:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    elif kind is bool or annotation == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind is int or "int" in annotation:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float or "float" in annotation:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(value, str):
+        return value
+    raise XKDError(f"config key '{name}' should be {annotation}, got {value!r}; fix its value in the config file")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The checked key -> value pairs of a TOML or YAML file; keys may use '-' or '_'."""
+    path = Path(path)
+    if not path.is_file():
+        raise XKDError(f"config file {path} does not exist; pass the path of a .toml or .yaml file")
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(path.read_text())
+        elif path.suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(path.read_text()) or {}
+        else:
+            raise XKDError(f"config file {path} must end in .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise XKDError(f"cannot parse config file {path}: {first}") from None
+    if not isinstance(raw, dict):
+        raise XKDError(f"config file {path} must hold key = value pairs at the top level")
+    values = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise XKDError(
+                f"unknown config key '{key}' in {path}{closest(name, _FIELDS)}; run 'xkd distill --help' for keys"
+            )
+        values[name] = _coerce(name, value)
+    return values
+
+
+def build_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> DistillConfig:
+    """Defaults < file < command line; `cli_values` holds only options the user actually gave."""
+    return DistillConfig(**{**file_values, **cli_values}).validate()

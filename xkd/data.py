@@ -1,0 +1,295 @@
+"""Loading, checking and tokenizing task data.
+
+Sources, in order: an explicit `data_dir` holding `<split>.{tsv,csv,jsonl,parquet}`; `$XKD_DATA_DIR/<task>/`; the
+Hugging Face hub. Every split is checked before any training starts (columns present, labels in the task's label
+set, finite regression targets), so a bad file costs seconds, not a run.
+
+Teacher and student may use different tokenizers (a CNN student has its own vocabulary), so each example is
+tokenized once per distinct tokenizer and every batch carries one padded input per model role.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from xkd.errors import XKDError
+from xkd.tasks import Task
+
+SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")
+DATA_DIR_ENV = "XKD_DATA_DIR"
+UNLABELED = -1  # GLUE's hidden test labels
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one split file; TSV/CSV with quoting off, since MR has a sentence holding a lone `"`."""
+    try:
+        if path.suffix in (".tsv", ".csv"):
+            return pd.read_csv(
+                path,
+                sep="\t" if path.suffix == ".tsv" else ",",
+                quoting=csv.QUOTE_NONE if path.suffix == ".tsv" else csv.QUOTE_MINIMAL,
+                keep_default_na=False,
+                na_values=[""],
+                encoding="utf-8",
+            )
+        if path.suffix == ".jsonl":
+            return pd.read_json(path, lines=True)
+        return pd.read_parquet(path)
+    except UnicodeDecodeError as e:
+        line = _first_undecodable_line(path)
+        raise XKDError(f"{path}: line {line} is not valid UTF-8 ({e.reason}); re-save the file as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise XKDError(f"{path} is empty; write a header row and at least one example") from None
+    except (ValueError, pd.errors.ParserError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise XKDError(f"cannot parse {path}: {first}; check the file's format matches its suffix") from None
+
+
+def _first_undecodable_line(path: Path) -> int:
+    # The parser's error offset is relative to its read buffer, so find the line ourselves.
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+def split_file(directory: Path, split: str) -> Path | None:
+    for suffix in SUFFIXES:
+        candidate = directory / f"{split}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def local_data_dir(task: Task, data_dir: str | os.PathLike | None) -> Path | None:
+    """The directory to read the task from, or None to fall back to the hub."""
+    if data_dir is not None:
+        path = Path(data_dir)
+        if not path.is_dir():
+            raise XKDError(f"data dir {path} does not exist; pass a directory holding train/validation files")
+        return path
+    env = os.environ.get(DATA_DIR_ENV)
+    if env and (Path(env) / task.name).is_dir():
+        return Path(env) / task.name
+    return None
+
+
+def load_splits(
+    task: Task, data_dir: str | os.PathLike | None = None, max_examples: int | None = None
+) -> tuple[Task, DatasetDict]:
+    """Load and check every split of `task`.
+
+    Returns the task (completed with the label count and names of a custom task) and its splits as `datasets`
+    objects holding the text columns and `labels`. Test splits without labels are kept but marked unlabeled;
+    a missing test split is skipped. `max_examples` caps every split with a fixed random subset, for quick runs.
+    """
+    directory = local_data_dir(task, data_dir)
+    if directory is not None:
+        frames = {}
+        for split in task.splits:
+            path = split_file(directory, split)
+            if path is None:
+                if split in task.test_splits:
+                    continue
+                raise XKDError(f"{directory} has no {split} split; add {split}.tsv (or .csv/.jsonl/.parquet) to it")
+            frames[split] = read_table(path)
+        source = str(directory)
+    else:
+        frames, source = _from_hub(task)
+
+    if task.hub_path is None and not task.regression and task.num_labels == 0:
+        task = _infer_labels(task, frames["train"], source)
+    if max_examples is not None:
+        # A fixed random subset, not the head: split files are often sorted by label.
+        frames = {
+            name: df.sample(n=min(max_examples, len(df)), random_state=0).sort_index() for name, df in frames.items()
+        }
+    splits = DatasetDict()
+    for name, df in frames.items():
+        splits[name] = Dataset.from_pandas(_checked(task, name, df, source), preserve_index=False)
+    return task, splits
+
+
+def _from_hub(task: Task) -> tuple[dict[str, pd.DataFrame], str]:
+    if task.hub_path is None:
+        raise XKDError(f"task '{task.name}' has no hub source; pass --data-dir DIR with train/validation files")
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(task.hub_path, task.hub_config)
+    except Exception as e:  # offline, unreachable or missing: all say the same to the user
+        env = os.environ.get(DATA_DIR_ENV)
+        looked = f"{env}/{task.name}" if env else f"${DATA_DIR_ENV} (unset)"
+        raise XKDError(
+            f"no local data for task '{task.name}' (looked in {looked}) and the hub failed "
+            f"({type(e).__name__}); pass --data-dir DIR or set {DATA_DIR_ENV}"
+        ) from None
+    frames = {split: ds[split].to_pandas() for split in task.splits if split in ds}
+    return frames, f"hub:{task.hub_path}"
+
+
+def _infer_labels(task: Task, train: pd.DataFrame, source: str) -> Task:
+    if task.label_column not in train.columns:
+        return task  # the column check below reports it
+    values = train[task.label_column].dropna().unique()
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        return replace(task, num_labels=int(max(values)) + 1 if len(values) else 0)
+    names = tuple(sorted(str(v) for v in values))
+    return replace(task, num_labels=len(names), label_names=names)
+
+
+def _checked(task: Task, split: str, df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The split's text columns and numeric `labels`, or a one-line error naming what is wrong."""
+    where = f"{source} [{split}]"
+    if len(df) == 0:
+        raise XKDError(f"{where} has no examples; fill the file or remove it")
+    missing = [c for c in task.text_columns if c not in df.columns]
+    if missing:
+        raise XKDError(
+            f"{where} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))}); "
+            f"rename them or pass --text-column"
+        )
+    out = pd.DataFrame({c: df[c].fillna("").astype(str) for c in task.text_columns})
+    is_test = split in task.test_splits
+    if task.label_column not in df.columns:
+        if not is_test:
+            raise XKDError(f"{where} lacks the label column '{task.label_column}'; add it or pass --label-column")
+        out["labels"] = np.full(len(df), UNLABELED, dtype=np.float32 if task.regression else np.int64)
+        return out
+    out["labels"] = _labels(task, df[task.label_column], where, is_test)
+    return out
+
+
+def _labels(task: Task, column: pd.Series, where: str, is_test: bool) -> np.ndarray:
+    if task.regression:
+        values = pd.to_numeric(column, errors="coerce")
+        bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=np.float64)))
+        if len(bad):
+            raise XKDError(
+                f"{where}: label on row {bad[0] + 1} is '{column.iloc[bad[0]]}', not a number; "
+                "regression targets must be finite numbers"
+            )
+        if task.label_range is not None and not (is_test and (values == UNLABELED).all()):
+            low, high = task.label_range
+            out = np.flatnonzero((values < low) | (values > high))
+            if len(out):
+                raise XKDError(
+                    f"{where}: label {values.iloc[out[0]]} on row {out[0] + 1} is outside [{low}, {high}]; "
+                    "fix the target or use a custom task"
+                )
+        return values.to_numpy(dtype=np.float32)
+
+    if task.label_names and not pd.api.types.is_numeric_dtype(column):
+        index = {name: i for i, name in enumerate(task.label_names)}
+        ids = column.astype(str).map(index)
+        if ids.isna().any():
+            row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+            raise XKDError(
+                f"{where}: label '{column.iloc[row]}' on row {row + 1} is not one of "
+                f"{', '.join(task.label_names)}; fix the label or the task's label names"
+            )
+        return ids.to_numpy(dtype=np.int64)
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    allowed = np.isfinite(values) & (values == np.round(values))
+    allowed &= ((values >= 0) & (values < task.num_labels)) | (is_test & (values == UNLABELED))
+    bad = np.flatnonzero(~allowed)
+    if len(bad):
+        raise XKDError(
+            f"{where}: label '{column.iloc[bad[0]]}' on row {bad[0] + 1} is not in the task's label set "
+            f"0..{task.num_labels - 1}; fix the data or pick the right task"
+        )
+    return values.astype(np.int64)
+
+
+def is_labeled(split: Dataset) -> bool:
+    return len(split) > 0 and bool(np.any(np.asarray(split["labels"]) != UNLABELED))
+
+
+# ---------------------------------------------------------------------------------------------- tokenization
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Same fingerprint = same token ids for the same text, so teacher and student can share one encoding."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}:{len(tokenizer)}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def shared_roles(tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> dict[str, str]:
+    """Map each role to the first role with the same tokenizer, so identical encodings are computed once."""
+    first: dict[str, str] = {}
+    aliases = {}
+    for role, tok in tokenizers.items():
+        aliases[role] = first.setdefault(tokenizer_fingerprint(tok), role)
+    return aliases
+
+
+def encode(
+    split: Dataset,
+    task: Task,
+    tokenizers: Mapping[str, PreTrainedTokenizerBase],
+    max_length: int,
+) -> Dataset:
+    """Tokenize a split once per distinct tokenizer (batched `datasets.map`), without padding.
+
+    Columns come out as `<role>__input_ids` etc.; padding happens per batch in `Collator`.
+    """
+    aliases = shared_roles(tokenizers)
+    roles = sorted(set(aliases.values()))
+
+    def tokenize(batch: dict) -> dict:
+        texts = [batch[c] for c in task.text_columns]
+        out = {}
+        for role in roles:
+            enc = tokenizers[role](*texts, truncation=True, max_length=max_length)
+            for key, value in enc.items():
+                out[f"{role}__{key}"] = value
+        return out
+
+    return split.map(tokenize, batched=True, remove_columns=list(task.text_columns), desc=None)
+
+
+class Collator:
+    """Pads each model role's inputs to the longest example of the batch (dynamic padding)."""
+
+    def __init__(self, tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> None:
+        self.tokenizers = dict(tokenizers)
+        self.aliases = shared_roles(tokenizers)
+
+    def __call__(self, features: list[dict]) -> dict:
+        labels = torch.tensor([f["labels"] for f in features])
+        batch: dict = {"labels": labels}
+        padded: dict[str, dict[str, torch.Tensor]] = {}
+        for role, source in self.aliases.items():
+            if source not in padded:
+                prefix = f"{source}__"
+                rows = [{k[len(prefix) :]: v for k, v in f.items() if k.startswith(prefix)} for f in features]
+                padded[source] = dict(self.tokenizers[source].pad(rows, return_tensors="pt"))
+            batch[role] = padded[source]
+        return batch
+
+
+def make_loader(
+    split: Dataset,
+    collator: Collator,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)

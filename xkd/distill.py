@@ -1,0 +1,184 @@
+"""`xkd distill` as a library call: resolve the task, data, teacher and student, train, report.
+
+The order is chosen so that mistakes surface before anything expensive: names and values first, then data
+files, then models, and only then training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict
+
+from xkd.config import DistillConfig
+from xkd.data import Collator, encode, is_labeled, load_splits, local_data_dir, make_loader
+from xkd.evaluation import evaluate
+from xkd.latency import cpu_latency_ms
+from xkd.methods import get_method
+from xkd.students import STUDENTS, build_student
+from xkd.tasks import Task, custom_task, get_task
+from xkd.teachers import (
+    HFEncoderClassifier,
+    cached_finetune,
+    check_teacher,
+    is_sequence_classifier,
+    load_teacher,
+)
+from xkd.teachers.hf_encoder import load_config
+from xkd.training import TrainSettings, parameter_count, train
+
+Log = Callable[[str], None]
+
+
+def resolve_task(cfg: DistillConfig) -> Task:
+    """A registered task, or a custom one when `text_columns` are given."""
+    if cfg.text_columns:
+        return custom_task(cfg.task, tuple(cfg.text_columns), cfg.label_column, cfg.num_labels, cfg.regression)
+    return get_task(cfg.task)
+
+
+def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
+    return TrainSettings(
+        epochs=cfg.teacher_epochs if teacher else cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.teacher_lr if teacher else cfg.lr,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_steps=cfg.max_steps,
+        seed=cfg.seed,
+        precision=cfg.precision,
+        progress=cfg.progress,
+    )
+
+
+def default_run_dir(cfg: DistillConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.task}-{cfg.student}{cfg.student_layers}-{cfg.method}-{stamp}"
+
+
+def resolve_teacher(
+    cfg: DistillConfig, task: Task, raw: DatasetDict, log: Log
+) -> tuple[HFEncoderClassifier, dict[str, Any]]:
+    """The frozen teacher, fine-tuning (and caching) it first when it has no trained classifier."""
+    info: dict[str, Any] = {"source": cfg.teacher}
+    config = load_config(cfg.teacher, "teacher")
+    needs_finetune = cfg.finetune_teacher == "always" or (
+        cfg.finetune_teacher == "auto" and not is_sequence_classifier(config)
+    )
+    path = cfg.teacher
+    if needs_finetune:
+        source = str(local_data_dir(task, cfg.data_dir) or f"hub:{task.hub_path}")
+        source += f":max_examples={cfg.max_examples}"
+        directory, summary, cached = cached_finetune(
+            cfg.teacher, task, raw, train_settings(cfg, teacher=True), cfg.max_length, source, log
+        )
+        log(f"teacher: {'cached fine-tune' if cached else 'fine-tuned'} at {directory}")
+        path = str(directory)
+        info.update(finetuned_dir=path, finetune_cached=cached, finetune_seconds=summary.get("train_seconds"))
+    return load_teacher(path, task), info
+
+
+def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
+    """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`."""
+    cfg.validate()
+    wall_start = time.perf_counter()
+    task = resolve_task(cfg)
+    method = get_method(cfg.method)
+    STUDENTS.get(cfg.student)
+    terms = method.terms(temperature=cfg.temperature, alpha=cfg.alpha)
+
+    task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
+    if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
+        check_teacher(cfg.teacher, task)  # fail before a run directory exists
+    run_dir = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.to_json())
+    log(f"run directory: {run_dir}")
+
+    teacher_start = time.perf_counter()
+    teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
+    teacher_seconds = time.perf_counter() - teacher_start
+    student = build_student(cfg.student, teacher, task, layers=cfg.student_layers, init=cfg.student_init)
+
+    tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
+    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
+    collator = Collator(tokenizers)
+    log(
+        f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
+        f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
+    )
+    summary = train(
+        student,
+        task,
+        splits,
+        collator,
+        terms,
+        train_settings(cfg),
+        run_dir,
+        teacher=teacher if method.needs_teacher else None,
+        needs_attentions=method.needs_attentions,
+        meta={"role": "student", "task": task.name, "method": method.name, "teacher": cfg.teacher},
+    )
+
+    eval_names = [n for n in (*task.validation_splits, *task.test_splits) if n in splits and is_labeled(splits[n])]
+    teacher_metrics = {
+        n: evaluate(teacher, make_loader(splits[n], collator, 128, shuffle=False), task, role="teacher")
+        for n in eval_names
+    }
+    summary["teacher"] = {
+        **teacher_info,
+        "metrics": teacher_metrics,
+        "parameters": parameter_count(teacher),
+        "layers": teacher.num_layers,
+        "seconds": round(teacher_seconds, 2),
+    }
+    summary["student"] = {
+        "name": cfg.student,
+        "layers": student.num_layers,
+        "parameters": parameter_count(student),
+        "dir": str(run_dir / "student"),
+    }
+    summary["method"] = {"name": method.name, "terms": {t.name: t.weight for t in terms}}
+    if cfg.latency:
+        summary["latency_ms"] = latency_table(teacher, student, splits[task.validation_splits[0]], collator)
+    summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def latency_table(teacher, student, split, collator: Collator, sizes=(1, 32)) -> dict[str, dict[str, float]]:
+    """CPU forward latency (median ms) of teacher and student at the given batch sizes, on real examples."""
+    out: dict[str, dict[str, float]] = {"teacher": {}, "student": {}}
+    for size in sizes:
+        batch = collator([split[i] for i in range(min(size, len(split)))])
+        out["teacher"][f"batch_{size}"] = cpu_latency_ms(teacher, batch["teacher"])
+        out["student"][f"batch_{size}"] = cpu_latency_ms(student, batch["student"])
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable comparison printed at the end of `xkd distill`."""
+    teacher, student = summary["teacher"], summary["student"]
+    rows = [("", "teacher", "student")]
+    for split, metrics in summary["teacher"]["metrics"].items():
+        s_metrics = summary["validation"].get(split) or summary["test"].get(split, {})
+        for name, value in metrics.items():
+            if name == "score" and len(metrics) == 2:
+                continue
+            rows.append((f"{split} {name}", f"{100 * value:.2f}", f"{100 * s_metrics.get(name, float('nan')):.2f}"))
+    rows.append(("layers", str(teacher["layers"]), str(student["layers"])))
+    rows.append(("parameters", f"{teacher['parameters'] / 1e6:.1f}M", f"{student['parameters'] / 1e6:.1f}M"))
+    for size, ms in summary.get("latency_ms", {}).get("teacher", {}).items():
+        s_ms = summary["latency_ms"]["student"][size]
+        rows.append((f"CPU latency {size.replace('_', ' ')}", f"{ms:.1f} ms", f"{s_ms:.1f} ms ({ms / s_ms:.1f}x)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append(
+        f"wall time {summary['wall_seconds'] / 60:.1f} min (student training {summary['train_seconds']:.0f} s)"
+    )
+    return "\n".join(lines)

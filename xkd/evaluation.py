@@ -1,0 +1,34 @@
+"""Evaluation of any Trace-returning model on a task split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from xkd.data import UNLABELED
+from xkd.metrics import compute_metrics
+from xkd.tasks import Task
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, role: str = "student") -> tuple[np.ndarray, np.ndarray]:
+    """Logits [N, C] and labels [N] over a loader; batches are moved to the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for batch in loader:
+        inputs = {k: v.to(device) for k, v in batch[role].items()}
+        logits.append(model(inputs).logits.float().cpu())
+        labels.append(batch["labels"].cpu())
+    model.train(was_training)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model: nn.Module, loader: DataLoader, task: Task, role: str = "student") -> dict[str, float]:
+    """The task's metrics on a labelled split (unlabelled rows, such as GLUE's hidden test labels, are skipped)."""
+    logits, labels = predict(model, loader, role)
+    keep = labels != UNLABELED
+    return compute_metrics(task, logits[keep], labels[keep])

@@ -1,0 +1,25 @@
+"""CPU inference latency: what a user shipping the student will see."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+@torch.inference_mode()
+def cpu_latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor], repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time in milliseconds of one forward pass on CPU over `repeats` runs."""
+    model = copy.deepcopy(model).to("cpu").eval()
+    inputs = {k: v.to("cpu") for k, v in inputs.items()}
+    for _ in range(warmup):
+        model(inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(inputs)
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 3)

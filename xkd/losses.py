@@ -1,0 +1,34 @@
+"""Loss functions: plain functions of tensors, so each can be checked against numbers computed by hand.
+
+Softmax and KL run in float32 even under autocast: low-precision log-probabilities of peaked teacher
+distributions lose the small differences KD learns from.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def task_loss(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
+    """Cross-entropy on gold labels, or MSE to the gold value for regression (logits [B, 1])."""
+    if regression:
+        return F.mse_loss(logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(logits.float(), labels.long())
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Hinton's soft-label loss `τ² · KL(softmax(z_T/τ) ‖ softmax(z_S/τ))`, averaged over the batch.
+
+    The τ² factor keeps gradient magnitudes comparable across temperatures (Hinton et al., 2015).
+    """
+    t = temperature
+    log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * t * t
+
+
+def regression_kd_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """KD for regression tasks: MSE to the teacher's prediction (a KL over one output is meaningless)."""
+    return F.mse_loss(student_logits.float(), teacher_logits.float())

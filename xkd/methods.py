@@ -1,0 +1,113 @@
+"""Distillation methods as named, weighted sums of loss terms.
+
+A method is a list of `LossTerm`s built from its options (temperature, alpha, ...). Every term is logged under
+its own name, so a run shows what each part of the objective is doing, and later methods can add intermediate
+terms beside the ones here without a new training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from xkd.errors import XKDError
+from xkd.losses import kd_loss, regression_kd_loss, task_loss
+from xkd.registry import Registry
+from xkd.tasks import Task
+from xkd.trace import Trace
+
+LossFn = Callable[[Trace, "Trace | None", Tensor, Task], Tensor]
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One named part of a method's objective: `weight · fn(student, teacher, labels, task)`."""
+
+    name: str
+    weight: float
+    fn: LossFn
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered distillation method.
+
+    `options` holds the method's tunable values and their defaults; `make_terms` turns chosen values into the
+    loss terms. `needs_teacher` is False for plain fine-tuning, so no teacher is loaded or run.
+    """
+
+    name: str
+    summary: str
+    make_terms: Callable[..., list[LossTerm]]
+    options: dict[str, float] = field(default_factory=dict)
+    needs_teacher: bool = True
+    needs_attentions: bool = False
+
+    def terms(self, **values: float | None) -> list[LossTerm]:
+        chosen = {k: (values[k] if values.get(k) is not None else v) for k, v in self.options.items()}
+        return self.make_terms(**chosen)
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def get_method(name: str) -> Method:
+    return METHODS.get(name)
+
+
+def weighted_loss(
+    terms: list[LossTerm], student: Trace, teacher: Trace | None, labels: Tensor, task: Task
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The total loss and each term's unweighted value (detached), for logging."""
+    total: Tensor | None = None
+    values: dict[str, Tensor] = {}
+    for term in terms:
+        if term.weight == 0:
+            continue
+        value = term.fn(student, teacher, labels, task)
+        values[term.name] = value.detach()
+        total = term.weight * value if total is None else total + term.weight * value
+    if total is None:
+        raise XKDError("every loss term has weight 0; give at least one term a positive weight")
+    return total, values
+
+
+def _gold(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+    return task_loss(student.logits, labels, task.regression)
+
+
+def _soft(temperature: float) -> LossFn:
+    def soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+        assert teacher is not None
+        if task.regression:
+            return regression_kd_loss(student.logits, teacher.logits)
+        return kd_loss(student.logits, teacher.logits, temperature)
+
+    return soft
+
+
+METHODS.add(
+    "none",
+    Method(
+        name="none",
+        summary="no KD: fine-tune on gold labels only (CE, or MSE for regression)",
+        make_terms=lambda: [LossTerm("ce", 1.0, _gold)],
+        needs_teacher=False,
+    ),
+)
+
+METHODS.add(
+    "kd",
+    Method(
+        name="kd",
+        summary="vanilla KD (Hinton 2015): (1-α)·CE + α·τ²·KL(teacher ‖ student) on final logits; "
+        "MSE to the teacher for regression",
+        make_terms=lambda temperature, alpha: [
+            LossTerm("ce", 1.0 - alpha, _gold),
+            LossTerm("kd", alpha, _soft(temperature)),
+        ],
+        options={"temperature": 2.0, "alpha": 0.5},
+    ),
+)

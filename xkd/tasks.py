@@ -1,0 +1,195 @@
+"""The task registry: what each task's data looks like and how it is scored.
+
+A task says which columns hold the text (one for single-sentence tasks, two for pairs), how many labels it has,
+whether it is regression, which metrics score it and where its data comes from on the hub. Custom tasks from
+local files are built with `custom_task`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xkd.errors import XKDError
+from xkd.registry import Registry
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification or regression task over one sentence or a sentence pair.
+
+    `main_metric` picks the best checkpoint; `score` (the mean of the task's metrics, GLUE's convention for
+    MRPC, QQP and STS-B) is the default.
+    """
+
+    name: str
+    text_columns: tuple[str, ...]
+    num_labels: int
+    label_column: str = "label"
+    regression: bool = False
+    metrics: tuple[str, ...] = ("accuracy",)
+    main_metric: str = "score"
+    validation_splits: tuple[str, ...] = ("validation",)
+    test_splits: tuple[str, ...] = ("test",)
+    hub_path: str | None = None
+    hub_config: str | None = None
+    label_names: tuple[str, ...] | None = None
+    label_range: tuple[float, float] | None = None  # regression targets must lie in it
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", *self.validation_splits, *self.test_splits)
+
+    @property
+    def output_size(self) -> int:
+        """Width of the classifier output: 1 for regression, else the label count."""
+        return 1 if self.regression else self.num_labels
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def _add(task: Task) -> None:
+    TASKS.add(task.name, task)
+
+
+_add(
+    Task(
+        "cola",
+        ("sentence",),
+        2,
+        metrics=("matthews",),
+        hub_path="nyu-mll/glue",
+        hub_config="cola",
+        description="CoLA: grammatical acceptability (Matthews correlation)",
+    )
+)
+_add(
+    Task(
+        "sst2",
+        ("sentence",),
+        2,
+        hub_path="nyu-mll/glue",
+        hub_config="sst2",
+        description="SST-2: sentence sentiment",
+    )
+)
+_add(
+    Task(
+        "mrpc",
+        ("sentence1", "sentence2"),
+        2,
+        metrics=("accuracy", "f1"),
+        hub_path="nyu-mll/glue",
+        hub_config="mrpc",
+        description="MRPC: paraphrase (accuracy and F1)",
+    )
+)
+_add(
+    Task(
+        "stsb",
+        ("sentence1", "sentence2"),
+        1,
+        regression=True,
+        metrics=("pearson", "spearman"),
+        hub_path="nyu-mll/glue",
+        hub_config="stsb",
+        label_range=(0.0, 5.0),
+        description="STS-B: sentence similarity 0..5 (Pearson and Spearman)",
+    )
+)
+_add(
+    Task(
+        "qqp",
+        ("question1", "question2"),
+        2,
+        metrics=("accuracy", "f1"),
+        hub_path="nyu-mll/glue",
+        hub_config="qqp",
+        description="QQP: duplicate questions (accuracy and F1)",
+    )
+)
+_add(
+    Task(
+        "mnli",
+        ("premise", "hypothesis"),
+        3,
+        hub_path="nyu-mll/glue",
+        hub_config="mnli",
+        validation_splits=("validation_matched", "validation_mismatched"),
+        test_splits=("test_matched", "test_mismatched"),
+        label_names=("entailment", "neutral", "contradiction"),
+        description="MNLI: entailment, matched and mismatched validation",
+    )
+)
+_add(
+    Task(
+        "qnli",
+        ("question", "sentence"),
+        2,
+        hub_path="nyu-mll/glue",
+        hub_config="qnli",
+        description="QNLI: does the sentence answer the question",
+    )
+)
+_add(
+    Task(
+        "rte",
+        ("sentence1", "sentence2"),
+        2,
+        hub_path="nyu-mll/glue",
+        hub_config="rte",
+        description="RTE: textual entailment",
+    )
+)
+_add(
+    Task(
+        "mr",
+        ("sentence",),
+        2,
+        hub_path="cornell-movie-review-data/rotten_tomatoes",
+        label_names=("negative", "positive"),
+        description="MR: movie-review polarity (rt-polarity sentences)",
+    )
+)
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)
+
+
+def custom_task(
+    name: str,
+    text_columns: tuple[str, ...],
+    label_column: str = "label",
+    num_labels: int | None = None,
+    regression: bool = False,
+    label_names: tuple[str, ...] | None = None,
+) -> Task:
+    """A task over local files with the given columns; its data must come from `--data-dir`.
+
+    `num_labels` may be left out: the data module then counts the training labels (see `xkd.data`).
+    """
+    if not 1 <= len(text_columns) <= 2:
+        raise XKDError(
+            f"a custom task needs one or two text columns, got {len(text_columns)}: pass --text-column once "
+            "for single sentences or twice for pairs"
+        )
+    if regression:
+        num_labels = 1
+    metrics = ("pearson", "spearman") if regression else ("accuracy",)
+    return Task(
+        name=name,
+        text_columns=tuple(text_columns),
+        num_labels=num_labels or 0,
+        label_column=label_column,
+        regression=regression,
+        metrics=metrics,
+        label_names=label_names,
+        description="custom task from local files",
+    )

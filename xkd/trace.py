@@ -1,0 +1,64 @@
+"""The one data contract between teachers, students and losses.
+
+Every model xkd can distil from or into returns a `Trace` from its forward pass. Losses only read traces, so any
+method works with any model that fills the fields the method needs; a new student architecture only has to fill
+this object (see `xkd.students.protocol`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Trace:
+    """What one forward pass exposes for distillation.
+
+    Attributes:
+        logits: final classifier output, [B, C] (C = 1 for regression).
+        layer_vectors: one sentence vector per layer, [B, L, D]: the first-token ([CLS]) state of each transformer
+            layer, or the pooled output of a CNN block / LSTM layer. The embedding output is not a layer.
+        attention_mask: 1 for real tokens, 0 for padding, [B, T]; None for models without token positions.
+        pseudo_logits: per-layer classifier outputs [B, L, C] when the model has a head on every layer.
+        attentions: self-attention probabilities [B, L, H, T, T], only when a method asked for them (they are
+            large, and HF models must switch to eager attention to return them).
+    """
+
+    logits: Tensor
+    layer_vectors: Tensor
+    attention_mask: Tensor | None = None
+    pseudo_logits: Tensor | None = None
+    attentions: Tensor | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.layer_vectors.shape[1]
+
+    def detach(self) -> Trace:
+        """A copy cut from the autograd graph (teacher traces never carry gradients)."""
+
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.detach()
+
+        return Trace(
+            logits=self.logits.detach(),
+            layer_vectors=self.layer_vectors.detach(),
+            attention_mask=cut(self.attention_mask),
+            pseudo_logits=cut(self.pseudo_logits),
+            attentions=cut(self.attentions),
+        )
+
+    def to(self, device: torch.device | str) -> Trace:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return Trace(
+            logits=self.logits.to(device),
+            layer_vectors=self.layer_vectors.to(device),
+            attention_mask=move(self.attention_mask),
+            pseudo_logits=move(self.pseudo_logits),
+            attentions=move(self.attentions),
+        )

@@ -1,0 +1,196 @@
+"""The training loop: one function whose steps read in order.
+
+batch -> teacher trace (frozen, no grad) -> student trace -> loss terms -> step -> evaluation each epoch ->
+best checkpoint on validation -> test evaluation of the best weights. Fine-tuning a teacher is the same loop with
+the `none` method and no teacher. Device and precision are decided here, once, by `accelerate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from datasets import DatasetDict
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from xkd.data import Collator, is_labeled, make_loader
+from xkd.evaluation import evaluate
+from xkd.methods import LossTerm, weighted_loss
+from xkd.tasks import Task
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by distillation and teacher fine-tuning."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    max_steps: int | None = None
+    seed: int = 42
+    precision: str = "no"  # "no", "bf16" or "fp16" (accelerate's mixed precision)
+    progress: bool = True
+
+
+def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    # No weight decay on biases and norms, as in BERT's recipe.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=settings.lr)
+
+
+def save_atomically(model: nn.Module, directory: Path, meta: dict[str, Any]) -> None:
+    """Save into a temporary sibling, then move each file into place with an atomic rename.
+
+    A crash mid-save never leaves a half-written weights file; files the directory already holds (a run's logs)
+    are kept.
+    """
+    tmp = directory.with_name(directory.name + ".saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp, **meta)
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in tmp.iterdir():
+        os.replace(path, directory / path.name)
+    tmp.rmdir()
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    splits: DatasetDict,
+    collator: Collator,
+    terms: list[LossTerm],
+    settings: TrainSettings,
+    run_dir: str | Path,
+    teacher: nn.Module | None = None,
+    needs_attentions: bool = False,
+    save_dir: str | Path | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train `model` on `splits["train"]` with the weighted `terms`, keeping the best validation checkpoint.
+
+    Writes `run_dir/metrics.jsonl` (one line per epoch) and saves the best model to `save_dir` (default
+    `run_dir/student`). Returns a
+    summary with the best epoch, validation and test metrics and timings; the caller writes `summary.json`.
+    """
+    run_dir = Path(run_dir)
+    save_dir = Path(save_dir) if save_dir is not None else run_dir / "student"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(settings.seed)
+    accelerator = Accelerator(mixed_precision=settings.precision)
+
+    train_loader = make_loader(splits["train"], collator, settings.batch_size, shuffle=True, seed=settings.seed)
+    val_names = [n for n in task.validation_splits if n in splits]
+    test_names = [n for n in task.test_splits if n in splits and is_labeled(splits[n])]
+    eval_loaders = {
+        n: make_loader(splits[n], collator, settings.eval_batch_size, shuffle=False) for n in val_names + test_names
+    }
+    steps_per_epoch = len(train_loader)
+    total_steps = settings.epochs * steps_per_epoch
+    if settings.max_steps is not None:
+        total_steps = min(total_steps, settings.max_steps)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+
+    optimizer = _optimizer(model, settings)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if teacher is not None:
+        teacher.to(accelerator.device)  # frozen: placed, never wrapped for DDP or optimised
+
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    best_score, best_epoch, best_state, best_val = -math.inf, 0, None, {}
+    step, start = 0, time.perf_counter()
+    bar = tqdm(total=total_steps, desc="train", disable=not settings.progress, dynamic_ncols=True)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        for batch in train_loader:
+            teacher_trace = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_trace = teacher(batch["teacher"], output_attentions=needs_attentions).detach()
+            with accelerator.autocast():
+                student_trace = model(batch["student"], output_attentions=needs_attentions)
+            loss, values = weighted_loss(terms, student_trace, teacher_trace, batch["labels"], task)
+            accelerator.backward(loss)
+            if settings.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            step += 1
+            seen += 1
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / seen:.4f}", best=f"{max(best_score, 0):.4f}")
+            if step >= total_steps:
+                break
+
+        unwrapped = accelerator.unwrap_model(model)
+        val = {n: evaluate(unwrapped, eval_loaders[n], task) for n in val_names}
+        score = val[val_names[0]][task.main_metric]
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "train": {k: v / max(seen, 1) for k, v in sums.items()},
+            **{n: m for n, m in val.items()},
+            "elapsed_s": round(time.perf_counter() - start, 2),
+        }
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if score > best_score:
+            best_score, best_epoch, best_val = score, epoch, val
+            best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+            if accelerator.is_main_process:
+                save_atomically(unwrapped, save_dir, {**(meta or {}), "validation": val, "epoch": epoch})
+        bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / max(seen, 1):.4f}", best=f"{best_score:.4f}")
+        if step >= total_steps:
+            break
+    bar.close()
+    train_seconds = time.perf_counter() - start
+
+    unwrapped = accelerator.unwrap_model(model)
+    if best_state is not None:
+        unwrapped.load_state_dict(best_state)
+    test = {n: evaluate(unwrapped, eval_loaders[n], task) for n in test_names}
+    return {
+        "task": task.name,
+        "best_epoch": best_epoch,
+        "steps": step,
+        "validation": best_val,
+        "test": test,
+        "train_seconds": round(train_seconds, 2),
+        "steps_per_second": round(step / train_seconds, 3) if train_seconds else None,
+        "device": str(accelerator.device),
+        "settings": asdict(settings),
+    }
