@@ -12,7 +12,7 @@ import click
 from xkd import __version__
 
 from .errors import XKDGroup
-from .options import apply, config_option, given
+from .options import apply, config_option, given, parse_pairs
 
 DISTILL_OPTIONS = [
     click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file of options."),
@@ -29,6 +29,13 @@ DISTILL_OPTIONS = [
     config_option("method", "Distillation method: none or kd."),
     config_option("temperature", "KD temperature τ (> 0) [method default: 2.0].", type=float),
     config_option("alpha", "KD weight α in [0, 1] [method default: 0.5].", type=float),
+    config_option(
+        "method_options",
+        "A method option as KEY=VALUE, repeatable (e.g. -O gamma=2 -O score=hidden; see 'xkd methods').",
+        multiple=True,
+        flag="-O",
+    ),
+    config_option("second_stage_epochs", "CE-only epochs without the teacher after distillation.", type=int),
     config_option("epochs", "Training epochs.", type=int),
     config_option("batch_size", "Batch size.", type=int),
     config_option("lr", "Peak learning rate (AdamW, linear warmup and decay).", type=float),
@@ -41,6 +48,12 @@ DISTILL_OPTIONS = [
     config_option("precision", "Mixed precision on GPU: no, bf16, fp16.", type=click.Choice(["no", "bf16", "fp16"])),
     config_option("teacher_epochs", "Epochs when fine-tuning the teacher.", type=int),
     config_option("teacher_lr", "Learning rate when fine-tuning the teacher.", type=float),
+    config_option(
+        "teacher_heads",
+        "Pseudo-classifier kind when the teacher's heads are trained on the fly.",
+        type=click.Choice(["linear", "pooler"]),
+    ),
+    config_option("heads_epochs", "Epochs when training the teacher's pseudo classifiers.", type=int),
     config_option("output_dir", "Run directory [default: runs/<task>-<student><k>-<method>-<time>]."),
     config_option("data_dir", "Directory of train/validation/test .tsv/.csv/.jsonl/.parquet files."),
     config_option("text_columns", "Custom task: a text column (twice for pairs).", multiple=True, flag="--text-column"),
@@ -90,13 +103,17 @@ def distill(config_file: str | None, **options) -> None:
       xkd distill
       xkd distill --task sst2 --teacher ./my-bert-sst2 --student-layers 4 --method kd --temperature 4
       xkd distill --config recipe.toml --seed 2
+      xkd distill --method universal -O gamma=2 -O mode=cg --second-stage-epochs 1
       xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars
     """
     from xkd.config import build_config, read_config_file
     from xkd.distill import format_summary, run_distill
 
     file_values = read_config_file(config_file) if config_file else {}
-    cfg = build_config(file_values, given(options))
+    values = given(options)
+    if "method_options" in values:
+        values["method_options"] = parse_pairs(values["method_options"])
+    cfg = build_config(file_values, values)
     summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
     click.echo(format_summary(summary))
     click.echo(f"results: {Path(summary['student']['dir']).parent}/summary.json")
@@ -127,11 +144,10 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     Example:
       xkd teacher finetune --model sentence-transformers/all-MiniLM-L6-v2 --task mr --output-dir teachers/minilm-mr
     """
-    from xkd.teachers import finetune
-
     from xkd.config import DistillConfig
     from xkd.data import load_splits
     from xkd.distill import resolve_task, train_settings
+    from xkd.teachers import finetune
 
     cfg = DistillConfig(
         task=task,
@@ -155,6 +171,70 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     )
 
 
+@teacher.command("heads")
+@click.option("--teacher", "teacher_path", required=True, help="A fine-tuned teacher (directory or hub id).")
+@click.option("--task", required=True, help="Task name (see 'xkd tasks').")
+@click.option("--kind", type=click.Choice(["linear", "pooler"]), default="linear", show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs over the stored layer vectors.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--data-dir", type=click.Path(), help="Directory of train/validation/test files.")
+@click.option("--max-length", type=int, help="Maximum tokens [default: the teacher's training length, else 64].")
+@click.option("--max-examples", type=int, help="Use at most this many examples per split (quick runs).")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--progress/--no-progress", default=True)
+def teacher_heads(teacher_path, task, kind, epochs, lr, data_dir, max_length, max_examples, seed, progress) -> None:
+    """Train a pseudo classifier on every layer of a fine-tuned teacher, its body frozen.
+
+    One frozen pass stores each layer's sentence vector; all heads then train together on those vectors. The
+    heads are saved next to the teacher (pseudo_heads.safetensors + pseudo_heads.json with each head's
+    validation metrics) and load with it from then on.
+
+    \b
+    Example:
+      xkd teacher heads --teacher runs/teacher-mr --task mr
+    """
+    from xkd.data import load_splits
+    from xkd.errors import XKDError
+    from xkd.tasks import get_task
+    from xkd.teachers import heads_dir, load_teacher, train_heads
+    from xkd.teachers.heads import heads_info
+
+    if epochs < 1 or not lr > 0:
+        raise XKDError("--epochs must be at least 1 and --lr > 0")
+    spec, raw = load_splits(get_task(task), data_dir, max_examples)
+    model = load_teacher(teacher_path, spec)
+    length = max_length or int(model.meta.get("max_length", 64))
+    heads, metrics = train_heads(
+        model,
+        spec,
+        raw,
+        length,
+        kind=kind,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        log=lambda m: click.echo(m, err=True),
+    )
+    directory = heads.save(heads_dir(teacher_path), **heads_info(metrics, spec, max_length=length))
+    click.echo(json.dumps({"heads_dir": str(directory), "layer_metrics": metrics}, indent=2))
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report_command(run_dir: str) -> None:
+    """Draw a run's plots: the projector's attention heatmap and the teacher's per-layer head accuracy.
+
+    \b
+    Example:
+      xkd report runs/mr-bert-k2-universal-20260101-120000
+    """
+    from xkd.report import report_run
+
+    for path in report_run(run_dir):
+        click.echo(str(path))
+
+
 @cli.command("eval")
 @click.option("--model", "model_dir", required=True, help="A saved teacher or student directory (or hub id).")
 @click.option("--task", required=True, help="Task name (see 'xkd tasks').")
@@ -163,21 +243,29 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--max-length", type=int, help="Maximum tokens [default: the length the model was trained with].")
 @click.option("--max-examples", type=int, help="Score at most this many examples per split.")
-def eval_command(model_dir, task, split_names, data_dir, batch_size, max_length, max_examples) -> None:
+@click.option("--text-column", "text_columns", multiple=True, help="Custom task: a text column (twice for pairs).")
+@click.option("--label-column", default="label", show_default=True, help="Custom task: the label column.")
+@click.option("--regression/--classification", default=False, help="Custom task: regression target.")
+def eval_command(
+    model_dir, task, split_names, data_dir, batch_size, max_length, max_examples, text_columns, label_column, regression
+) -> None:
     """Score a saved teacher or student on a task's splits; prints JSON.
 
     \b
     Example:
       xkd eval --model runs/mr-bert-k2-kd-20260101-120000/student --task mr --split test
     """
-    from xkd.teachers import load_teacher
-
+    from xkd.config import DistillConfig
     from xkd.data import Collator, encode, is_labeled, load_splits, make_loader
+    from xkd.distill import resolve_task
     from xkd.errors import XKDError
     from xkd.evaluation import evaluate
-    from xkd.tasks import get_task
+    from xkd.teachers import load_teacher
 
-    spec, raw = load_splits(get_task(task), data_dir, max_examples)
+    cfg = DistillConfig(
+        task=task, text_columns=list(text_columns) or None, label_column=label_column, regression=regression
+    )
+    spec, raw = load_splits(resolve_task(cfg), data_dir, max_examples)
     model = load_teacher(model_dir, spec)
     length = max_length or int(model.meta.get("max_length", 128))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]

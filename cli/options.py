@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from xkd.config import DistillConfig
+from xkd.errors import XKDError
 
 _DEFAULTS = {f.name: f.default for f in fields(DistillConfig)}
 
@@ -41,3 +42,14 @@ def apply(decorators: list[Callable]) -> Callable:
         return f
 
     return wrap
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, str]:
+    """`["gamma=2", "score=hidden"]` -> {"gamma": "2", "score": "hidden"}; the method coerces the types."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise XKDError(f"method option '{pair}' is not KEY=VALUE; write it like -O gamma=2")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out

@@ -10,9 +10,9 @@ import copy
 import re
 
 from transformers import AutoModelForSequenceClassification
-from xkd.teachers.hf_encoder import HFEncoderClassifier
 
 from xkd.errors import XKDError
+from xkd.teachers.hf_encoder import HFEncoderClassifier
 
 INITS = ("uniform", "first", "last", "random")
 _LAYER = re.compile(r"\.layer\.(\d+)\.")

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
-from xkd.teachers.hf_encoder import HFEncoderClassifier
 
 from xkd.registry import Registry
 from xkd.tasks import Task
+from xkd.teachers.hf_encoder import HFEncoderClassifier
 
 from .bert_k import INITS, build_bert_k
 

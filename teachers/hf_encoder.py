@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from xkd.errors import XKDError
+from xkd.pseudo_heads import PseudoHeads
 from xkd.trace import Trace
 
 META_FILE = "xkd.json"  # what xkd knows about a saved model: its task, how it was made, its metrics
@@ -55,11 +56,18 @@ class HFEncoderClassifier(nn.Module):
     Attributes used by the engine: `num_layers`, `layer_width`, `num_labels`, `tokenizer`.
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meta: dict | None = None):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        meta: dict | None = None,
+        pseudo_heads: PseudoHeads | None = None,
+    ):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.meta = dict(meta or {})
+        self.pseudo_heads = pseudo_heads  # a head per layer (Universal-KD); saved apart from the model
 
     @property
     def config(self) -> PretrainedConfig:
@@ -88,11 +96,15 @@ class HFEncoderClassifier(nn.Module):
             logits=out.logits,
             layer_vectors=layer_vectors,
             attention_mask=inputs.get("attention_mask"),
+            pseudo_logits=self.pseudo_heads(layer_vectors) if self.pseudo_heads is not None else None,
             attentions=attentions,
         )
 
     def save(self, directory: str | os.PathLike, **meta: Any) -> Path:
-        """Save as a plain HF checkpoint (loadable without xkd) plus `xkd.json` metadata."""
+        """Save as a plain HF checkpoint (loadable without xkd) plus `xkd.json` metadata.
+
+        Pseudo heads are not part of the exported model; teachers save theirs with `PseudoHeads.save`.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
@@ -119,7 +131,8 @@ class HFEncoderClassifier(nn.Module):
         meta_path = Path(name_or_path) / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         meta.setdefault("source", name_or_path)
-        return cls(model, tokenizer, meta)
+        heads = PseudoHeads.load(name_or_path) if PseudoHeads.exists(name_or_path) else None
+        return cls(model, tokenizer, meta, heads)
 
 
 def freeze(model: nn.Module) -> nn.Module:

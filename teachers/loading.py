@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from xkd.errors import XKDError
+from xkd.pseudo_heads import PseudoHeads
 from xkd.tasks import Task
 
+from .heads_store import heads_dir
 from .hf_encoder import HFEncoderClassifier, freeze, is_sequence_classifier, load_config
 
 
@@ -24,6 +26,20 @@ def check_teacher(name_or_path: str, task: Task) -> None:
 
 
 def load_teacher(name_or_path: str, task: Task) -> HFEncoderClassifier:
-    """A frozen, eval-mode teacher for `task`: any `AutoModelForSequenceClassification` by hub id or path."""
+    """A frozen, eval-mode teacher for `task`: any `AutoModelForSequenceClassification` by hub id or path.
+
+    Its pseudo classifiers load with it when they exist (next to it, or in the cache for read-only teachers).
+    """
     check_teacher(name_or_path, task)
-    return freeze(HFEncoderClassifier.from_pretrained(name_or_path, what="teacher"))
+    teacher = HFEncoderClassifier.from_pretrained(name_or_path, what="teacher")
+    stored = heads_dir(name_or_path)
+    if teacher.pseudo_heads is None and PseudoHeads.exists(stored):
+        teacher.pseudo_heads = PseudoHeads.load(stored)
+    heads = teacher.pseudo_heads
+    if heads is not None and (heads.num_labels != task.output_size or heads.layers != teacher.num_layers):
+        raise XKDError(
+            f"the pseudo classifiers of teacher '{name_or_path}' do not fit it ({heads.layers} heads, "
+            f"{heads.num_labels} outputs); retrain them with 'xkd teacher heads --teacher {name_or_path} "
+            f"--task {task.name}'"
+        )
+    return freeze(teacher)

@@ -1,10 +1,12 @@
 """The CLI end to end on tiny models, and every bad input as one line on stderr with exit code 2."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
 from tiny import save_tiny, write_task_dir
+
 from xkd.cli.main import cli
 
 QUICK = ["--epochs", "2", "--batch-size", "16", "--max-length", "16", "--no-progress", "--no-latency"]
@@ -198,3 +200,42 @@ def test_listings():
     assert "mnli" in run("tasks").output
     assert "kd" in run("methods").output and "temperature=2.0" in run("methods").output
     assert "bert-k" in run("students").output
+
+
+def test_same_seed_same_run(tmp_path, task_dir, bert_teacher_dir):
+    args = ["distill", "--teacher", str(bert_teacher_dir), "--data-dir", str(task_dir), "--max-steps", "3", *QUICK]
+    logs = []
+    for name in ("a", "b"):
+        assert run(*args, "--output-dir", str(tmp_path / name)).exit_code == 0
+        logs.append(
+            [json.loads(line)["train"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        )
+    assert logs[0] == logs[1]
+    other = run(*args, "--seed", "7", "--output-dir", str(tmp_path / "c"))
+    assert other.exit_code == 0
+    assert json.loads((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()[0])["train"] != logs[0][0]
+
+
+def test_custom_task_distill_and_eval(tmp_path, bert_teacher_dir):
+    data = tmp_path / "custom"
+    write_task_dir(data, sizes=(32, 16, 16), suffix=".csv")
+    for path in data.iterdir():  # rename columns and use string labels
+        text = path.read_text().replace("sentence,label", "review,verdict").replace(",1\n", ",up\n")
+        path.write_text(text.replace(",0\n", ",down\n"))
+    custom = ["--task", "reviews", "--data-dir", str(data), "--text-column", "review", "--label-column", "verdict"]
+    out = tmp_path / "run"
+    result = run(
+        "distill", "--teacher", str(bert_teacher_dir), *custom, "--max-steps", "2", "--output-dir", str(out), *QUICK
+    )
+    assert result.exit_code == 0, result.output
+    scored = run("eval", "--model", str(out / "student"), *custom)
+    assert scored.exit_code == 0, scored.output
+    assert set(json.loads(scored.output)["metrics"]) == {"validation", "test"}
+
+
+@pytest.mark.skipif(os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs HF_HUB_OFFLINE=1 (as in CI)")
+def test_offline_hub_fallback_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XKD_DATA_DIR", str(tmp_path))  # holds no sst2/
+    result = run("distill", "--task", "sst2", *QUICK)
+    assert result.exit_code == 2
+    assert "no local data for task 'sst2'" in result.output and "--data-dir" in result.output

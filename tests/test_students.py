@@ -1,11 +1,11 @@
 import pytest
 import torch
 from tiny import save_tiny
-from xkd.students import STUDENTS, build_student, teacher_layers
-from xkd.teachers import load_teacher
 
 from xkd.errors import XKDError
+from xkd.students import STUDENTS, build_student, teacher_layers
 from xkd.tasks import get_task
+from xkd.teachers import load_teacher
 
 
 @pytest.mark.parametrize(

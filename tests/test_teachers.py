@@ -1,10 +1,10 @@
 import pytest
 import torch
 from tiny import save_tiny
-from xkd.teachers import HFEncoderClassifier, load_teacher
 
 from xkd.errors import XKDError
 from xkd.tasks import get_task
+from xkd.teachers import HFEncoderClassifier, load_teacher
 
 
 def batch(model: HFEncoderClassifier, texts=("the film was good", "bad")) -> dict:

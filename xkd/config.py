@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class DistillConfig:
     method: str = "kd"
     temperature: float | None = None  # None: the method's default
     alpha: float | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 2.0, "score": "hidden"}
+    second_stage_epochs: int = 0  # CE-only epochs without the teacher after distillation
     epochs: int = 3
     batch_size: int = 32
     lr: float = 1e-4
@@ -44,6 +46,8 @@ class DistillConfig:
     precision: str = "no"
     teacher_epochs: int = 2
     teacher_lr: float = 1e-4
+    teacher_heads: str = "linear"  # pseudo-classifier kind when the teacher's heads are trained on the fly
+    heads_epochs: int = 10
     output_dir: str | None = None
     data_dir: str | None = None
     text_columns: list[str] | None = None  # custom tasks
@@ -54,7 +58,7 @@ class DistillConfig:
     progress: bool = True
 
     def validate(self) -> DistillConfig:
-        positive_ints = ("epochs", "batch_size", "student_layers", "max_length", "teacher_epochs")
+        positive_ints = ("epochs", "batch_size", "student_layers", "max_length", "teacher_epochs", "heads_epochs")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -71,9 +75,15 @@ class DistillConfig:
             raise XKDError(f"alpha must lie in [0, 1], got {self.alpha}")
         if not 0 <= self.warmup_ratio < 1:
             raise XKDError(f"warmup-ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.second_stage_epochs < 0:
+            raise XKDError(f"second-stage-epochs must be >= 0, got {self.second_stage_epochs}")
         if self.weight_decay < 0:
             raise XKDError(f"weight-decay must be >= 0, got {self.weight_decay}")
-        choices = {"finetune_teacher": ("auto", "always", "never"), "precision": ("no", "bf16", "fp16")}
+        choices = {
+            "finetune_teacher": ("auto", "always", "never"),
+            "precision": ("no", "bf16", "fp16"),
+            "teacher_heads": ("linear", "pooler"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise XKDError(
@@ -91,11 +101,14 @@ _FIELDS = {f.name: f for f in fields(DistillConfig)}
 def _coerce(name: str, value: Any) -> Any:
     """Check a config-file value against the field's type (TOML/YAML already give ints, floats and bools)."""
     default = _FIELDS[name].default
-    kind = type(default) if default is not MISSING and default is not None else None
+    kind = type(default) if default not in (MISSING, None) else None
     annotation = str(_FIELDS[name].type)
     if value is None:
         return None
-    if "list" in annotation:
+    if "dict" in annotation:
+        if isinstance(value, dict):
+            return {str(k).replace("-", "_"): v for k, v in value.items()}
+    elif "list" in annotation:
         if isinstance(value, str):
             return [value]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -143,5 +156,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> DistillConfig:
-    """Defaults < file < command line; `cli_values` holds only options the user actually gave."""
-    return DistillConfig(**{**file_values, **cli_values}).validate()
+    """Defaults < file < command line; `cli_values` holds only options the user actually gave.
+
+    Method options merge key by key, so `-O gamma=2` on the command line keeps the file's other method options.
+    """
+    merged = {**file_values, **cli_values}
+    merged["method_options"] = {**file_values.get("method_options", {}), **cli_values.get("method_options", {})}
+    return DistillConfig(**merged).validate()

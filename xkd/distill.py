@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,20 @@ from xkd.config import DistillConfig
 from xkd.data import Collator, encode, is_labeled, load_splits, local_data_dir, make_loader
 from xkd.evaluation import evaluate
 from xkd.latency import cpu_latency_ms
-from xkd.methods import get_method
+from xkd.methods import TermContext, get_method
 from xkd.students import STUDENTS, build_student
 from xkd.tasks import Task, custom_task, get_task
 from xkd.teachers import (
     HFEncoderClassifier,
     cached_finetune,
     check_teacher,
+    freeze,
+    heads_dir,
     is_sequence_classifier,
     load_teacher,
+    train_heads,
 )
+from xkd.teachers.heads import heads_info
 from xkd.teachers.hf_encoder import load_config
 from xkd.training import TrainSettings, parameter_count, train
 
@@ -71,6 +76,7 @@ def resolve_teacher(
         cfg.finetune_teacher == "auto" and not is_sequence_classifier(config)
     )
     path = cfg.teacher
+    info["path"] = path
     if needs_finetune:
         source = str(local_data_dir(task, cfg.data_dir) or f"hub:{task.hub_path}")
         source += f":max_examples={cfg.max_examples}"
@@ -79,8 +85,32 @@ def resolve_teacher(
         )
         log(f"teacher: {'cached fine-tune' if cached else 'fine-tuned'} at {directory}")
         path = str(directory)
-        info.update(finetuned_dir=path, finetune_cached=cached, finetune_seconds=summary.get("train_seconds"))
+        info.update(
+            path=path, finetuned_dir=path, finetune_cached=cached, finetune_seconds=summary.get("train_seconds")
+        )
     return load_teacher(path, task), info
+
+
+def ensure_teacher_heads(
+    teacher: HFEncoderClassifier, path: str, task: Task, raw: DatasetDict, cfg: DistillConfig, log: Log
+) -> str:
+    """Train the teacher's pseudo classifiers when a method needs them and none are stored; returns their dir."""
+    directory = heads_dir(path)
+    log(f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads ({directory})")
+    heads, metrics = train_heads(
+        teacher,
+        task,
+        raw,
+        cfg.max_length,
+        kind=cfg.teacher_heads,
+        epochs=cfg.heads_epochs,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        log=log,
+    )
+    heads.save(directory, **heads_info(metrics, task, max_length=cfg.max_length))
+    teacher.pseudo_heads = freeze(heads).to(next(teacher.parameters()).device)
+    return str(directory)
 
 
 def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
@@ -90,7 +120,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     task = resolve_task(cfg)
     method = get_method(cfg.method)
     STUDENTS.get(cfg.student)
-    terms = method.terms(temperature=cfg.temperature, alpha=cfg.alpha)
+    shared = {k: v for k, v in (("temperature", cfg.temperature), ("alpha", cfg.alpha)) if k in method.options}
+    options = method.resolve({**shared, **cfg.method_options})  # option errors before any loading
 
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
     if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
@@ -102,8 +133,21 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
 
     teacher_start = time.perf_counter()
     teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
+    if method.needs_teacher_heads and teacher.pseudo_heads is None:
+        teacher_info["heads"] = ensure_teacher_heads(teacher, teacher_info["path"], task, raw, cfg, log)
+    elif teacher.pseudo_heads is not None:
+        teacher_info["heads"] = str(heads_dir(teacher_info["path"]))
     teacher_seconds = time.perf_counter() - teacher_start
     student = build_student(cfg.student, teacher, task, layers=cfg.student_layers, init=cfg.student_init)
+    context = TermContext(
+        student_layers=student.num_layers,
+        student_width=student.layer_width,
+        teacher_layers=teacher.num_layers,
+        teacher_width=teacher.layer_width,
+        output_size=task.output_size,
+        regression=task.regression,
+    )
+    terms = method.terms(context, **options)
 
     tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
@@ -112,6 +156,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
         f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
     )
+    meta = {"role": "student", "task": task.name, "method": method.name, "teacher": cfg.teacher}
+    meta["max_length"] = cfg.max_length
     summary = train(
         student,
         task,
@@ -122,8 +168,28 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         run_dir,
         teacher=teacher if method.needs_teacher else None,
         needs_attentions=method.needs_attentions,
-        meta={"role": "student", "task": task.name, "method": method.name, "teacher": cfg.teacher},
+        meta=meta,
     )
+    if cfg.second_stage_epochs:
+        # Stage two: gold labels only, no teacher, starting from stage one's best weights; the saved student
+        # changes only if stage two beats stage one on validation.
+        log(f"second stage: {cfg.second_stage_epochs} epoch(s) of CE without the teacher")
+        stage_two = replace(train_settings(cfg), epochs=cfg.second_stage_epochs, max_steps=None)
+        second = train(
+            student,
+            task,
+            splits,
+            collator,
+            get_method("none").terms(),
+            stage_two,
+            run_dir / "stage2",
+            save_dir=run_dir / "student",
+            meta={**meta, "stage": 2},
+            initial_best=summary["best_score"],
+        )
+        summary["stage2"] = {k: second[k] for k in ("best_epoch", "validation", "test", "train_seconds")}
+        if second["best_epoch"]:
+            summary.update(validation=second["validation"], test=second["test"], best_score=second["best_score"])
 
     eval_names = [n for n in (*task.validation_splits, *task.test_splits) if n in splits and is_labeled(splits[n])]
     teacher_metrics = {

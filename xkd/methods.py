@@ -7,12 +7,13 @@ terms beside the ones here without a new training loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from xkd.errors import XKDError
+from xkd.errors import XKDError, closest
 from xkd.losses import kd_loss, regression_kd_loss, task_loss
 from xkd.registry import Registry
 from xkd.tasks import Task
@@ -23,31 +24,82 @@ LossFn = Callable[[Trace, "Trace | None", Tensor, Task], Tensor]
 
 @dataclass(frozen=True)
 class LossTerm:
-    """One named part of a method's objective: `weight · fn(student, teacher, labels, task)`."""
+    """One named part of a method's objective: `weight · fn(student, teacher, labels, task)`.
+
+    `module` holds the term's own trainable parts (student pseudo heads, a projector): the training loop
+    optimises them with the student and never exports them.
+    """
 
     name: str
     weight: float
     fn: LossFn
+    module: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class TermContext:
+    """What a term needs to know about the models to build its trainable parts."""
+
+    student_layers: int
+    student_width: int
+    teacher_layers: int
+    teacher_width: int
+    output_size: int
+    regression: bool = False
+
+
+def _parse(name: str, value: Any, default: Any) -> Any:
+    """Coerce an option value (possibly a string from `--method-option k=v`) to its default's type."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if str(value).lower() in ("false", "0", "no", "off"):
+            return False
+    elif isinstance(default, (int, float)):
+        try:
+            number = float(value)
+            return int(number) if isinstance(default, int) and number.is_integer() else number
+        except (TypeError, ValueError):
+            pass
+    else:
+        return str(value)
+    raise XKDError(f"method option '{name}' should be {type(default).__name__}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class Method:
     """A registered distillation method.
 
-    `options` holds the method's tunable values and their defaults; `make_terms` turns chosen values into the
-    loss terms. `needs_teacher` is False for plain fine-tuning, so no teacher is loaded or run.
+    `options` holds the method's tunable values and their defaults; `make_terms(context, **options)` turns chosen
+    values into loss terms. `needs_teacher` is False for plain fine-tuning, so no teacher is loaded or run;
+    `needs_teacher_heads` asks for the teacher's per-layer pseudo classifiers.
     """
 
     name: str
     summary: str
     make_terms: Callable[..., list[LossTerm]]
-    options: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     needs_teacher: bool = True
+    needs_teacher_heads: bool = False
     needs_attentions: bool = False
 
-    def terms(self, **values: float | None) -> list[LossTerm]:
-        chosen = {k: (values[k] if values.get(k) is not None else v) for k, v in self.options.items()}
-        return self.make_terms(**chosen)
+    def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by the given values; unknown names and wrong types are one-line errors."""
+        chosen = dict(self.options)
+        for key, value in values.items():
+            if key not in self.options:
+                known = ", ".join(self.options) or "none"
+                raise XKDError(
+                    f"method '{self.name}' has no option '{key}'{closest(key, self.options)}; its options: {known}"
+                )
+            if value is not None:
+                chosen[key] = _parse(key, value, self.options[key])
+        return chosen
+
+    def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
+        return self.make_terms(context, **self.resolve(values))
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -93,7 +145,7 @@ METHODS.add(
     Method(
         name="none",
         summary="no KD: fine-tune on gold labels only (CE, or MSE for regression)",
-        make_terms=lambda: [LossTerm("ce", 1.0, _gold)],
+        make_terms=lambda context: [LossTerm("ce", 1.0, _gold)],
         needs_teacher=False,
     ),
 )
@@ -104,10 +156,12 @@ METHODS.add(
         name="kd",
         summary="vanilla KD (Hinton 2015): (1-α)·CE + α·τ²·KL(teacher ‖ student) on final logits; "
         "MSE to the teacher for regression",
-        make_terms=lambda temperature, alpha: [
+        make_terms=lambda context, temperature, alpha: [
             LossTerm("ce", 1.0 - alpha, _gold),
             LossTerm("kd", alpha, _soft(temperature)),
         ],
         options={"temperature": 2.0, "alpha": 0.5},
     ),
 )
+
+from xkd import universal  # noqa: E402, F401  (registers the `universal` method)

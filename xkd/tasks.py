@@ -7,7 +7,7 @@ local files are built with `custom_task`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from xkd.errors import XKDError
 from xkd.registry import Registry
@@ -35,7 +35,6 @@ class Task:
     label_names: tuple[str, ...] | None = None
     label_range: tuple[float, float] | None = None  # regression targets must lie in it
     description: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def is_pair(self) -> bool:

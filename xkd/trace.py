@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 
@@ -49,16 +48,4 @@ class Trace:
             attention_mask=cut(self.attention_mask),
             pseudo_logits=cut(self.pseudo_logits),
             attentions=cut(self.attentions),
-        )
-
-    def to(self, device: torch.device | str) -> Trace:
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
-        return Trace(
-            logits=self.logits.to(device),
-            layer_vectors=self.layer_vectors.to(device),
-            attention_mask=move(self.attention_mask),
-            pseudo_logits=move(self.pseudo_logits),
-            attentions=move(self.attentions),
         )

@@ -27,6 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 from xkd.data import Collator, is_labeled, make_loader
 from xkd.evaluation import evaluate
 from xkd.methods import LossTerm, weighted_loss
+from xkd.projector import ProjectionLoss
 from xkd.tasks import Task
 
 
@@ -79,6 +80,29 @@ def save_atomically(model: nn.Module, directory: Path, meta: dict[str, Any]) -> 
     tmp.rmdir()
 
 
+@torch.no_grad()
+def mean_attention(
+    module: ProjectionLoss, model: nn.Module, teacher: nn.Module, loader, needs_attentions: bool = False
+) -> list[list[float]]:
+    """The projector's attention α averaged over a split: row j = how student layer j spreads over teacher layers."""
+    was_training = module.training, model.training
+    module.eval()
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = None, 0
+    for batch in loader:
+        student = model({k: v.to(device) for k, v in batch["student"].items()}, output_attentions=needs_attentions)
+        teacher_trace = teacher(
+            {k: v.to(device) for k, v in batch["teacher"].items()}, output_attentions=needs_attentions
+        )
+        alpha = module(student, teacher_trace).attention.float()
+        total = alpha.sum(0) if total is None else total + alpha.sum(0)
+        count += alpha.shape[0]
+    module.train(was_training[0])
+    model.train(was_training[1])
+    return (total / max(count, 1)).cpu().tolist()
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -91,12 +115,17 @@ def train(
     needs_attentions: bool = False,
     save_dir: str | Path | None = None,
     meta: dict[str, Any] | None = None,
+    initial_best: float = -math.inf,
 ) -> dict[str, Any]:
     """Train `model` on `splits["train"]` with the weighted `terms`, keeping the best validation checkpoint.
 
     Writes `run_dir/metrics.jsonl` (one line per epoch) and saves the best model to `save_dir` (default
     `run_dir/student`). Returns a
     summary with the best epoch, validation and test metrics and timings; the caller writes `summary.json`.
+    Trainable parts of the loss terms (student pseudo heads, projectors) are optimised with the student and
+    never saved with it. For terms that project over teacher layers, the mean attention α over the first
+    validation split is appended to `attention.jsonl` after every epoch. A checkpoint is saved only when the
+    validation score beats `initial_best` (a second training stage passes the first stage's best).
     """
     run_dir = Path(run_dir)
     save_dir = Path(save_dir) if save_dir is not None else run_dir / "student"
@@ -116,19 +145,26 @@ def train(
         total_steps = min(total_steps, settings.max_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
 
-    optimizer = _optimizer(model, settings)
+    term_modules = nn.ModuleList([t.module for t in terms if t.module is not None])
+    optimizer = _optimizer(nn.ModuleList([model, term_modules]), settings)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    model, term_modules, optimizer, train_loader, scheduler = accelerator.prepare(
+        model, term_modules, optimizer, train_loader, scheduler
+    )
     if teacher is not None:
         teacher.to(accelerator.device)  # frozen: placed, never wrapped for DDP or optimised
+    projections = [t for t in terms if isinstance(t.module, ProjectionLoss)]
 
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
-    best_score, best_epoch, best_state, best_val = -math.inf, 0, None, {}
+    attention_path = run_dir / "attention.jsonl"
+    attention_path.unlink(missing_ok=True)
+    best_score, best_epoch, best_state, best_val = initial_best, 0, None, {}
     step, start = 0, time.perf_counter()
     bar = tqdm(total=total_steps, desc="train", disable=not settings.progress, dynamic_ncols=True)
     for epoch in range(1, epochs + 1):
         model.train()
+        term_modules.train()
         sums: dict[str, float] = {}
         seen = 0
         for batch in train_loader:
@@ -168,6 +204,10 @@ def train(
         }
         with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        for term in projections:
+            alpha = mean_attention(term.module, unwrapped, teacher, eval_loaders[val_names[0]], needs_attentions)
+            with attention_path.open("a") as f:
+                f.write(json.dumps({"epoch": epoch, "term": term.name, "split": val_names[0], "alpha": alpha}) + "\n")
         if score > best_score:
             best_score, best_epoch, best_val = score, epoch, val
             best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
@@ -186,6 +226,7 @@ def train(
     return {
         "task": task.name,
         "best_epoch": best_epoch,
+        "best_score": best_score,
         "steps": step,
         "validation": best_val,
         "test": test,

@@ -1,0 +1,18 @@
+"""Where a teacher's pseudo classifiers live: next to the teacher when its directory is writable, else in the
+xkd cache keyed by the teacher's path or hub id (a hub snapshot or a read-only directory stays untouched)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .finetune import cache_root
+
+
+def heads_dir(teacher: str) -> Path:
+    path = Path(teacher)
+    if path.is_dir() and os.access(path, os.W_OK):
+        return path
+    key = hashlib.sha1(str(path.resolve() if path.exists() else teacher).encode()).hexdigest()[:12]
+    return cache_root() / "heads" / f"{teacher.strip('/').replace('/', '--')[-60:]}--{key}"

@@ -1,0 +1,172 @@
+"""Attention-based layer projection: every student layer attends over all teacher layers.
+
+One module serves two methods (see METHODS.md): Universal-KD works in OUTPUT space (pseudo-logits, KL) and ALP-KD
+in HIDDEN space (sentence vectors, MSE); `space` is a parameter, not a second implementation.
+
+For student layer j and teacher layer i, `α_ji = softmax_i(s(j, i) / T_att)` with the score `s` either
+`logits` (z^S_j · z^T_i) or `hidden` (h^S_j W · h^T_i, W learned when widths differ). Then either
+- variant `logits`: the target is the attention-weighted teacher layer, `ẑ_j = Σ_i α_ji z^T_i`, and
+  L = Σ_j τ² KL(softmax(ẑ_j/τ) ‖ softmax(z^S_j/τ))  (hidden space: Σ_j MSE(h^S_j W, Σ_i α_ji h^T_i)); or
+- variant `loss`: attention weights the per-pair losses, L = Σ_j Σ_i α_ji τ² KL(softmax(z^T_i/τ) ‖ softmax(z^S_j/τ)).
+Losses are summed over student layers and averaged over the batch. Everything is batched einsums over layers and
+computed in float32, so it is safe under autocast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xkd.errors import XKDError
+from xkd.trace import Trace
+
+SPACES = ("output", "hidden")
+DISTANCES = ("kl", "mse")
+SCORES = ("logits", "hidden")
+VARIANTS = ("logits", "loss")
+MASKS = ("all", "buckets", "above")
+
+
+def layer_mask(m: int, n: int, kind: str, device: torch.device | None = None) -> Tensor:
+    """Which teacher layers (columns) each student layer (rows) may attend to, as a [m, n] bool tensor.
+
+    `all`: every layer. `buckets`: the teacher layers split into m contiguous, non-overlapping buckets (ALP-KD's
+    NO variant). `above`: the teacher layers at or above the student layer's uniform partner round((j+1)n/m)-1.
+    """
+    rows = torch.arange(m, device=device)[:, None]
+    cols = torch.arange(n, device=device)[None, :]
+    if kind == "all":
+        return torch.ones(m, n, dtype=torch.bool, device=device)
+    if kind == "buckets":
+        start = torch.div(rows * n, m, rounding_mode="floor")
+        end = torch.maximum(torch.div((rows + 1) * n, m, rounding_mode="floor"), start + 1)
+        return (cols >= start) & (cols < end)
+    if kind == "above":
+        partner = torch.tensor([round((j + 1) * n / m) - 1 for j in range(m)], device=device)[:, None]
+        return cols >= partner
+    raise XKDError(f"unknown projector mask '{kind}'; choose one of: {', '.join(MASKS)}")
+
+
+@dataclass
+class Projection:
+    """The projector's loss and its attention α [B, m, n] (detached, for logging and plots)."""
+
+    loss: Tensor
+    attention: Tensor
+
+
+class ProjectionLoss(nn.Module):
+    """A loss term module whose forward(student, teacher) returns a `Projection` (loss and attention α).
+
+    The training loop records the mean α of such terms over the validation split after every epoch.
+    """
+
+    def forward(self, student: Trace, teacher: Trace) -> Projection:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class LayerProjector(nn.Module):
+    """Attention over teacher layers for every student layer, in output or hidden space."""
+
+    def __init__(
+        self,
+        space: str = "output",
+        score: str = "logits",
+        variant: str = "logits",
+        mask: str = "all",
+        scale: bool = False,
+        attention_temperature: float = 1.0,
+        temperature: float = 1.0,
+        student_width: int | None = None,
+        teacher_width: int | None = None,
+        detach_attention: bool = False,
+        distance: str | None = None,
+    ) -> None:
+        super().__init__()
+        # KL between label distributions in output space, MSE between vectors in hidden space; output-space MSE
+        # serves regression, where a softmax over one output carries no information.
+        distance = distance or ("kl" if space == "output" else "mse")
+        for name, value, allowed in (
+            ("space", space, SPACES),
+            ("distance", distance, DISTANCES),
+            ("score", score, SCORES),
+            ("variant", variant, VARIANTS),
+            ("mask", mask, MASKS),
+        ):
+            if value not in allowed:
+                raise XKDError(f"unknown projector {name} '{value}'; choose one of: {', '.join(allowed)}")
+        if not attention_temperature > 0 or not temperature > 0:
+            raise XKDError("projector temperatures must be > 0")
+        self.space, self.score, self.variant, self.mask, self.distance = space, score, variant, mask, distance
+        self.scale, self.attention_temperature, self.temperature = scale, attention_temperature, temperature
+        self.detach_attention = detach_attention
+        self.map: nn.Module = nn.Identity()
+        if score == "hidden" or space == "hidden":
+            if student_width is None or teacher_width is None:
+                raise XKDError("the hidden-space projector needs student_width and teacher_width")
+            if student_width != teacher_width:
+                # A learned d_S -> d_T map, trained with the student and dropped at export.
+                self.map = nn.Linear(student_width, teacher_width, bias=False)
+
+    def attention(
+        self,
+        student_logits: Tensor | None,
+        teacher_logits: Tensor | None,
+        student_hidden: Tensor | None = None,
+        teacher_hidden: Tensor | None = None,
+    ) -> Tensor:
+        """α [B, m, n]: softmax over the teacher layers each student layer may see."""
+        if self.score == "logits":
+            s, t = student_logits.float(), teacher_logits.float()
+        else:
+            s, t = self.map(student_hidden.float()), teacher_hidden.float()
+        scores = torch.einsum("bmd,bnd->bmn", s, t)
+        if self.scale:
+            scores = scores / math.sqrt(s.shape[-1])
+        scores = scores / self.attention_temperature
+        allowed = layer_mask(scores.shape[1], scores.shape[2], self.mask, scores.device)
+        alpha = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        return alpha.detach() if self.detach_attention else alpha
+
+    def forward(
+        self,
+        student_logits: Tensor | None,
+        teacher_logits: Tensor | None,
+        student_hidden: Tensor | None = None,
+        teacher_hidden: Tensor | None = None,
+    ) -> Projection:
+        alpha = self.attention(student_logits, teacher_logits, student_hidden, teacher_hidden)
+        if self.space == "output":
+            student, teacher = student_logits.float(), teacher_logits.float()
+        else:
+            student, teacher = self.map(student_hidden.float()), teacher_hidden.float()
+        loss = (
+            self._kl_loss(alpha, student, teacher) if self.distance == "kl" else self._mse_loss(alpha, student, teacher)
+        )
+        return Projection(loss=loss, attention=alpha.detach())
+
+    def _kl_loss(self, alpha: Tensor, student: Tensor, teacher: Tensor) -> Tensor:
+        tau = self.temperature
+        log_p_student = F.log_softmax(student / tau, dim=-1)  # [B, m, C]
+        if self.variant == "logits":
+            target = torch.einsum("bmn,bnc->bmc", alpha, teacher)
+            log_p_target = F.log_softmax(target / tau, dim=-1)
+            kl = (log_p_target.exp() * (log_p_target - log_p_student)).sum(-1)  # [B, m]
+        else:
+            log_p_teacher = F.log_softmax(teacher / tau, dim=-1)  # [B, n, C]
+            pair = (log_p_teacher.exp()[:, None] * (log_p_teacher[:, None] - log_p_student[:, :, None])).sum(-1)
+            kl = (alpha * pair).sum(-1)  # [B, m]
+        return tau * tau * kl.sum(-1).mean()
+
+    def _mse_loss(self, alpha: Tensor, student: Tensor, teacher: Tensor) -> Tensor:
+        if self.variant == "logits":
+            target = torch.einsum("bmn,bnd->bmd", alpha, teacher)
+            mse = ((student - target) ** 2).mean(-1)  # [B, m]
+        else:
+            pair = ((student[:, :, None] - teacher[:, None]) ** 2).mean(-1)  # [B, m, n]
+            mse = (alpha * pair).sum(-1)
+        return mse.sum(-1).mean()

@@ -1,0 +1,84 @@
+"""Pseudo classifiers: one small classifier head on every layer's sentence vector.
+
+Universal-KD compares models in the label space, so every teacher and student layer needs its own logits. The
+heads of all layers are held as stacked weights and applied with one einsum, not a Python loop over layers.
+Teacher heads are trained after fine-tuning with the body frozen (`xkd.teachers.heads`); student heads train
+jointly with the student and are left out of the exported model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from xkd.errors import XKDError
+
+KINDS = ("linear", "pooler")
+WEIGHTS_FILE = "pseudo_heads.safetensors"
+INFO_FILE = "pseudo_heads.json"
+
+
+class PseudoHeads(nn.Module):
+    """`layers` independent heads mapping [B, L, D] sentence vectors to [B, L, C] pseudo-logits.
+
+    `linear`: z_l = W_l h_l + b_l. `pooler`: z_l = W_l tanh(P_l h_l + p_l) + b_l, like BERT's pooler + classifier.
+    """
+
+    def __init__(self, layers: int, width: int, num_labels: int, kind: str = "linear") -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise XKDError(f"unknown pseudo-head kind '{kind}'; choose one of: {', '.join(KINDS)}")
+        self.layers, self.width, self.num_labels, self.kind = layers, width, num_labels, kind
+        bound = 1 / math.sqrt(width)
+        if kind == "pooler":
+            self.pool_weight = nn.Parameter(torch.empty(layers, width, width).uniform_(-bound, bound))
+            self.pool_bias = nn.Parameter(torch.zeros(layers, width))
+        self.weight = nn.Parameter(torch.empty(layers, width, num_labels).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(layers, num_labels))
+
+    def forward(self, layer_vectors: Tensor) -> Tensor:
+        if layer_vectors.shape[1:] != (self.layers, self.width):
+            raise XKDError(
+                f"pseudo heads expect [batch, {self.layers}, {self.width}] layer vectors, got "
+                f"{list(layer_vectors.shape)}; retrain the heads for this model"
+            )
+        h = layer_vectors
+        if self.kind == "pooler":
+            h = torch.tanh(torch.einsum("bld,lde->ble", h, self.pool_weight) + self.pool_bias)
+        return torch.einsum("bld,ldc->blc", h, self.weight) + self.bias
+
+    def config(self) -> dict[str, Any]:
+        return {"layers": self.layers, "width": self.width, "num_labels": self.num_labels, "kind": self.kind}
+
+    def save(self, directory: str | os.PathLike, **info: Any) -> Path:
+        """Write the weights (safetensors) and a JSON of the config plus `info` (e.g. per-head metrics)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        os.replace(tmp, directory / WEIGHTS_FILE)
+        (directory / INFO_FILE).write_text(json.dumps({**self.config(), **info}, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> PseudoHeads:
+        directory = Path(directory)
+        info = json.loads((directory / INFO_FILE).read_text())
+        heads = cls(info["layers"], info["width"], info["num_labels"], info.get("kind", "linear"))
+        heads.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        return heads
+
+    @staticmethod
+    def exists(directory: str | os.PathLike) -> bool:
+        return (Path(directory) / WEIGHTS_FILE).is_file() and (Path(directory) / INFO_FILE).is_file()
+
+    @staticmethod
+    def info(directory: str | os.PathLike) -> dict[str, Any]:
+        return json.loads((Path(directory) / INFO_FILE).read_text())

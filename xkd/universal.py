@@ -1,0 +1,132 @@
+"""Universal-KD (Wu et al., EMNLP 2021): layer matching in the label space every model shares.
+
+Each student layer j gets a pseudo classifier; its logits z^S_j attend over the teacher's per-layer pseudo-logits
+z^T_i, and the student layer learns the attention-weighted teacher distribution. Only label distributions are
+compared, so the student needs no width, depth or tokenizer agreement with the teacher. Modes:
+- `il` (intermediate layers, BERT-k) and `ca` (cross-architecture, e.g. CNN/BiLSTM) are the same computation on
+  different students: every student layer attends over every teacher layer.
+- `cg` (capacity gap): only the student's final logits attend over the teacher's pseudo classifiers, which act as
+  free teacher assistants of graded strength.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from xkd.errors import XKDError
+from xkd.losses import kd_loss, regression_kd_loss, task_loss
+from xkd.methods import METHODS, LossTerm, Method, TermContext
+from xkd.projector import LayerProjector, Projection, ProjectionLoss
+from xkd.pseudo_heads import PseudoHeads
+from xkd.tasks import Task
+from xkd.trace import Trace
+
+MODES = ("il", "ca", "cg")
+
+
+class UniversalKD(ProjectionLoss):
+    """Student pseudo heads plus the output-space projector."""
+
+    def __init__(self, context: TermContext, mode: str = "il", head: str = "linear", **projector_options) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise XKDError(f"unknown universal mode '{mode}'; choose one of: {', '.join(MODES)}")
+        self.mode = mode
+        self.student_heads = (
+            None
+            if mode == "cg"
+            else PseudoHeads(context.student_layers, context.student_width, context.output_size, head)
+        )
+        self.projector = LayerProjector(
+            space="output",
+            student_width=context.student_width,
+            teacher_width=context.teacher_width,
+            distance="mse" if context.regression else "kl",
+            **projector_options,
+        )
+
+    def student_logits(self, student: Trace) -> Tensor:
+        """[B, m, C]: the student's per-layer pseudo-logits, or its final logits alone in `cg` mode."""
+        if self.student_heads is None:
+            return student.logits[:, None]
+        return self.student_heads(student.layer_vectors)
+
+    def forward(self, student: Trace, teacher: Trace) -> Projection:
+        if teacher.pseudo_logits is None:
+            raise XKDError(
+                "the teacher has no pseudo classifiers; train them with 'xkd teacher heads --teacher DIR --task T'"
+            )
+        hidden = student.layer_vectors[:, -1:] if self.student_heads is None else student.layer_vectors
+        return self.projector(self.student_logits(student), teacher.pseudo_logits, hidden, teacher.layer_vectors)
+
+
+def universal_terms(
+    context: TermContext | None,
+    temperature: float,
+    alpha: float,
+    gamma: float,
+    mode: str,
+    head: str,
+    score: str,
+    variant: str,
+    mask: str,
+    scale: bool,
+    attention_temperature: float,
+    detach_attention: bool,
+) -> list[LossTerm]:
+    if context is None:
+        raise XKDError("universal needs the student and teacher shapes to build its heads")
+    module = UniversalKD(
+        context,
+        mode=mode,
+        head=head,
+        score=score,
+        variant=variant,
+        mask=mask,
+        scale=scale,
+        attention_temperature=attention_temperature,
+        temperature=temperature,
+        detach_attention=detach_attention,
+    )
+
+    def gold(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+        return task_loss(student.logits, labels, task.regression)
+
+    def soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+        if task.regression:
+            return regression_kd_loss(student.logits, teacher.logits)
+        return kd_loss(student.logits, teacher.logits, temperature)
+
+    def layers(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+        return module(student, teacher).loss
+
+    return [
+        LossTerm("ce", 1.0 - alpha, gold),
+        LossTerm("kd", alpha, soft),
+        LossTerm("universal", gamma, layers, module=module),
+    ]
+
+
+METHODS.add(
+    "universal",
+    Method(
+        name="universal",
+        summary="Universal-KD (Wu et al. 2021): (1-α)·CE + α·KD + γ·Σ_j τ²·KL(softmax(Σ_i α_ji z^T_i/τ) ‖ "
+        "softmax(z^S_j/τ)), attention over the teacher's per-layer pseudo classifiers",
+        make_terms=universal_terms,
+        options={
+            "temperature": 2.0,
+            "alpha": 0.5,
+            "gamma": 1.0,
+            "mode": "il",
+            "head": "linear",
+            "score": "logits",
+            "variant": "logits",
+            "mask": "all",
+            "scale": False,
+            "attention_temperature": 1.0,
+            "detach_attention": False,
+        },
+        needs_teacher_heads=True,
+    ),
+)
