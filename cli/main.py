@@ -26,7 +26,7 @@ DISTILL_OPTIONS = [
     config_option("student", "Student architecture (see 'xkd students')."),
     config_option("student_layers", "Student depth (BERT-k: k).", type=int),
     config_option("student_init", "BERT-k init: uniform, first, last or random."),
-    config_option("method", "Distillation method: none or kd."),
+    config_option("method", "Distillation method: none, kd or universal (see 'xkd methods')."),
     config_option("temperature", "KD temperature τ (> 0) [method default: 2.0].", type=float),
     config_option("alpha", "KD weight α in [0, 1] [method default: 0.5].", type=float),
     config_option(
@@ -94,9 +94,10 @@ def cli() -> None:
 def distill(config_file: str | None, **options) -> None:
     """Distil a teacher into a student on a task; with no options, run the quickstart recipe.
 
-    The quickstart fine-tunes all-MiniLM-L6-v2 on MR (cached after the first run), distils it into a 2-layer
-    student initialised from its layers with vanilla KD, and prints teacher vs student accuracy, size and CPU
-    latency. Results: RUN_DIR/{config.json, metrics.jsonl, summary.json, student/}.
+    The quickstart fine-tunes all-MiniLM-L6-v2 on MR (cached after the first run), trains a pseudo classifier on
+    each of its layers, distils it into a 2-layer student initialised from its layers with Universal-KD, and
+    prints teacher vs student accuracy, size and CPU latency.
+    Results: RUN_DIR/{config.json, metrics.jsonl, summary.json, student/}.
 
     \b
     Examples:

@@ -108,7 +108,18 @@ def test_method_option_errors_are_one_line(tmp_path, task_dir, bert_teacher_dir)
     assert typo.exit_code == 2 and "did you mean 'gamma'" in typo.output and typo.output.count("\n") == 1
     malformed = run(*base, "-O", "gamma", *QUICK)
     assert malformed.exit_code == 2 and "is not KEY=VALUE" in malformed.output
-    kd_option = run("distill", "--teacher", str(bert_teacher_dir), "--data-dir", str(task_dir), "-O", "mode=cg", *QUICK)
+    kd_option = run(
+        "distill",
+        "--teacher",
+        str(bert_teacher_dir),
+        "--data-dir",
+        str(task_dir),
+        "--method",
+        "kd",
+        "-O",
+        "mode=cg",
+        *QUICK,
+    )
     assert kd_option.exit_code == 2 and "method 'kd' has no option 'mode'" in kd_option.output
     nothing = run("report", str(tmp_path))
     assert nothing.exit_code == 2 and "nothing to plot" in nothing.output

@@ -29,7 +29,7 @@ class DistillConfig:
     student: str = "bert-k"
     student_layers: int = 2
     student_init: str = "uniform"
-    method: str = "kd"
+    method: str = "universal"
     temperature: float | None = None  # None: the method's default
     alpha: float | None = None
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 2.0, "score": "hidden"}

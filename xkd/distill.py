@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import set_seed
 from datasets import DatasetDict
 
 from xkd.config import DistillConfig
@@ -138,6 +139,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     elif teacher.pseudo_heads is not None:
         teacher_info["heads"] = str(heads_dir(teacher_info["path"]))
     teacher_seconds = time.perf_counter() - teacher_start
+    set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
     student = build_student(cfg.student, teacher, task, layers=cfg.student_layers, init=cfg.student_init)
     context = TermContext(
         student_layers=student.num_layers,
@@ -156,8 +158,13 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
         f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
     )
-    meta = {"role": "student", "task": task.name, "method": method.name, "teacher": cfg.teacher}
-    meta["max_length"] = cfg.max_length
+    meta = {
+        "role": "student",
+        "task": task.name,
+        "method": method.name,
+        "teacher": cfg.teacher,
+        "max_length": cfg.max_length,
+    }
     summary = train(
         student,
         task,
