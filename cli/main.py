@@ -310,8 +310,8 @@ def methods_command() -> None:
 
     for name in METHODS:
         m = METHODS.get(name)
-        opts = ", ".join(f"{k}={v}" for k, v in m.options.items()) or "-"
-        click.echo(f"{name:6} options: {opts:28} {m.summary}")
+        click.echo(f"{name}: {m.summary}")
+        click.echo("    options: " + (", ".join(f"{k}={v}" for k, v in m.options.items()) or "none"))
 
 
 def main() -> None:

@@ -4,16 +4,7 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
-from tiny import save_tiny, write_task_dir
-
-from xkd.cli.main import cli
-
-QUICK = ["--epochs", "2", "--batch-size", "16", "--max-length", "16", "--no-progress", "--no-latency"]
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
+from tiny import QUICK, run, save_tiny, write_task_dir
 
 
 def test_distill_kd_end_to_end(tmp_path, task_dir, bert_teacher_dir):

@@ -2,16 +2,7 @@
 
 import json
 
-from click.testing import CliRunner
-from tiny import save_tiny
-
-from xkd.cli.main import cli
-
-QUICK = ["--epochs", "2", "--batch-size", "16", "--max-length", "16", "--no-progress", "--no-latency"]
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
+from tiny import QUICK, run, save_tiny
 
 
 def test_teacher_heads_then_universal_distill_and_report(tmp_path, task_dir):

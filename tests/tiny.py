@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from click.testing import CliRunner, Result
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -92,3 +93,14 @@ def write_frame(df: pd.DataFrame, path: Path) -> None:
         df.to_json(path, orient="records", lines=True)
     else:
         df.to_parquet(path)
+
+
+# Quick CLI settings for tiny end-to-end runs.
+QUICK = ["--epochs", "2", "--batch-size", "16", "--max-length", "16", "--no-progress", "--no-latency"]
+
+
+def run(*args: str) -> Result:
+    """Invoke the xkd CLI in-process."""
+    from xkd.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args))
