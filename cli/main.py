@@ -55,6 +55,7 @@ DISTILL_OPTIONS = [
     ),
     config_option("heads_epochs", "Epochs when training the teacher's pseudo classifiers.", type=int),
     config_option("output_dir", "Run directory [default: runs/<task>-<student><k>-<method>-<time>]."),
+    config_option("overwrite", "Replace the results already in --output-dir.", flag="--overwrite/--no-overwrite"),
     config_option("data_dir", "Directory of train/validation/test .tsv/.csv/.jsonl/.parquet files."),
     config_option("text_columns", "Custom task: a text column (twice for pairs).", multiple=True, flag="--text-column"),
     config_option("label_column", "Custom task: the label column."),
@@ -137,6 +138,7 @@ def teacher() -> None:
 @click.option("--max-steps", type=int, help="Stop after this many steps (quick runs).")
 @click.option("--max-examples", type=int, help="Use at most this many examples per split (quick runs).")
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--overwrite/--no-overwrite", default=False, help="Replace a teacher already in --output-dir.")
 @click.option("--progress/--no-progress", default=True)
 def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_dir: str | None, **options) -> None:
     """Fine-tune MODEL on TASK and save it with save_pretrained plus metrics.json (validation metrics).
@@ -148,6 +150,7 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     from xkd.config import DistillConfig
     from xkd.data import load_splits
     from xkd.distill import resolve_task, train_settings
+    from xkd.errors import XKDError
     from xkd.teachers import finetune
 
     cfg = DistillConfig(
@@ -166,6 +169,8 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     spec, raw = load_splits(resolve_task(cfg), data_dir, cfg.max_examples)
     slug = model_name.strip("/").replace("/", "--")
     out = Path(output_dir) if output_dir else Path("runs") / f"teacher-{spec.name}-{slug}"
+    if (out / "metrics.json").exists() and not options["overwrite"]:
+        raise XKDError(f"{out} already holds a fine-tuned teacher; choose another --output-dir or pass --overwrite")
     _, summary = finetune(model_name, spec, raw, train_settings(cfg, teacher=True), cfg.max_length, out)
     click.echo(
         json.dumps({"output_dir": str(out), "validation": summary["validation"], "test": summary["test"]}, indent=2)

@@ -230,3 +230,44 @@ def test_offline_hub_fallback_is_a_clear_error(tmp_path, monkeypatch):
     result = run("distill", "--task", "sst2", *QUICK)
     assert result.exit_code == 2
     assert "no local data for task 'sst2'" in result.output and "--data-dir" in result.output
+
+
+def test_output_dir_with_results_is_refused_unless_overwrite(tmp_path, task_dir, bert_teacher_dir):
+    args = ["distill", "--teacher", str(bert_teacher_dir), "--data-dir", str(task_dir), "--method", "kd"]
+    args += ["--max-steps", "2", "--output-dir", str(tmp_path / "r"), *QUICK]
+    assert run(*args).exit_code == 0
+    before = (tmp_path / "r" / "summary.json").read_text()
+    again = run(*args)
+    assert again.exit_code == 2 and "already holds a run's results" in again.output and "--overwrite" in again.output
+    assert (tmp_path / "r" / "summary.json").read_text() == before  # nothing touched
+    assert run(*args, "--overwrite").exit_code == 0
+
+
+def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(tmp_path, task_dir, bert_teacher_dir):
+    import torch
+
+    from xkd.data import Collator, encode, load_splits
+    from xkd.errors import XKDError
+    from xkd.methods import LossTerm, get_method
+    from xkd.students import build_student
+    from xkd.tasks import get_task
+    from xkd.teachers import load_teacher
+    from xkd.training import TrainSettings, train
+
+    task, raw = load_splits(get_task("mr"), task_dir)
+    teacher = load_teacher(str(bert_teacher_dir), task)
+    student = build_student("bert-k", teacher, task, layers=2)
+    tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
+    splits = {n: encode(s, task, tokenizers, 16) for n, s in raw.items()}
+    calls = {"n": 0}
+
+    def poisoned(student_trace, teacher_trace, labels, task):
+        calls["n"] += 1
+        return torch.tensor(float("nan")) if calls["n"] == 6 else student_trace.logits.sum() * 0
+
+    terms = [*get_method("none").terms(), LossTerm("poison", 1.0, poisoned)]
+    settings = TrainSettings(epochs=3, batch_size=16, progress=False)  # 4 steps per epoch: NaN in epoch 2
+    with pytest.raises(XKDError, match="not finite at step 6 \\(term 'poison'\\).*best checkpoint so far is kept"):
+        train(student, task, splits, Collator(tokenizers), terms, settings, tmp_path / "run")
+    assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1

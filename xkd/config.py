@@ -49,6 +49,7 @@ class DistillConfig:
     teacher_heads: str = "linear"  # pseudo-classifier kind when the teacher's heads are trained on the fly
     heads_epochs: int = 10
     output_dir: str | None = None
+    overwrite: bool = False  # allow an output dir that already holds a run's results
     data_dir: str | None = None
     text_columns: list[str] | None = None  # custom tasks
     label_column: str = "label"

@@ -19,6 +19,7 @@ from datasets import DatasetDict
 
 from xkd.config import DistillConfig
 from xkd.data import Collator, encode, is_labeled, load_splits, local_data_dir, make_loader
+from xkd.errors import XKDError
 from xkd.evaluation import evaluate
 from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
@@ -39,6 +40,7 @@ from xkd.teachers.hf_encoder import load_config
 from xkd.training import TrainSettings, parameter_count, train
 
 Log = Callable[[str], None]
+RUN_FILES = ("summary.json", "metrics.jsonl", "student")  # what marks a directory as holding a run
 
 
 def resolve_task(cfg: DistillConfig) -> Task:
@@ -128,6 +130,10 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
         check_teacher(cfg.teacher, task)  # fail before a run directory exists
     run_dir = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg)
+    if not cfg.overwrite and any((run_dir / name).exists() for name in RUN_FILES):
+        raise XKDError(
+            f"{run_dir} already holds a run's results; choose another --output-dir or pass --overwrite to replace them"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.to_json())
     log(f"run directory: {run_dir}")

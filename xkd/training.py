@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from xkd.data import Collator, is_labeled, make_loader
+from xkd.errors import XKDError
 from xkd.evaluation import evaluate
 from xkd.methods import LossTerm, weighted_loss
 from xkd.projector import ProjectionLoss
@@ -175,9 +176,17 @@ def train(
             with accelerator.autocast():
                 student_trace = model(batch["student"], output_attentions=needs_attentions)
             loss, values = weighted_loss(terms, student_trace, teacher_trace, batch["labels"], task)
+            if not torch.isfinite(loss):
+                bad = next((n for n, v in values.items() if not torch.isfinite(v)), "total")
+                kept = f"the best checkpoint so far is kept in {save_dir}" if best_state else "no checkpoint yet"
+                raise XKDError(
+                    f"the loss is not finite at step {step + 1} (term '{bad}'); stopped before updating the weights "
+                    f"({kept}); lower --lr or check the data"
+                )
             accelerator.backward(loss)
             if settings.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                params = [*model.parameters(), *term_modules.parameters()]
+                accelerator.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
