@@ -26,6 +26,12 @@ DISTILL_OPTIONS = [
     config_option("student", "Student architecture (see 'xkd students')."),
     config_option("student_layers", "Student depth (BERT-k: k).", type=int),
     config_option("student_init", "BERT-k init: uniform, first, last or random."),
+    config_option(
+        "student_options",
+        "A student option as KEY=VALUE, repeatable (e.g. -S vectors=glove.txt -S gated=true; see 'xkd students').",
+        multiple=True,
+        flag="-S",
+    ),
     config_option("method", "Distillation method: none, kd or universal (see 'xkd methods')."),
     config_option("temperature", "KD temperature τ (> 0) [method default: 2.0].", type=float),
     config_option("alpha", "KD weight α in [0, 1] [method default: 0.5].", type=float),
@@ -113,8 +119,9 @@ def distill(config_file: str | None, **options) -> None:
 
     file_values = read_config_file(config_file) if config_file else {}
     values = given(options)
-    if "method_options" in values:
-        values["method_options"] = parse_pairs(values["method_options"])
+    for key in ("method_options", "student_options"):
+        if key in values:
+            values[key] = parse_pairs(values[key])
     cfg = build_config(file_values, values)
     summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
     click.echo(format_summary(summary))
@@ -266,23 +273,29 @@ def eval_command(
     from xkd.distill import resolve_task
     from xkd.errors import XKDError
     from xkd.evaluation import evaluate
+    from xkd.students import load_student
+    from xkd.students.sentence_encoder import CONFIG_FILE
     from xkd.teachers import load_teacher
 
     cfg = DistillConfig(
         task=task, text_columns=list(text_columns) or None, label_column=label_column, regression=regression
     )
     spec, raw = load_splits(resolve_task(cfg), data_dir, max_examples)
-    model = load_teacher(model_dir, spec)
+    is_encoder_student = (Path(model_dir) / CONFIG_FILE).is_file()
+    model = load_student(model_dir) if is_encoder_student else load_teacher(model_dir, spec)
+    if model.num_labels != spec.output_size:
+        raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
     length = max_length or int(model.meta.get("max_length", 128))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
     unknown = [n for n in names if n not in raw]
     if unknown:
         raise XKDError(f"task '{spec.name}' has no split '{unknown[0]}'; choose from {', '.join(raw)}")
     tokenizers = {"student": model.tokenizer}
-    collator = Collator(tokenizers)
+    separate = {"student"} if getattr(model, "pair_encoding", "joint") == "separate" else set()
+    collator = Collator(tokenizers, separate)
     result = {}
     for name in names:
-        split = encode(raw[name], spec, tokenizers, length)
+        split = encode(raw[name], spec, tokenizers, length, separate)
         if is_labeled(split):
             result[name] = evaluate(model, make_loader(split, collator, batch_size, shuffle=False), spec)
     click.echo(json.dumps({"model": model_dir, "task": spec.name, "metrics": result}, indent=2))
@@ -305,7 +318,9 @@ def students_command() -> None:
     from xkd.students import STUDENTS
 
     for name in STUDENTS:
-        click.echo(f"{name:10} {STUDENTS.get(name).summary}")
+        spec = STUDENTS.get(name)
+        click.echo(f"{name}: {spec.summary}")
+        click.echo("    options: " + (", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "none"))
 
 
 @cli.command("methods")

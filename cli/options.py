@@ -45,11 +45,11 @@ def apply(decorators: list[Callable]) -> Callable:
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:
-    """`["gamma=2", "score=hidden"]` -> {"gamma": "2", "score": "hidden"}; the method coerces the types."""
+    """`["gamma=2", "score=hidden"]` -> {"gamma": "2", "score": "hidden"}; the owner coerces the types."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise XKDError(f"method option '{pair}' is not KEY=VALUE; write it like -O gamma=2")
+            raise XKDError(f"option '{pair}' is not KEY=VALUE; write it like -O gamma=2 or -S gated=true")
         out[key.strip().replace("-", "_")] = value.strip()
     return out

@@ -1,6 +1,23 @@
 """Students: models that fill the `xkd.Trace` contract and train under distillation."""
 
 from .bert_k import build_bert_k, teacher_layers
-from .registry import STUDENTS, StudentSpec, build_student
+from .bilstm import BiLSTMConfig, BiLSTMStudent
+from .cnn import CNNConfig, CNNStudent
+from .registry import STUDENTS, StudentSpec, build_student, load_student
+from .vocab import build_word_tokenizer
+from .word_vectors import load_word_vectors
 
-__all__ = ["STUDENTS", "StudentSpec", "build_bert_k", "build_student", "teacher_layers"]
+__all__ = [
+    "STUDENTS",
+    "BiLSTMConfig",
+    "BiLSTMStudent",
+    "CNNConfig",
+    "CNNStudent",
+    "StudentSpec",
+    "build_bert_k",
+    "build_student",
+    "build_word_tokenizer",
+    "load_student",
+    "load_word_vectors",
+    "teacher_layers",
+]

@@ -1,21 +1,32 @@
-"""The student registry: a name -> builder table that the zoo fills.
+"""The student registry: a name -> (builder, loader) table that the zoo fills.
 
-A builder takes the (loaded) teacher, the task and the student options and returns a module whose forward fills
-`xkd.Trace` and that can `save(directory)`.
+A builder takes the loaded teacher, the task, the training texts (for students that build their own vocabulary),
+the depth and init strategy, and the student's own options; it returns a module whose forward fills `xkd.Trace`
+and that can `save(directory)`. `load_student(directory)` reloads any saved student.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from xkd.errors import XKDError
+from xkd.options import resolve_options
 from xkd.registry import Registry
 from xkd.tasks import Task
 from xkd.teachers.hf_encoder import HFEncoderClassifier
 
 from .bert_k import INITS, build_bert_k
+from .bilstm import BiLSTMConfig, BiLSTMStudent
+from .cnn import CNNConfig, CNNStudent
+from .sentence_encoder import CONFIG_FILE, SentenceEncoderStudent
+from .vocab import build_word_tokenizer
+from .word_vectors import load_word_vectors
 
 
 @dataclass(frozen=True)
@@ -23,26 +34,126 @@ class StudentSpec:
     name: str
     summary: str
     build: Callable[..., nn.Module]
-    needs_teacher_weights: bool = False
+    options: dict[str, Any]
+    load: Callable[[str | Path], nn.Module] | None = None
 
 
 STUDENTS: Registry[StudentSpec] = Registry("student")
 
 
-def _bert_k(teacher: HFEncoderClassifier, task: Task, layers: int = 2, init: str = "uniform") -> nn.Module:
+def _bert_k(teacher: HFEncoderClassifier, task: Task, train_texts, layers: int, init: str) -> nn.Module:
     return build_bert_k(teacher, layers=layers, init=init)
 
 
 STUDENTS.add(
     "bert-k",
     StudentSpec(
-        "bert-k",
-        f"k transformer layers of the teacher's family at its width; init {'/'.join(INITS)}",
-        _bert_k,
-        needs_teacher_weights=True,
+        "bert-k", f"k transformer layers of the teacher's family at its width; init {'/'.join(INITS)}", _bert_k, {}
+    ),
+)
+
+# Options every CNN/BiLSTM student accepts (-S KEY=VALUE); the architecture's own follow.
+ENCODER_OPTIONS: dict[str, Any] = {
+    "vocab": "word",  # word: built from the training split; teacher: the teacher's tokenizer and embeddings
+    "min_frequency": 1,
+    "max_vocab": 30000,
+    "vectors": "",  # a GloVe / word2vec file for a word vocabulary ('' = random init)
+    "embedding_dim": 300,  # for random init
+    "freeze_embeddings": False,
+    "dropout": 0.5,
+}
+
+
+def _embeddings(teacher: HFEncoderClassifier, train_texts: list[str], options: dict[str, Any], log) -> dict:
+    """Tokenizer and embedding init for a CNN/BiLSTM student, per the `vocab` and `vectors` options."""
+    if options["vocab"] == "teacher":
+        weight = teacher.model.get_input_embeddings().weight.detach().clone()
+        return {"tokenizer": teacher.tokenizer, "weight": weight, "coverage": 1.0}
+    if options["vocab"] != "word":
+        raise XKDError(f"student option vocab must be 'word' or 'teacher', got '{options['vocab']}'")
+    tokenizer = build_word_tokenizer(train_texts, options["min_frequency"], options["max_vocab"])
+    if not options["vectors"]:
+        return {"tokenizer": tokenizer, "weight": None, "coverage": None}
+    weight, coverage = load_word_vectors(options["vectors"], tokenizer.get_vocab())
+    log(f"word vectors: {100 * coverage:.1f}% of {len(tokenizer) - 2} vocabulary words found in {options['vectors']}")
+    return {"tokenizer": tokenizer, "weight": weight, "coverage": coverage}
+
+
+def _encoder_builder(cls: type[SentenceEncoderStudent], config_cls: type, own: dict[str, Any]):
+    def build(teacher, task: Task, train_texts, layers: int, init: str, log=print, **values) -> nn.Module:
+        options = resolve_options(f"student '{cls.kind}'", {**ENCODER_OPTIONS, **own}, values)
+        emb = _embeddings(teacher, train_texts, options, log)
+        arch = {k: options[k] for k in own}
+        if "filter_widths" in arch:
+            arch["filter_widths"] = tuple(int(w) for w in str(arch["filter_widths"]).split(","))
+        config = config_cls(
+            vocab_size=len(emb["tokenizer"]),
+            embedding_dim=emb["weight"].shape[1] if emb["weight"] is not None else options["embedding_dim"],
+            num_labels=task.output_size,
+            pair=task.is_pair,
+            layers=layers,
+            dropout=options["dropout"],
+            pad_token_id=emb["tokenizer"].pad_token_id,
+            freeze_embeddings=options["freeze_embeddings"],
+            **arch,
+        )
+        model = cls(config, emb["tokenizer"])
+        if emb["weight"] is not None:
+            model.embedding.weight.data.copy_(emb["weight"])
+        model.meta = {"student": cls.kind, "vocab": options["vocab"], "vector_coverage": emb["coverage"]}
+        return model
+
+    return build
+
+
+STUDENTS.add(
+    "cnn",
+    StudentSpec(
+        "cnn",
+        "stacked multi-width convolution blocks (gated=true for GLU), each block max-pooled to a layer",
+        _encoder_builder(CNNStudent, CNNConfig, {"channels": 100, "filter_widths": "3,4,5", "gated": False}),
+        {**ENCODER_OPTIONS, "channels": 100, "filter_widths": "3,4,5", "gated": False},
+        CNNStudent.load,
+    ),
+)
+STUDENTS.add(
+    "bilstm",
+    StudentSpec(
+        "bilstm",
+        "stacked bidirectional LSTM layers over packed sequences, each pooled (max or mean) to a layer",
+        _encoder_builder(BiLSTMStudent, BiLSTMConfig, {"hidden_size": 150, "pooling": "max"}),
+        {**ENCODER_OPTIONS, "hidden_size": 150, "pooling": "max"},
+        BiLSTMStudent.load,
     ),
 )
 
 
-def build_student(name: str, teacher: HFEncoderClassifier, task: Task, **options) -> nn.Module:
-    return STUDENTS.get(name).build(teacher, task, **options)
+def build_student(
+    name: str,
+    teacher: HFEncoderClassifier,
+    task: Task,
+    train_texts: list[str] | None = None,
+    layers: int = 2,
+    init: str = "uniform",
+    log=print,
+    **options: Any,
+) -> nn.Module:
+    spec = STUDENTS.get(name)
+    if name == "bert-k":
+        if options:
+            resolve_options("student 'bert-k'", spec.options, options)  # names the unknown option
+        return spec.build(teacher, task, train_texts, layers, init)
+    return spec.build(teacher, task, train_texts or [], layers, init, log=log, **options)
+
+
+def load_student(directory: str | Path) -> nn.Module:
+    """Reload any saved student: CNN/BiLSTM from `student.json`, transformer students as HF checkpoints."""
+    directory = Path(directory)
+    record = directory / CONFIG_FILE
+    if record.is_file():
+        kind = json.loads(record.read_text())["kind"]
+        spec = STUDENTS.get(kind)
+        if spec.load is None:
+            raise XKDError(f"student kind '{kind}' cannot be reloaded; it registered no loader")
+        return spec.load(directory)
+    return HFEncoderClassifier.from_pretrained(str(directory), what="student")

@@ -29,6 +29,7 @@ class DistillConfig:
     student: str = "bert-k"
     student_layers: int = 2
     student_init: str = "uniform"
+    student_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"vectors": "glove.txt", "gated": true}
     method: str = "universal"
     temperature: float | None = None  # None: the method's default
     alpha: float | None = None
@@ -159,8 +160,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def build_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> DistillConfig:
     """Defaults < file < command line; `cli_values` holds only options the user actually gave.
 
-    Method options merge key by key, so `-O gamma=2` on the command line keeps the file's other method options.
+    Method and student options merge key by key, so `-O gamma=2` keeps the file's other method options.
     """
     merged = {**file_values, **cli_values}
-    merged["method_options"] = {**file_values.get("method_options", {}), **cli_values.get("method_options", {})}
+    for key in ("method_options", "student_options"):
+        merged[key] = {**file_values.get(key, {}), **cli_values.get(key, {})}
     return DistillConfig(**merged).validate()

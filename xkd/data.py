@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,13 +230,13 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def shared_roles(tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> dict[str, str]:
-    """Map each role to the first role with the same tokenizer, so identical encodings are computed once."""
-    first: dict[str, str] = {}
-    aliases = {}
-    for role, tok in tokenizers.items():
-        aliases[role] = first.setdefault(tokenizer_fingerprint(tok), role)
-    return aliases
+def shared_roles(tokenizers: Mapping[str, PreTrainedTokenizerBase], separate: Collection[str] = ()) -> dict[str, str]:
+    """Map each role to the first role with the same tokenizer and pair mode, so identical encodings are computed
+    once."""
+    first: dict[tuple[str, bool], str] = {}
+    return {
+        role: first.setdefault((tokenizer_fingerprint(tok), role in separate), role) for role, tok in tokenizers.items()
+    }
 
 
 def encode(
@@ -244,19 +244,29 @@ def encode(
     task: Task,
     tokenizers: Mapping[str, PreTrainedTokenizerBase],
     max_length: int,
+    separate: Collection[str] = (),
 ) -> Dataset:
     """Tokenize a split once per distinct tokenizer (batched `datasets.map`), without padding.
 
-    Columns come out as `<role>__input_ids` etc.; padding happens per batch in `Collator`.
+    Columns come out as `<role>__input_ids` etc.; padding happens per batch in `Collator`. Roles in `separate`
+    encode the two texts of a pair apart (`input_ids` and `input_ids_b`), for students such as CNNs and BiLSTMs
+    that read each sentence with a shared encoder; other roles read a pair as one sequence, as BERT does.
     """
-    aliases = shared_roles(tokenizers)
+    aliases = shared_roles(tokenizers, separate)
     roles = sorted(set(aliases.values()))
 
     def tokenize(batch: dict) -> dict:
         texts = [batch[c] for c in task.text_columns]
         out = {}
         for role in roles:
-            enc = tokenizers[role](*texts, truncation=True, max_length=max_length)
+            tok = tokenizers[role]
+            if role in separate and len(texts) == 2:
+                for suffix, text in (("", texts[0]), ("_b", texts[1])):
+                    enc = tok(text, truncation=True, max_length=max_length, return_token_type_ids=False)
+                    for key, value in enc.items():
+                        out[f"{role}__{key}{suffix}"] = value
+                continue
+            enc = tok(*texts, truncation=True, max_length=max_length)
             for key, value in enc.items():
                 out[f"{role}__{key}"] = value
         return out
@@ -267,9 +277,9 @@ def encode(
 class Collator:
     """Pads each model role's inputs to the longest example of the batch (dynamic padding)."""
 
-    def __init__(self, tokenizers: Mapping[str, PreTrainedTokenizerBase]) -> None:
+    def __init__(self, tokenizers: Mapping[str, PreTrainedTokenizerBase], separate: Collection[str] = ()) -> None:
         self.tokenizers = dict(tokenizers)
-        self.aliases = shared_roles(tokenizers)
+        self.aliases = shared_roles(tokenizers, separate)
 
     def __call__(self, features: list[dict]) -> dict:
         labels = torch.tensor([f["labels"] for f in features])
@@ -279,9 +289,18 @@ class Collator:
             if source not in padded:
                 prefix = f"{source}__"
                 rows = [{k[len(prefix) :]: v for k, v in f.items() if k.startswith(prefix)} for f in features]
-                padded[source] = dict(self.tokenizers[source].pad(rows, return_tensors="pt"))
+                padded[source] = self._pad(self.tokenizers[source], rows)
             batch[role] = padded[source]
         return batch
+
+    @staticmethod
+    def _pad(tokenizer: PreTrainedTokenizerBase, rows: list[dict]) -> dict[str, torch.Tensor]:
+        second = [{k[:-2]: v for k, v in r.items() if k.endswith("_b")} for r in rows]
+        first = [{k: v for k, v in r.items() if not k.endswith("_b")} for r in rows]
+        out = dict(tokenizer.pad(first, return_tensors="pt"))
+        if second[0]:
+            out.update({f"{k}_b": v for k, v in tokenizer.pad(second, return_tensors="pt").items()})
+        return out
 
 
 def make_loader(

@@ -23,6 +23,7 @@ from xkd.errors import XKDError
 from xkd.evaluation import evaluate
 from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
+from xkd.options import resolve_options
 from xkd.students import STUDENTS, build_student
 from xkd.tasks import Task, custom_task, get_task
 from xkd.teachers import (
@@ -122,7 +123,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     wall_start = time.perf_counter()
     task = resolve_task(cfg)
     method = get_method(cfg.method)
-    STUDENTS.get(cfg.student)
+    student_spec = STUDENTS.get(cfg.student)
+    resolve_options(f"student '{cfg.student}'", student_spec.options, cfg.student_options)
     shared = {k: v for k, v in (("temperature", cfg.temperature), ("alpha", cfg.alpha)) if k in method.options}
     options = method.resolve({**shared, **cfg.method_options})  # option errors before any loading
 
@@ -146,7 +148,17 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         teacher_info["heads"] = str(heads_dir(teacher_info["path"]))
     teacher_seconds = time.perf_counter() - teacher_start
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
-    student = build_student(cfg.student, teacher, task, layers=cfg.student_layers, init=cfg.student_init)
+    train_texts = [t for column in task.text_columns for t in raw["train"][column]]
+    student = build_student(
+        cfg.student,
+        teacher,
+        task,
+        train_texts,
+        layers=cfg.student_layers,
+        init=cfg.student_init,
+        log=log,
+        **cfg.student_options,
+    )
     context = TermContext(
         student_layers=student.num_layers,
         student_width=student.layer_width,
@@ -158,8 +170,9 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     terms = method.terms(context, **options)
 
     tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
-    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
-    collator = Collator(tokenizers)
+    separate = {"student"} if getattr(student, "pair_encoding", "joint") == "separate" else set()
+    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
+    collator = Collator(tokenizers, separate)
     log(
         f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
         f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
@@ -217,6 +230,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         "seconds": round(teacher_seconds, 2),
     }
     summary["student"] = {
+        **{k: v for k, v in getattr(student, "meta", {}).items() if k in ("vocab", "vector_coverage")},
         "name": cfg.student,
         "layers": student.num_layers,
         "parameters": parameter_count(student),

@@ -13,8 +13,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from xkd.errors import XKDError, closest
+from xkd.errors import XKDError
 from xkd.losses import kd_loss, regression_kd_loss, task_loss
+from xkd.options import resolve_options
 from xkd.registry import Registry
 from xkd.tasks import Task
 from xkd.trace import Trace
@@ -48,26 +49,6 @@ class TermContext:
     regression: bool = False
 
 
-def _parse(name: str, value: Any, default: Any) -> Any:
-    """Coerce an option value (possibly a string from `--method-option k=v`) to its default's type."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes", "on"):
-            return True
-        if str(value).lower() in ("false", "0", "no", "off"):
-            return False
-    elif isinstance(default, (int, float)):
-        try:
-            number = float(value)
-            return int(number) if isinstance(default, int) and number.is_integer() else number
-        except (TypeError, ValueError):
-            pass
-    else:
-        return str(value)
-    raise XKDError(f"method option '{name}' should be {type(default).__name__}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class Method:
     """A registered distillation method.
@@ -87,16 +68,7 @@ class Method:
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overridden by the given values; unknown names and wrong types are one-line errors."""
-        chosen = dict(self.options)
-        for key, value in values.items():
-            if key not in self.options:
-                known = ", ".join(self.options) or "none"
-                raise XKDError(
-                    f"method '{self.name}' has no option '{key}'{closest(key, self.options)}; its options: {known}"
-                )
-            if value is not None:
-                chosen[key] = _parse(key, value, self.options[key])
-        return chosen
+        return resolve_options(f"method '{self.name}'", self.options, values)
 
     def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
         return self.make_terms(context, **self.resolve(values))

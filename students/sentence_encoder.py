@@ -1,0 +1,116 @@
+"""What CNN and BiLSTM students share: embeddings, sentence-pair handling, the classifier, save and load.
+
+A sentence encoder turns token ids into one pooled vector per layer. Single sentences classify from the last
+layer's vector; pairs are read by the same encoder and combined per layer as [u, v, u*v, |u-v|] (InferSent), so
+each layer of the `Trace` is the pair's feature vector at that depth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from xkd.trace import Trace
+
+CONFIG_FILE = "student.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def masked_max(x: Tensor, mask: Tensor) -> Tensor:
+    """Max over time [B, T, D] -> [B, D], ignoring padded positions."""
+    return x.masked_fill(~mask.bool()[..., None], float("-inf")).amax(1)
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    m = mask.to(x.dtype)[..., None]
+    return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+class SentenceEncoderStudent(nn.Module):
+    """Base class: subclasses set `kind`, a config dataclass, and implement `encode(ids, mask) -> [layer vectors]`."""
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
+    pair_encoding = "separate"  # the data pipeline encodes the two texts of a pair apart
+
+    def __init__(self, config: Any, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.meta: dict[str, Any] = {}
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+        self.embedding.weight.requires_grad_(not config.freeze_embeddings)
+        self.dropout = nn.Dropout(config.dropout)
+        features = self.layer_width
+        self.classifier = nn.Sequential(nn.Linear(features, config.num_labels))
+        if config.pair:
+            hidden = features // 4
+            self.classifier = nn.Sequential(
+                nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, config.num_labels)
+            )
+
+    # -- what subclasses provide
+    @property
+    def encoder_width(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+    # -- the contract
+    @property
+    def num_layers(self) -> int:
+        return self.config.layers
+
+    @property
+    def layer_width(self) -> int:
+        return self.encoder_width * (4 if self.config.pair else 1)
+
+    @property
+    def num_labels(self) -> int:
+        return self.config.num_labels
+
+    def forward(self, inputs: dict[str, Tensor], output_attentions: bool = False) -> Trace:
+        layers = self.encode(inputs["input_ids"], inputs["attention_mask"])
+        if self.config.pair:
+            others = self.encode(inputs["input_ids_b"], inputs["attention_mask_b"])
+            layers = [torch.cat([u, v, u * v, (u - v).abs()], dim=-1) for u, v in zip(layers, others, strict=True)]
+        vectors = torch.stack(layers, dim=1)
+        return Trace(
+            logits=self.classifier(self.dropout(vectors[:, -1])),
+            layer_vectors=vectors,
+            attention_mask=inputs["attention_mask"],
+        )
+
+    def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.dropout(self.embedding(input_ids)) * attention_mask[..., None].to(self.embedding.weight.dtype)
+
+    # -- files
+    def save(self, directory: str | os.PathLike, **meta: Any) -> Path:
+        """config JSON + safetensors + tokenizer: everything `load_student` needs, nothing else."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(weights, str(directory / WEIGHTS_FILE))
+        self.tokenizer.save_pretrained(directory)
+        record = {"kind": self.kind, "config": asdict(self.config), **meta}
+        (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> SentenceEncoderStudent:
+        directory = Path(directory)
+        record = json.loads((directory / CONFIG_FILE).read_text())
+        config = cls.config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
+        model = cls(config, AutoTokenizer.from_pretrained(directory))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        model.meta = {k: v for k, v in record.items() if k not in ("kind", "config")}
+        return model

@@ -1,0 +1,136 @@
+"""CNN and BiLSTM students: forward/backward, pairs, padding invariance, save/reload, vocabularies, word vectors."""
+
+import pytest
+import torch
+from tiny import QUICK, SHARED, run, save_tiny, write_task_dir
+
+from xkd.data import load_splits
+from xkd.errors import XKDError
+from xkd.students import build_student, build_word_tokenizer, load_student, load_word_vectors
+from xkd.tasks import get_task
+from xkd.teachers import load_teacher
+
+TEXTS = ["the film was good", "a dull , flat story", "good cast and a funny plot"]
+MR = get_task("mr")
+
+
+@pytest.fixture
+def teacher(tmp_path):
+    return load_teacher(str(save_tiny(tmp_path / "teacher", layers=2)), MR)
+
+
+def encode(model, texts, pad_to=None):
+    enc = model.tokenizer(texts, padding="max_length" if pad_to else True, max_length=pad_to, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+STUDENT_CASES = [
+    ("cnn", {}),
+    ("cnn", {"gated": "true", "filter_widths": "2,3"}),
+    ("bilstm", {}),
+    ("bilstm", {"pooling": "mean", "vocab": "teacher"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "options"), STUDENT_CASES)
+def test_forward_backward_and_padding_invariance(teacher, kind, options):
+    student = build_student(kind, teacher, MR, TEXTS, layers=3, log=lambda m: None, **options).eval()
+    short, long = encode(student, TEXTS), encode(student, TEXTS, pad_to=24)
+    trace = student(short)
+    assert trace.logits.shape == (3, 2) and trace.layer_vectors.shape == (3, 3, student.layer_width)
+    padded = student(long)
+    assert torch.allclose(trace.logits, padded.logits, atol=1e-5)
+    assert torch.allclose(trace.layer_vectors, padded.layer_vectors, atol=1e-5)
+    student.train()
+    student(short).logits.sum().backward()
+    assert student.embedding.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm"])
+def test_pairs_use_one_encoder_and_combined_features(teacher, kind):
+    task = get_task("mrpc")
+    student = build_student(kind, teacher, task, TEXTS, layers=2, log=lambda m: None).eval()
+    a, b = encode(student, TEXTS[:2]), encode(student, TEXTS[1:])
+    inputs = {**a, "input_ids_b": b["input_ids"], "attention_mask_b": b["attention_mask"]}
+    trace = student(inputs)
+    assert trace.layer_vectors.shape == (2, 2, 4 * student.encoder_width)
+    u, v = student.encode(a["input_ids"], a["attention_mask"]), student.encode(b["input_ids"], b["attention_mask"])
+    expected = torch.cat([u[1], v[1], u[1] * v[1], (u[1] - v[1]).abs()], dim=-1)
+    assert torch.allclose(trace.layer_vectors[:, 1], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm"])
+def test_save_and_reload_are_identical(teacher, tmp_path, kind):
+    student = build_student(kind, teacher, MR, TEXTS, layers=2, log=lambda m: None).eval()
+    student.save(tmp_path / kind, task="mr")
+    again = load_student(tmp_path / kind).eval()
+    inputs = encode(student, TEXTS)
+    assert torch.equal(student(inputs).logits, again(encode(again, TEXTS)).logits)
+    assert again.meta["task"] == "mr"
+
+
+def test_word_vocabulary_on_the_mr_training_split():
+    mr_dir = SHARED / "data" / "mr"
+    if not mr_dir.is_dir():
+        pytest.skip("shared MR data not present")
+    _, splits = load_splits(MR, mr_dir)
+    texts = splits["train"]["sentence"]
+    full = build_word_tokenizer(texts)
+    pruned = build_word_tokenizer(texts, min_frequency=3, max_size=5000)
+    assert 15000 < len(full) < 25000  # about 18k distinct lower-cased words and punctuation in 8.5k sentences
+    assert len(pruned) <= 5000 and len(pruned) < len(full)
+    ids = full("The Rock is destined")["input_ids"]
+    assert full.convert_ids_to_tokens(ids) == ["the", "rock", "is", "destined"]
+    assert pruned("zzzunseenword")["input_ids"] == [pruned.unk_token_id]
+
+
+def test_glove_loading_reports_coverage(tmp_path):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("the 0.1 0.2 0.3\ngood 1.0 0.0 -1.0\nmovie 0.5 0.5 0.5\n")
+    tokenizer = build_word_tokenizer(["the good film", "the film"])
+    weight, coverage = load_word_vectors(vectors, tokenizer.get_vocab())
+    assert weight.shape == (len(tokenizer), 3)
+    assert coverage == pytest.approx(2 / 3)  # the, good found; film missing
+    assert torch.allclose(weight[tokenizer.convert_tokens_to_ids("good")], torch.tensor([1.0, 0.0, -1.0]))
+    assert torch.equal(weight[0], torch.zeros(3))  # padding
+    with pytest.raises(XKDError, match="does not exist"):
+        load_word_vectors(tmp_path / "nope.txt", tokenizer.get_vocab())
+
+
+def test_word2vec_binary_and_header(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "w2v.bin"
+    with path.open("wb") as f:
+        f.write(b"2 2\n")
+        f.write(b"good " + np.array([1, 2], dtype=np.float32).tobytes() + b"\n")
+        f.write(b"the " + np.array([3, 4], dtype=np.float32).tobytes() + b"\n")
+    tokenizer = build_word_tokenizer(["the good film"])
+    weight, coverage = load_word_vectors(path, tokenizer.get_vocab())
+    assert torch.allclose(weight[tokenizer.convert_tokens_to_ids("the")], torch.tensor([3.0, 4.0]))
+    assert coverage == pytest.approx(2 / 3)
+
+
+def test_real_glove_file_on_mr_words():
+    glove = SHARED / "data" / "glove" / "glove.6B.50d.top60k.txt"
+    if not glove.is_file():
+        pytest.skip("shared GloVe not present")
+    tokenizer = build_word_tokenizer(["the movie was a good , funny ride", "xqzvbn"])
+    weight, coverage = load_word_vectors(glove, tokenizer.get_vocab())
+    # 9 distinct tokens (the movie was a good , funny ride xqzvbn); all but the nonsense word are in GloVe.
+    assert weight.shape[1] == 50 and coverage == pytest.approx(8 / 9)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm"])
+def test_cross_architecture_universal_kd_end_to_end(tmp_path, kind):
+    data = write_task_dir(tmp_path / "data", sizes=(48, 16, 16))
+    teacher = save_tiny(tmp_path / "teacher", layers=3)
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", str(teacher), "--data-dir", str(data), "--student", kind, "--method", "universal"]
+    args += ["-O", "mode=ca", "-S", "embedding_dim=16", "-S", "dropout=0.1", "--output-dir", str(out), *QUICK]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    scored = run("eval", "--model", str(out / "student"), "--task", "mr", "--data-dir", str(data), "--split", "test")
+    assert scored.exit_code == 0, scored.output
+    bad = run(*args[: -len(QUICK)], "-S", "chanels=3", *QUICK, "--overwrite")
+    assert bad.exit_code == 2 and "has no option 'chanels'" in bad.output and bad.output.count("\n") == 1
