@@ -285,7 +285,7 @@ def eval_command(
     model = load_student(model_dir) if is_encoder_student else load_teacher(model_dir, spec)
     if model.num_labels != spec.output_size:
         raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
-    length = max_length or int(model.meta.get("max_length", 128))
+    length = max_length or int(saved_meta(model_dir).get("max_length", 128))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
     unknown = [n for n in names if n not in raw]
     if unknown:
@@ -332,6 +332,15 @@ def methods_command() -> None:
         m = METHODS.get(name)
         click.echo(f"{name}: {m.summary}")
         click.echo("    options: " + (", ".join(f"{k}={v}" for k, v in m.options.items()) or "none"))
+
+
+def saved_meta(directory: str) -> dict:
+    """What xkd recorded next to a saved model (student.json or xkd.json), or {} for foreign checkpoints."""
+    for name in ("student.json", "xkd.json"):
+        path = Path(directory) / name
+        if path.is_file():
+            return json.loads(path.read_text())
+    return {}
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from xkd.teachers.hf_encoder import HFEncoderClassifier
 from .bert_k import INITS, build_bert_k
 from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .cnn import CNNConfig, CNNStudent
+from .plugins import builder_of, check_protocol, entry_point_students, import_target
 from .sentence_encoder import CONFIG_FILE, SentenceEncoderStudent
 from .vocab import build_word_tokenizer
 from .word_vectors import load_word_vectors
@@ -128,6 +129,21 @@ STUDENTS.add(
 )
 
 
+def student_spec(name: str) -> StudentSpec | None:
+    """The built-in spec for `name`; None for a plug-in (import path or entry point), which checks itself."""
+    if name in STUDENTS:
+        return STUDENTS.get(name)
+    if ":" in name or name in entry_point_students():
+        return None
+    return STUDENTS.get(name)  # raises the unknown-student error, with the closest built-in name
+
+
+def plugin_builder(name: str):
+    """The plug-in's target object and its build function, for an import path or an entry-point name."""
+    target = import_target(name) if ":" in name else entry_point_students()[name].load()
+    return target, builder_of(target, name)
+
+
 def build_student(
     name: str,
     teacher: HFEncoderClassifier,
@@ -138,7 +154,15 @@ def build_student(
     log=print,
     **options: Any,
 ) -> nn.Module:
-    spec = STUDENTS.get(name)
+    """Build a registered, entry-point or import-path (`pkg.mod:Class`) student."""
+    spec = student_spec(name)
+    if spec is None:
+        target, build = plugin_builder(name)
+        model = build(teacher, task, train_texts or [], layers, **options)
+        model = check_protocol(model, name)
+        if isinstance(target, type) and hasattr(target, "load"):
+            model.plugin = f"{target.__module__}:{target.__qualname__}"  # recorded so load_student finds it
+        return model
     if name == "bert-k":
         if options:
             resolve_options("student 'bert-k'", spec.options, options)  # names the unknown option
@@ -151,7 +175,10 @@ def load_student(directory: str | Path) -> nn.Module:
     directory = Path(directory)
     record = directory / CONFIG_FILE
     if record.is_file():
-        kind = json.loads(record.read_text())["kind"]
+        saved = json.loads(record.read_text())
+        kind = saved["kind"]
+        if saved.get("plugin"):
+            return import_target(saved["plugin"]).load(directory)
         spec = STUDENTS.get(kind)
         if spec.load is None:
             raise XKDError(f"student kind '{kind}' cannot be reloaded; it registered no loader")

@@ -102,6 +102,8 @@ class SentenceEncoderStudent(nn.Module):
         save_file(weights, str(directory / WEIGHTS_FILE))
         self.tokenizer.save_pretrained(directory)
         record = {"kind": self.kind, "config": asdict(self.config), **meta}
+        if getattr(self, "plugin", None):
+            record["plugin"] = self.plugin
         (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
         return directory
 

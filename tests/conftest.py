@@ -25,7 +25,8 @@ def roberta_teacher_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Fine-tuned teacher caches go to the test's own directory, never the user's."""
+    """Fine-tuned teacher caches and default run dirs go to the test's own directory, never the user's."""
     cache = tmp_path / "xkd-cache"
     monkeypatch.setenv("XKD_CACHE_DIR", str(cache))
+    monkeypatch.chdir(tmp_path)
     return cache

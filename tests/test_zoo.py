@@ -134,3 +134,47 @@ def test_cross_architecture_universal_kd_end_to_end(tmp_path, kind):
     assert scored.exit_code == 0, scored.output
     bad = run(*args[: -len(QUICK)], "-S", "chanels=3", *QUICK, "--overwrite")
     assert bad.exit_code == 2 and "has no option 'chanels'" in bad.output and bad.output.count("\n") == 1
+
+
+def test_plug_in_student_by_import_path_distills_with_universal_kd(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=3)
+    out = tmp_path / "run"
+    result = run(
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--data-dir",
+        str(task_dir),
+        "--student",
+        "plugin_gru:GRUStudent",
+        "--method",
+        "universal",
+        "-S",
+        "width=8",
+        "--output-dir",
+        str(out),
+        *QUICK,
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    alpha = json.loads((out / "attention.jsonl").read_text().splitlines()[-1])["alpha"]
+    assert len(alpha) == 2 and len(alpha[0]) == 3
+    scored = run("eval", "--model", str(out / "student"), "--task", "mr", "--data-dir", str(task_dir))
+    assert scored.exit_code == 0, scored.output
+
+
+@pytest.mark.parametrize(
+    ("student", "message"),
+    [
+        ("plugin_gru:Missing", "has no 'Missing'"),
+        ("no_such_module:X", "cannot import module 'no_such_module'"),
+        ("plugin_gru", "unknown student 'plugin_gru'"),
+    ],
+)
+def test_bad_plug_ins_are_one_line_errors(tmp_path, task_dir, student, message):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    args = ["--data-dir", str(task_dir), "--student", student, "--output-dir", str(tmp_path / "r"), *QUICK]
+    result = run("distill", "--teacher", str(teacher), *args)
+    assert not (tmp_path / "r").exists()
+    assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1

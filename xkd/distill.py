@@ -24,7 +24,8 @@ from xkd.evaluation import evaluate
 from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
 from xkd.options import resolve_options
-from xkd.students import STUDENTS, build_student
+from xkd.students import build_student
+from xkd.students.registry import plugin_builder, student_spec
 from xkd.tasks import Task, custom_task, get_task
 from xkd.teachers import (
     HFEncoderClassifier,
@@ -67,7 +68,8 @@ def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
 
 def default_run_dir(cfg: DistillConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.task}-{cfg.student}{cfg.student_layers}-{cfg.method}-{stamp}"
+    student = cfg.student.rpartition(":")[2].rpartition(".")[2]  # a plug-in path names its class
+    return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{cfg.method}-{stamp}"
 
 
 def resolve_teacher(
@@ -123,8 +125,11 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     wall_start = time.perf_counter()
     task = resolve_task(cfg)
     method = get_method(cfg.method)
-    student_spec = STUDENTS.get(cfg.student)
-    resolve_options(f"student '{cfg.student}'", student_spec.options, cfg.student_options)
+    spec = student_spec(cfg.student)
+    if spec is not None:
+        resolve_options(f"student '{cfg.student}'", spec.options, cfg.student_options)
+    else:
+        plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
     shared = {k: v for k, v in (("temperature", cfg.temperature), ("alpha", cfg.alpha)) if k in method.options}
     options = method.resolve({**shared, **cfg.method_options})  # option errors before any loading
 
