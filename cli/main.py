@@ -301,6 +301,38 @@ def eval_command(
     click.echo(json.dumps({"model": model_dir, "task": spec.name, "metrics": result}, indent=2))
 
 
+@cli.command("inspect")
+@click.option("--teacher", default=None, help="Teacher [default: the quickstart's].")
+@click.option("--student", default="bert-k", show_default=True)
+@click.option("--task", default="mr", show_default=True)
+@click.option("--student-layers", type=int, default=2, show_default=True)
+@click.option("-S", "student_options", multiple=True, help="A student option as KEY=VALUE, repeatable.")
+@click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
+@click.option("--max-length", type=int, default=64, show_default=True)
+def inspect_command(teacher, student, task, student_layers, student_options, data_dir, max_length) -> None:
+    """Run one batch through a teacher and a student and print layers, shapes, sizes and applicable methods.
+
+    Nothing is trained or written.
+
+    \b
+    Example:
+      xkd inspect --student cnn --student-layers 3 -S vectors=glove.6B.50d.txt
+    """
+    from xkd.config import DistillConfig
+    from xkd.inspect import inspect_pair
+
+    cfg = DistillConfig(
+        task=task,
+        student=student,
+        student_layers=student_layers,
+        student_options=parse_pairs(list(student_options)),
+        data_dir=data_dir,
+        max_length=max_length,
+        **({"teacher": teacher} if teacher else {}),
+    ).validate()
+    click.echo(json.dumps(inspect_pair(cfg), indent=2))
+
+
 @cli.command("tasks")
 def tasks_command() -> None:
     """List the registered tasks."""

@@ -178,3 +178,31 @@ def test_bad_plug_ins_are_one_line_errors(tmp_path, task_dir, student, message):
     result = run("distill", "--teacher", str(teacher), *args)
     assert not (tmp_path / "r").exists()
     assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
+
+
+def test_inspect_reports_shapes_sizes_and_methods(tmp_path, task_dir):
+    import json
+
+    teacher = save_tiny(tmp_path / "teacher", layers=4)
+    result = run(
+        "inspect",
+        "--teacher",
+        str(teacher),
+        "--student",
+        "cnn",
+        "--student-layers",
+        "3",
+        "--data-dir",
+        str(task_dir),
+        "-S",
+        "embedding_dim=8",
+        "-S",
+        "channels=4",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["teacher"]["layers"] == 4 and report["student"]["layers"] == 3
+    assert report["student"]["trace"]["layer_vectors"] == [4, 3, 12]  # 3 widths x 4 channels
+    assert report["student"]["shares_teacher_tokenizer"] is False
+    assert set(report["methods"]) >= {"none", "kd", "universal"}
+    assert len(report["universal_layer_mask"]) == 3 and len(report["universal_layer_mask"][0]) == 4

@@ -1,0 +1,89 @@
+"""`xkd inspect`: what a teacher/student pair looks like to the engine, from one batch, without training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from xkd.config import DistillConfig
+from xkd.data import Collator, encode, load_splits
+from xkd.distill import resolve_task
+from xkd.methods import METHODS
+from xkd.projector import layer_mask
+from xkd.students import build_student
+from xkd.teachers import HFEncoderClassifier, freeze, is_sequence_classifier
+from xkd.teachers.hf_encoder import load_config
+from xkd.teachers.loading import load_teacher
+from xkd.training import parameter_count
+
+
+def _shapes(trace) -> dict[str, Any]:
+    fields = ("logits", "layer_vectors", "pseudo_logits", "attentions", "attention_mask")
+    return {f: list(getattr(trace, f).shape) for f in fields if getattr(trace, f) is not None}
+
+
+def applicability(method: str, teacher, student) -> tuple[bool, str]:
+    """Whether `method` can run on this pair, and why (not)."""
+    m = METHODS.get(method)
+    if not m.needs_teacher:
+        return True, "gold labels only"
+    if m.needs_teacher_heads:
+        heads = "stored" if teacher.pseudo_heads is not None else "trained on the fly"
+        return True, f"output space: any student with per-layer vectors; teacher pseudo heads {heads}"
+    return True, "final logits only"
+
+
+def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
+    task = resolve_task(cfg)
+    task, raw = load_splits(task, cfg.data_dir, max_examples=max(batch_size, 8))
+    if is_sequence_classifier(load_config(cfg.teacher, "teacher")):
+        teacher = load_teacher(cfg.teacher, task)
+        teacher_note = "fine-tuned classifier"
+    else:
+        teacher = freeze(HFEncoderClassifier.from_pretrained(cfg.teacher, num_labels=task.output_size))
+        teacher_note = "bare encoder: xkd distill fine-tunes it first (its classifier below is untrained)"
+    train_texts = [t for column in task.text_columns for t in raw["train"][column]]
+    student = build_student(
+        cfg.student,
+        teacher,
+        task,
+        train_texts,
+        cfg.student_layers,
+        cfg.student_init,
+        log=lambda m: None,
+        **cfg.student_options,
+    )
+    student.eval()
+    tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
+    separate = {"student"} if getattr(student, "pair_encoding", "joint") == "separate" else set()
+    split = encode(raw[task.validation_splits[0]], task, tokenizers, cfg.max_length, separate)
+    batch = Collator(tokenizers, separate)([split[i] for i in range(min(batch_size, len(split)))])
+    with torch.no_grad():
+        t_trace = teacher(batch["teacher"])
+        s_trace = student(batch["student"])
+    m, n = student.num_layers, teacher.num_layers
+    return {
+        "task": task.name,
+        "teacher": {
+            "source": cfg.teacher,
+            "note": teacher_note,
+            "layers": n,
+            "width": teacher.layer_width,
+            "parameters": parameter_count(teacher),
+            "trace": _shapes(t_trace),
+        },
+        "student": {
+            "name": cfg.student,
+            "layers": m,
+            "width": student.layer_width,
+            "parameters": parameter_count(student),
+            "shares_teacher_tokenizer": tokenizers["teacher"] is tokenizers["student"],
+            "trace": _shapes(s_trace),
+            "init_from_teacher_layers": getattr(student, "meta", {}).get("teacher_layers"),
+        },
+        "methods": {
+            name: dict(zip(("applies", "why"), applicability(name, teacher, student), strict=True)) for name in METHODS
+        },
+        "universal_layer_mask": layer_mask(m, n, "all").int().tolist(),
+    }
