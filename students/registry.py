@@ -42,14 +42,51 @@ class StudentSpec:
 STUDENTS: Registry[StudentSpec] = Registry("student")
 
 
-def _bert_k(teacher: HFEncoderClassifier, task: Task, train_texts, layers: int, init: str) -> nn.Module:
+def _from_checkpoint(checkpoint: str, task: Task) -> HFEncoderClassifier:
+    """A pretrained small encoder as the student (e.g. MiniLM-L6 for a BERT-base teacher), with its own tokenizer."""
+    model = HFEncoderClassifier.from_pretrained(checkpoint, num_labels=task.output_size, what="student checkpoint")
+    model.meta = {"student": "checkpoint", "checkpoint": checkpoint}
+    return model
+
+
+def _bert_k(
+    teacher: HFEncoderClassifier, task: Task, train_texts, layers: int, init: str, log=print, checkpoint: str = ""
+) -> nn.Module:
+    if checkpoint:
+        return _from_checkpoint(checkpoint, task)
     return build_bert_k(teacher, layers=layers, init=init)
+
+
+def _distilroberta(
+    teacher: HFEncoderClassifier, task: Task, train_texts, layers: int, init: str, log=print, checkpoint: str = ""
+) -> nn.Module:
+    if checkpoint:
+        return _from_checkpoint(checkpoint, task)
+    if teacher.config.model_type != "roberta":
+        raise XKDError(
+            f"distilroberta from teacher layers needs a RoBERTa teacher, not {teacher.config.model_type}; "
+            "pass -S checkpoint=distilroberta-base (a local path offline) or use --student bert-k"
+        )
+    return build_bert_k(teacher, layers=6, init="uniform")  # every other layer of a 12-layer teacher
 
 
 STUDENTS.add(
     "bert-k",
     StudentSpec(
-        "bert-k", f"k transformer layers of the teacher's family at its width; init {'/'.join(INITS)}", _bert_k, {}
+        "bert-k",
+        f"k transformer layers of the teacher's family at its width (init {'/'.join(INITS)}), "
+        "or a pretrained small encoder (-S checkpoint=PATH)",
+        _bert_k,
+        {"checkpoint": ""},
+    ),
+)
+STUDENTS.add(
+    "distilroberta",
+    StudentSpec(
+        "distilroberta",
+        "a 6-layer RoBERTa: every other layer of a RoBERTa teacher, or a checkpoint (-S checkpoint=distilroberta-base)",
+        _distilroberta,
+        {"checkpoint": ""},
     ),
 )
 
@@ -163,10 +200,8 @@ def build_student(
         if isinstance(target, type) and hasattr(target, "load"):
             model.plugin = f"{target.__module__}:{target.__qualname__}"  # recorded so load_student finds it
         return model
-    if name == "bert-k":
-        if options:
-            resolve_options("student 'bert-k'", spec.options, options)  # names the unknown option
-        return spec.build(teacher, task, train_texts, layers, init)
+    if spec.build in (_bert_k, _distilroberta):
+        options = resolve_options(f"student '{name}'", spec.options, options)
     return spec.build(teacher, task, train_texts or [], layers, init, log=log, **options)
 
 

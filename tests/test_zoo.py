@@ -206,3 +206,20 @@ def test_inspect_reports_shapes_sizes_and_methods(tmp_path, task_dir):
     assert report["student"]["shares_teacher_tokenizer"] is False
     assert set(report["methods"]) >= {"none", "kd", "universal"}
     assert len(report["universal_layer_mask"]) == 3 and len(report["universal_layer_mask"][0]) == 4
+
+
+def test_distilroberta_from_every_other_teacher_layer_and_from_a_checkpoint(tmp_path):
+    from xkd.students import build_student as build
+
+    roberta = load_teacher(str(save_tiny(tmp_path / "roberta", kind="roberta", layers=12)), MR)
+    student = build("distilroberta", roberta, MR)
+    assert student.num_layers == 6 and student.meta["teacher_layers"] == [1, 3, 5, 7, 9, 11]
+    assert student.config.model_type == "roberta"
+    bert = load_teacher(str(save_tiny(tmp_path / "bert", layers=4)), MR)
+    with pytest.raises(XKDError, match="needs a RoBERTa teacher"):
+        build("distilroberta", bert, MR)
+    small = save_tiny(tmp_path / "small", layers=2, bare=True)
+    from_checkpoint = build("bert-k", bert, MR, checkpoint=str(small))
+    assert from_checkpoint.num_layers == 2 and from_checkpoint.num_labels == 2
+    with pytest.raises(XKDError, match="has no option 'checkpont'"):
+        build("bert-k", bert, MR, checkpont="x")
