@@ -4,7 +4,7 @@ from .bert_k import build_bert_k, teacher_layers
 from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .cnn import CNNConfig, CNNStudent
 from .registry import STUDENTS, StudentSpec, build_student, load_student
-from .vocab import build_word_tokenizer
+from .vocab import build_sentencepiece_tokenizer, build_word_tokenizer
 from .word_vectors import load_word_vectors
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "CNNStudent",
     "StudentSpec",
     "build_bert_k",
+    "build_sentencepiece_tokenizer",
     "build_student",
     "build_word_tokenizer",
     "load_student",

@@ -26,7 +26,7 @@ from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .cnn import CNNConfig, CNNStudent
 from .plugins import builder_of, check_protocol, entry_point_students, import_target
 from .sentence_encoder import CONFIG_FILE, SentenceEncoderStudent
-from .vocab import build_word_tokenizer
+from .vocab import build_sentencepiece_tokenizer, build_word_tokenizer
 from .word_vectors import load_word_vectors
 
 
@@ -92,7 +92,7 @@ STUDENTS.add(
 
 # Options every CNN/BiLSTM student accepts (-S KEY=VALUE); the architecture's own follow.
 ENCODER_OPTIONS: dict[str, Any] = {
-    "vocab": "word",  # word: built from the training split; teacher: the teacher's tokenizer and embeddings
+    "vocab": "word",  # word / sentencepiece: built from the training split; teacher: the teacher's tokenizer
     "min_frequency": 1,
     "max_vocab": 30000,
     "vectors": "",  # a GloVe / word2vec file for a word vocabulary ('' = random init)
@@ -107,8 +107,13 @@ def _embeddings(teacher: HFEncoderClassifier, train_texts: list[str], options: d
     if options["vocab"] == "teacher":
         weight = teacher.model.get_input_embeddings().weight.detach().clone()
         return {"tokenizer": teacher.tokenizer, "weight": weight, "coverage": 1.0}
+    if options["vocab"] == "sentencepiece":
+        if options["vectors"]:
+            raise XKDError("word vectors need vocab=word; sentencepiece pieces are not words")
+        tokenizer = build_sentencepiece_tokenizer(train_texts, options["max_vocab"])
+        return {"tokenizer": tokenizer, "weight": None, "coverage": None}
     if options["vocab"] != "word":
-        raise XKDError(f"student option vocab must be 'word' or 'teacher', got '{options['vocab']}'")
+        raise XKDError(f"student option vocab must be word, sentencepiece or teacher, got '{options['vocab']}'")
     tokenizer = build_word_tokenizer(train_texts, options["min_frequency"], options["max_vocab"])
     if not options["vectors"]:
         return {"tokenizer": tokenizer, "weight": None, "coverage": None}

@@ -29,6 +29,7 @@ STUDENT_CASES = [
     ("cnn", {"gated": "true", "filter_widths": "2,3"}),
     ("bilstm", {}),
     ("bilstm", {"pooling": "mean", "vocab": "teacher"}),
+    ("bilstm", {"vocab": "sentencepiece", "max_vocab": "40"}),
 ]
 
 
@@ -223,3 +224,19 @@ def test_distilroberta_from_every_other_teacher_layer_and_from_a_checkpoint(tmp_
     assert from_checkpoint.num_layers == 2 and from_checkpoint.num_labels == 2
     with pytest.raises(XKDError, match="has no option 'checkpont'"):
         build("bert-k", bert, MR, checkpont="x")
+
+
+def test_sentencepiece_vocabulary_on_mr():
+    mr_dir = SHARED / "data" / "mr"
+    if not mr_dir.is_dir():
+        pytest.skip("shared MR data not present")
+    from xkd.students import build_sentencepiece_tokenizer
+
+    _, splits = load_splits(MR, mr_dir, max_examples=3000)
+    texts = splits["train"]["sentence"]
+    tokenizer = build_sentencepiece_tokenizer(texts, vocab_size=2000)
+    assert 1000 < len(tokenizer) <= 2000
+    assert tokenizer.pad_token_id == 0 and tokenizer.unk_token_id == 1
+    pieces = tokenizer.tokenize("The Rock is destined to be great")
+    assert pieces[0] == "▁the" and "".join(pieces).replace("▁", " ").strip() == "the rock is destined to be great"
+    assert tokenizer.unk_token_id not in tokenizer("an unseenword here")["input_ids"]  # subwords, no [UNK]
