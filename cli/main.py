@@ -346,13 +346,17 @@ def tasks_command() -> None:
 
 @cli.command("students")
 def students_command() -> None:
-    """List the registered students."""
+    """List the built-in students with their options, and plug-ins registered under `xkd.students`."""
     from xkd.students import STUDENTS
+    from xkd.students.plugins import entry_point_students
 
     for name in STUDENTS:
         spec = STUDENTS.get(name)
         click.echo(f"{name}: {spec.summary}")
         click.echo("    options: " + (", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "none"))
+    for name, entry in sorted(entry_point_students().items()):
+        click.echo(f"{name}: plug-in {entry.value}")
+    click.echo("any other: --student package.module:Class (see the plug-in protocol in the README)")
 
 
 @cli.command("methods")

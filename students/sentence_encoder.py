@@ -91,7 +91,8 @@ class SentenceEncoderStudent(nn.Module):
         )
 
     def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.dropout(self.embedding(input_ids)) * attention_mask[..., None].to(self.embedding.weight.dtype)
+        # No dropout on word vectors (as in Kim 2014): dropout acts between layers and before the classifier.
+        return self.embedding(input_ids) * attention_mask[..., None].to(self.embedding.weight.dtype)
 
     # -- files
     def save(self, directory: str | os.PathLike, **meta: Any) -> Path:

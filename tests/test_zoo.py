@@ -240,3 +240,30 @@ def test_sentencepiece_vocabulary_on_mr():
     pieces = tokenizer.tokenize("The Rock is destined to be great")
     assert pieces[0] == "▁the" and "".join(pieces).replace("▁", " ").strip() == "the rock is destined to be great"
     assert tokenizer.unk_token_id not in tokenizer("an unseenword here")["input_ids"]  # subwords, no [UNK]
+
+
+def test_entry_point_students_are_listed_and_built(tmp_path, task_dir, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import xkd.students.plugins as plugins
+
+    fake = {"gru": EntryPoint(name="gru", value="plugin_gru:GRUStudent", group="xkd.students")}
+    monkeypatch.setattr(plugins, "entry_points", lambda group: list(fake.values()))
+    listing = run("students")
+    assert "gru: plug-in plugin_gru:GRUStudent" in listing.output and "cnn:" in listing.output
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    result = run(
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--data-dir",
+        str(task_dir),
+        "--student",
+        "gru",
+        "--method",
+        "kd",
+        "--output-dir",
+        str(tmp_path / "r"),
+        *QUICK,
+    )
+    assert result.exit_code == 0, result.output
