@@ -44,7 +44,9 @@ DISTILL_OPTIONS = [
     config_option("second_stage_epochs", "CE-only epochs without the teacher after distillation.", type=int),
     config_option("epochs", "Training epochs.", type=int),
     config_option("batch_size", "Batch size.", type=int),
-    config_option("lr", "Peak learning rate (AdamW, linear warmup and decay).", type=float),
+    config_option(
+        "lr", "Peak learning rate (AdamW, linear warmup and decay) [default: 1e-4; CNN/BiLSTM 2e-3].", type=float
+    ),
     config_option("warmup_ratio", "Fraction of steps spent warming up.", type=float),
     config_option("weight_decay", "AdamW weight decay.", type=float),
     config_option("max_length", "Maximum tokens per example.", type=int),

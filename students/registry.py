@@ -37,6 +37,7 @@ class StudentSpec:
     build: Callable[..., nn.Module]
     options: dict[str, Any]
     load: Callable[[str | Path], nn.Module] | None = None
+    lr: float = 1e-4  # the learning rate `xkd distill` uses when none is given
 
 
 STUDENTS: Registry[StudentSpec] = Registry("student")
@@ -157,6 +158,7 @@ STUDENTS.add(
         _encoder_builder(CNNStudent, CNNConfig, {"channels": 100, "filter_widths": "3,4,5", "gated": False}),
         {**ENCODER_OPTIONS, "channels": 100, "filter_widths": "3,4,5", "gated": False},
         CNNStudent.load,
+        lr=2e-3,
     ),
 )
 STUDENTS.add(
@@ -167,8 +169,15 @@ STUDENTS.add(
         _encoder_builder(BiLSTMStudent, BiLSTMConfig, {"hidden_size": 150, "pooling": "max"}),
         {**ENCODER_OPTIONS, "hidden_size": 150, "pooling": "max"},
         BiLSTMStudent.load,
+        lr=2e-3,
     ),
 )
+
+
+def student_lr(name: str) -> float:
+    """The default learning rate for a student: built-ins declare theirs; plug-ins get the transformer default."""
+    spec = STUDENTS.get(name) if name in STUDENTS else None
+    return spec.lr if spec else 1e-4
 
 
 def student_spec(name: str) -> StudentSpec | None:

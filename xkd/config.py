@@ -37,7 +37,7 @@ class DistillConfig:
     second_stage_epochs: int = 0  # CE-only epochs without the teacher after distillation
     epochs: int = 3
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float | None = None  # None: the student's default (1e-4 for transformers, 2e-3 for CNN/BiLSTM)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_length: int = 64
@@ -69,7 +69,7 @@ class DistillConfig:
             if value is not None and value < 1:
                 raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {value}")
         for name in ("lr", "teacher_lr"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise XKDError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.temperature is not None and not self.temperature > 0:
             raise XKDError(f"temperature must be > 0, got {self.temperature}")

@@ -25,7 +25,7 @@ from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
 from xkd.options import resolve_options
 from xkd.students import build_student
-from xkd.students.registry import plugin_builder, student_spec
+from xkd.students.registry import plugin_builder, student_lr, student_spec
 from xkd.tasks import Task, custom_task, get_task
 from xkd.teachers import (
     HFEncoderClassifier,
@@ -56,7 +56,7 @@ def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
     return TrainSettings(
         epochs=cfg.teacher_epochs if teacher else cfg.epochs,
         batch_size=cfg.batch_size,
-        lr=cfg.teacher_lr if teacher else cfg.lr,
+        lr=cfg.teacher_lr if teacher else (cfg.lr or student_lr(cfg.student)),
         warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_steps=cfg.max_steps,
