@@ -9,7 +9,8 @@ import torch
 from xkd.config import DistillConfig
 from xkd.data import Collator, encode, load_splits
 from xkd.distill import resolve_task
-from xkd.methods import METHODS
+from xkd.errors import XKDError
+from xkd.methods import METHODS, TermContext
 from xkd.projector import layer_mask
 from xkd.students import build_student
 from xkd.teachers import HFEncoderClassifier, freeze, is_sequence_classifier
@@ -23,15 +24,19 @@ def _shapes(trace) -> dict[str, Any]:
     return {f: list(getattr(trace, f).shape) for f in fields if getattr(trace, f) is not None}
 
 
-def applicability(method: str, teacher, student) -> tuple[bool, str]:
-    """Whether `method` can run on this pair, and why (not)."""
+def applicability(method: str, teacher, context: TermContext) -> tuple[bool, str]:
+    """Whether `method` can run on this pair, and why (not): building its loss terms is the test."""
     m = METHODS.get(method)
+    try:
+        m.terms(context)
+    except XKDError as e:
+        return False, str(e)
     if not m.needs_teacher:
         return True, "gold labels only"
     if m.needs_teacher_heads:
         heads = "stored" if teacher.pseudo_heads is not None else "trained on the fly"
-        return True, f"output space: any student with per-layer vectors; teacher pseudo heads {heads}"
-    return True, "final logits only"
+        return True, f"output space, any student with per-layer vectors; teacher pseudo heads {heads}"
+    return True, m.summary.split(":")[0]
 
 
 def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
@@ -63,6 +68,7 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
         t_trace = teacher(batch["teacher"])
         s_trace = student(batch["student"])
     m, n = student.num_layers, teacher.num_layers
+    context = TermContext(m, student.layer_width, n, teacher.layer_width, task.output_size, task.regression)
     return {
         "task": task.name,
         "teacher": {
@@ -83,7 +89,7 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
             "init_from_teacher_layers": getattr(student, "meta", {}).get("teacher_layers"),
         },
         "methods": {
-            name: dict(zip(("applies", "why"), applicability(name, teacher, student), strict=True)) for name in METHODS
+            name: dict(zip(("applies", "why"), applicability(name, teacher, context), strict=True)) for name in METHODS
         },
         "universal_layer_mask": layer_mask(m, n, "all").int().tolist(),
     }

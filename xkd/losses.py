@@ -32,3 +32,18 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
 def regression_kd_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """KD for regression tasks: MSE to the teacher's prediction (a KL over one output is meaningless)."""
     return F.mse_loss(student_logits.float(), teacher_logits.float())
+
+
+def pkd_loss(student_vectors: Tensor, teacher_vectors: Tensor) -> Tensor:
+    """Patient KD (Sun et al. 2019): Σ over mapped layers of MSE between L2-normalised [CLS] vectors.
+
+    Inputs are [B, k, D] with layer j of the student paired with layer j of the (already mapped) teacher slice.
+    """
+    s = F.normalize(student_vectors.float(), dim=-1)
+    t = F.normalize(teacher_vectors.float(), dim=-1)
+    return ((s - t) ** 2).mean(dim=(0, 2)).sum()
+
+
+def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Tang et al. (2019): squared L2 distance between logits, summed over classes, averaged over the batch."""
+    return ((student_logits.float() - teacher_logits.float()) ** 2).sum(-1).mean()

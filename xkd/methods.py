@@ -14,7 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from xkd.errors import XKDError
-from xkd.losses import kd_loss, regression_kd_loss, task_loss
+from xkd.losses import kd_loss, logit_mse_loss, regression_kd_loss, task_loss
 from xkd.options import resolve_options
 from xkd.registry import Registry
 from xkd.tasks import Task
@@ -78,7 +78,37 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def get_method(name: str) -> Method:
+    """A registered method, or several joined with '+' (e.g. `universal+pkd`): see `compose`."""
+    if "+" in name:
+        return compose([METHODS.get(part.strip()) for part in name.split("+")])
     return METHODS.get(name)
+
+
+def compose(parts: list[Method]) -> Method:
+    """One method from several: the union of their options (a shared name, such as alpha, is one value) and of
+    their loss terms, where a term name already given by an earlier method (ce, kd) is not added again."""
+    options: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.options.items():
+            options.setdefault(key, value)
+
+    def make_terms(context: TermContext | None, **values: Any) -> list[LossTerm]:
+        terms: list[LossTerm] = []
+        for part in parts:
+            for term in part.make_terms(context, **{k: values[k] for k in part.options}):
+                if all(term.name != t.name for t in terms):
+                    terms.append(term)
+        return terms
+
+    return Method(
+        name="+".join(p.name for p in parts),
+        summary=" + ".join(p.name for p in parts),
+        make_terms=make_terms,
+        options=options,
+        needs_teacher=any(p.needs_teacher for p in parts),
+        needs_teacher_heads=any(p.needs_teacher_heads for p in parts),
+        needs_attentions=any(p.needs_attentions for p in parts),
+    )
 
 
 def weighted_loss(
@@ -98,11 +128,14 @@ def weighted_loss(
     return total, values
 
 
-def _gold(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+def gold_term(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+    """CE (or MSE for regression) on gold labels: the base term every method shares."""
     return task_loss(student.logits, labels, task.regression)
 
 
-def _soft(temperature: float) -> LossFn:
+def soft_term(temperature: float) -> LossFn:
+    """Hinton's KD on final logits at `temperature` (MSE to the teacher for regression)."""
+
     def soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
         assert teacher is not None
         if task.regression:
@@ -117,7 +150,7 @@ METHODS.add(
     Method(
         name="none",
         summary="no KD: fine-tune on gold labels only (CE, or MSE for regression)",
-        make_terms=lambda context: [LossTerm("ce", 1.0, _gold)],
+        make_terms=lambda context: [LossTerm("ce", 1.0, gold_term)],
         needs_teacher=False,
     ),
 )
@@ -129,11 +162,25 @@ METHODS.add(
         summary="vanilla KD (Hinton 2015): (1-α)·CE + α·τ²·KL(teacher ‖ student) on final logits; "
         "MSE to the teacher for regression",
         make_terms=lambda context, temperature, alpha: [
-            LossTerm("ce", 1.0 - alpha, _gold),
-            LossTerm("kd", alpha, _soft(temperature)),
+            LossTerm("ce", 1.0 - alpha, gold_term),
+            LossTerm("kd", alpha, soft_term(temperature)),
         ],
         options={"temperature": 2.0, "alpha": 0.5},
     ),
 )
 
-from xkd import universal  # noqa: E402, F401  (registers the `universal` method)
+METHODS.add(
+    "logit-mse",
+    Method(
+        name="logit-mse",
+        summary="logit MSE (Tang et al. 2019, BERT -> BiLSTM): α·CE + (1-α)·‖z^T - z^S‖²",
+        make_terms=lambda context, alpha: [
+            LossTerm("ce", alpha, gold_term),
+            LossTerm("logit_mse", 1.0 - alpha, lambda s, t, y, task: logit_mse_loss(s.logits, t.logits)),
+        ],
+        options={"alpha": 0.5},
+    ),
+)
+
+# Methods in their own files register themselves on import.
+from xkd import alp, pkd, universal  # noqa: E402, F401

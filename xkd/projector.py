@@ -28,22 +28,26 @@ SPACES = ("output", "hidden")
 DISTANCES = ("kl", "mse")
 SCORES = ("logits", "hidden")
 VARIANTS = ("logits", "loss")
-MASKS = ("all", "buckets", "above")
+MASKS = ("all", "buckets", "overlap", "above")
 
 
 def layer_mask(m: int, n: int, kind: str, device: torch.device | None = None) -> Tensor:
     """Which teacher layers (columns) each student layer (rows) may attend to, as a [m, n] bool tensor.
 
     `all`: every layer. `buckets`: the teacher layers split into m contiguous, non-overlapping buckets (ALP-KD's
-    NO variant). `above`: the teacher layers at or above the student layer's uniform partner round((j+1)n/m)-1.
+    NO variant); `overlap`: each bucket widened by one layer on both sides (our reading of ALP-KD's partially
+    overlapping PO variant). `above`: the teacher layers at or above the student layer's uniform partner
+    round((j+1)n/m)-1.
     """
     rows = torch.arange(m, device=device)[:, None]
     cols = torch.arange(n, device=device)[None, :]
     if kind == "all":
         return torch.ones(m, n, dtype=torch.bool, device=device)
-    if kind == "buckets":
+    if kind in ("buckets", "overlap"):
         start = torch.div(rows * n, m, rounding_mode="floor")
         end = torch.maximum(torch.div((rows + 1) * n, m, rounding_mode="floor"), start + 1)
+        if kind == "overlap":
+            start, end = start - 1, end + 1
         return (cols >= start) & (cols < end)
     if kind == "above":
         partner = torch.tensor([round((j + 1) * n / m) - 1 for j in range(m)], device=device)[:, None]

@@ -14,8 +14,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from xkd.errors import XKDError
-from xkd.losses import kd_loss, regression_kd_loss, task_loss
-from xkd.methods import METHODS, LossTerm, Method, TermContext
+from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, soft_term
 from xkd.projector import LayerProjector, Projection, ProjectionLoss
 from xkd.pseudo_heads import PseudoHeads
 from xkd.tasks import Task
@@ -89,20 +88,12 @@ def universal_terms(
         detach_attention=detach_attention,
     )
 
-    def gold(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
-        return task_loss(student.logits, labels, task.regression)
-
-    def soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
-        if task.regression:
-            return regression_kd_loss(student.logits, teacher.logits)
-        return kd_loss(student.logits, teacher.logits, temperature)
-
     def layers(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
         return module(student, teacher).loss
 
     return [
-        LossTerm("ce", 1.0 - alpha, gold),
-        LossTerm("kd", alpha, soft),
+        LossTerm("ce", 1.0 - alpha, gold_term),
+        LossTerm("kd", alpha, soft_term(temperature)),
         LossTerm("universal", gamma, layers, module=module),
     ]
 

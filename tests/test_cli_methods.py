@@ -1,0 +1,58 @@
+"""Every registered method runs end to end through the CLI on tiny models, and logs its own terms."""
+
+import json
+
+import pytest
+from tiny import QUICK, run, save_tiny
+
+
+@pytest.mark.parametrize(
+    ("method", "terms"),
+    [
+        ("pkd", {"ce", "kd", "pkd"}),
+        ("alp", {"ce", "kd", "alp"}),
+        ("logit-mse", {"ce", "logit_mse"}),
+        ("universal+alp", {"ce", "kd", "universal", "alp"}),
+    ],
+)
+def test_method_end_to_end(tmp_path, task_dir, method, terms):
+    teacher = save_tiny(tmp_path / "teacher", layers=4)
+    out = tmp_path / "run"
+    result = run(
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--data-dir",
+        str(task_dir),
+        "--method",
+        method,
+        "--max-steps",
+        "3",
+        "--output-dir",
+        str(out),
+        *QUICK,
+    )
+    assert result.exit_code == 0, result.output
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["train"]
+    assert set(logged) == terms | {"loss"}
+
+
+def test_inspect_says_why_a_method_does_not_apply(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    result = run(
+        "inspect",
+        "--teacher",
+        str(teacher),
+        "--student",
+        "cnn",
+        "--student-layers",
+        "3",
+        "--data-dir",
+        str(task_dir),
+        "-S",
+        "embedding_dim=8",
+    )
+    assert result.exit_code == 0, result.output
+    methods = json.loads(result.output)["methods"]
+    assert methods["pkd"]["applies"] is False and "at most as many layers" in methods["pkd"]["why"]
+    assert methods["alp"]["applies"] is True and methods["universal"]["applies"] is True
