@@ -26,6 +26,12 @@ DISTILL_OPTIONS = [
     config_option("student", "Student architecture (see 'xkd students')."),
     config_option("student_layers", "Student depth (BERT-k: k).", type=int),
     config_option("student_init", "BERT-k init: uniform, first, last or random."),
+    click.option(
+        "--student-config",
+        "student_config",
+        type=click.Path(dir_okay=False),
+        help="TOML/YAML/JSON file of student options (-S pairs override it).",
+    ),
     config_option(
         "student_options",
         "A student option as KEY=VALUE, repeatable (e.g. -S vectors=glove.txt -S gated=true; see 'xkd students').",
@@ -100,7 +106,7 @@ def cli() -> None:
 
 @cli.command()
 @apply(DISTILL_OPTIONS)
-def distill(config_file: str | None, **options) -> None:
+def distill(config_file: str | None, student_config: str | None, **options) -> None:
     """Distil a teacher into a student on a task; with no options, run the quickstart recipe.
 
     The quickstart fine-tunes all-MiniLM-L6-v2 on MR (cached after the first run), trains a pseudo classifier on
@@ -116,7 +122,7 @@ def distill(config_file: str | None, **options) -> None:
       xkd distill --method universal -O gamma=2 -O mode=cg --second-stage-epochs 1
       xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars
     """
-    from xkd.config import build_config, read_config_file
+    from xkd.config import build_config, read_config_file, read_mapping
     from xkd.distill import format_summary, run_distill
 
     file_values = read_config_file(config_file) if config_file else {}
@@ -124,6 +130,9 @@ def distill(config_file: str | None, **options) -> None:
     for key in ("method_options", "student_options"):
         if key in values:
             values[key] = parse_pairs(values[key])
+    if student_config:
+        from_file = {str(k).replace("-", "_"): v for k, v in read_mapping(student_config, "student config").items()}
+        values["student_options"] = {**from_file, **values.get("student_options", {})}
     cfg = build_config(file_values, values)
     summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
     click.echo(format_summary(summary))

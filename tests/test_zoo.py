@@ -267,3 +267,35 @@ def test_entry_point_students_are_listed_and_built(tmp_path, task_dir, monkeypat
         *QUICK,
     )
     assert result.exit_code == 0, result.output
+
+
+def test_student_config_file_with_command_line_override(tmp_path, task_dir):
+    import json
+
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    (tmp_path / "cnn.yaml").write_text("channels: 3\nfilter_widths: '2,3'\nembedding-dim: 8\n")
+    out = tmp_path / "run"
+    result = run(
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--data-dir",
+        str(task_dir),
+        "--student",
+        "cnn",
+        "--student-config",
+        str(tmp_path / "cnn.yaml"),
+        "-S",
+        "channels=5",
+        "--method",
+        "kd",
+        "--max-steps",
+        "2",
+        "--output-dir",
+        str(out),
+        *QUICK,
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "student" / "student.json").read_text())["config"]
+    assert config["channels"] == 5 and config["filter_widths"] == [2, 3] and config["embedding_dim"] == 8
+    assert json.loads((out / "config.json").read_text())["student_options"]["channels"] == "5"

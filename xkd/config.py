@@ -129,23 +129,31 @@ def _coerce(name: str, value: Any) -> Any:
     raise XKDError(f"config key '{name}' should be {annotation}, got {value!r}; fix its value in the config file")
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The checked key -> value pairs of a TOML or YAML file; keys may use '-' or '_'."""
+def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The top-level key -> value pairs of a TOML, YAML or JSON file, with one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise XKDError(f"config file {path} does not exist; pass the path of a .toml or .yaml file")
+        raise XKDError(f"{what} {path} does not exist; pass the path of a .toml, .yaml or .json file")
     try:
         if path.suffix == ".toml":
             raw = tomllib.loads(path.read_text())
         elif path.suffix in (".yaml", ".yml"):
             raw = yaml.safe_load(path.read_text()) or {}
+        elif path.suffix == ".json":
+            raw = json.loads(path.read_text())
         else:
-            raise XKDError(f"config file {path} must end in .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+            raise XKDError(f"{what} {path} must end in .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
         first = str(e).strip().splitlines()[0]
-        raise XKDError(f"cannot parse config file {path}: {first}") from None
+        raise XKDError(f"cannot parse {what} {path}: {first}") from None
     if not isinstance(raw, dict):
-        raise XKDError(f"config file {path} must hold key = value pairs at the top level")
+        raise XKDError(f"{what} {path} must hold key = value pairs at the top level")
+    return raw
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The checked key -> value pairs of a TOML, YAML or JSON file; keys may use '-' or '_'."""
+    raw = read_mapping(path)
     values = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
