@@ -7,6 +7,7 @@ files, then models, and only then training.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,7 +19,7 @@ from accelerate.utils import set_seed
 from datasets import DatasetDict
 
 from xkd.config import DistillConfig
-from xkd.data import Collator, encode, is_labeled, load_splits, local_data_dir, make_loader
+from xkd.data import Collator, encode, is_labeled, load_splits, local_data_dir, make_loader, tokenizer_fingerprint
 from xkd.errors import XKDError
 from xkd.evaluation import evaluate
 from xkd.latency import cpu_latency_ms
@@ -97,6 +98,26 @@ def resolve_teacher(
     return load_teacher(path, task), info
 
 
+def term_context(student, teacher, task: Task, steps_per_epoch: int | None = None) -> TermContext:
+    """What loss terms may need to know about this teacher/student pair."""
+
+    def heads(model) -> int | None:  # None for students without self-attention
+        return getattr(getattr(model, "config", None), "num_attention_heads", None)
+
+    return TermContext(
+        student_layers=student.num_layers,
+        student_width=student.layer_width,
+        teacher_layers=teacher.num_layers,
+        teacher_width=teacher.layer_width,
+        output_size=task.output_size,
+        regression=task.regression,
+        student_attention_heads=heads(student),
+        teacher_attention_heads=heads(teacher),
+        shared_tokenizer=tokenizer_fingerprint(student.tokenizer) == tokenizer_fingerprint(teacher.tokenizer),
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
 def ensure_teacher_heads(
     teacher: HFEncoderClassifier, path: str, task: Task, raw: DatasetDict, cfg: DistillConfig, log: Log
 ) -> str:
@@ -164,14 +185,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         log=log,
         **cfg.student_options,
     )
-    context = TermContext(
-        student_layers=student.num_layers,
-        student_width=student.layer_width,
-        teacher_layers=teacher.num_layers,
-        teacher_width=teacher.layer_width,
-        output_size=task.output_size,
-        regression=task.regression,
-    )
+    context = term_context(student, teacher, task, steps_per_epoch=math.ceil(len(raw["train"]) / cfg.batch_size))
     terms = method.terms(context, **options)
 
     tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}

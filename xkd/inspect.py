@@ -8,7 +8,7 @@ import torch
 
 from xkd.config import DistillConfig
 from xkd.data import Collator, encode, load_splits
-from xkd.distill import resolve_task
+from xkd.distill import resolve_task, term_context
 from xkd.errors import XKDError
 from xkd.methods import METHODS, TermContext
 from xkd.projector import layer_mask
@@ -68,7 +68,7 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
         t_trace = teacher(batch["teacher"])
         s_trace = student(batch["student"])
     m, n = student.num_layers, teacher.num_layers
-    context = TermContext(m, student.layer_width, n, teacher.layer_width, task.output_size, task.regression)
+    context = term_context(student, teacher, task)
     return {
         "task": task.name,
         "teacher": {

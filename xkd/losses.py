@@ -47,3 +47,21 @@ def pkd_loss(student_vectors: Tensor, teacher_vectors: Tensor) -> Tensor:
 def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """Tang et al. (2019): squared L2 distance between logits, summed over classes, averaged over the batch."""
     return ((student_logits.float() - teacher_logits.float()) ** 2).sum(-1).mean()
+
+
+def attention_kl(student_attention: Tensor, teacher_attention: Tensor, attention_mask: Tensor) -> Tensor:
+    """Aguilar et al.'s attention loss: KL(a^T ‖ a^S) per head and per real (unmasked) query row, averaged.
+
+    Attention probabilities are [B, H, T, T]; padded query rows are left out, padded key columns carry no mass.
+    """
+    eps = 1e-12
+    t = teacher_attention.float().clamp_min(eps)
+    s = student_attention.float().clamp_min(eps)
+    kl = (t * (t.log() - s.log())).sum(-1)  # [B, H, T]: one value per head and query row
+    rows = attention_mask.float()[:, None, :].expand_as(kl)
+    return (kl * rows).sum() / rows.sum().clamp_min(1)
+
+
+def cls_cosine_loss(student_vectors: Tensor, teacher_vectors: Tensor) -> Tensor:
+    """1 - cos(h^T, h^S), averaged over the batch (and over layers when given [B, k, D])."""
+    return (1 - F.cosine_similarity(student_vectors.float(), teacher_vectors.float(), dim=-1)).mean()

@@ -47,6 +47,10 @@ class TermContext:
     teacher_width: int
     output_size: int
     regression: bool = False
+    student_attention_heads: int | None = None  # None: the student has no self-attention (CNN, BiLSTM)
+    teacher_attention_heads: int | None = None
+    shared_tokenizer: bool = False  # same token ids, so attention maps can be compared position by position
+    steps_per_epoch: int | None = None  # for terms whose schedule is set in epochs
 
 
 @dataclass(frozen=True)
@@ -183,4 +187,4 @@ METHODS.add(
 )
 
 # Methods in their own files register themselves on import.
-from xkd import alp, pkd, universal  # noqa: E402, F401
+from xkd import aguilar, alp, pkd, universal  # noqa: E402, F401
