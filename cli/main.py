@@ -48,6 +48,12 @@ DISTILL_OPTIONS = [
         flag="-O",
     ),
     config_option("second_stage_epochs", "CE-only epochs without the teacher after distillation.", type=int),
+    config_option(
+        "assistant_layers",
+        "TAKD: distil through a BERT-k teacher assistant of this depth first (repeat for a longer chain).",
+        type=int,
+        multiple=True,
+    ),
     config_option("epochs", "Training epochs.", type=int),
     config_option("batch_size", "Batch size.", type=int),
     config_option(

@@ -56,3 +56,36 @@ def test_inspect_says_why_a_method_does_not_apply(tmp_path, task_dir):
     methods = json.loads(result.output)["methods"]
     assert methods["pkd"]["applies"] is False and "at most as many layers" in methods["pkd"]["why"]
     assert methods["alp"]["applies"] is True and methods["universal"]["applies"] is True
+
+
+def test_takd_chain_on_tiny_models(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=4)
+    out = tmp_path / "run"
+    result = run(
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--data-dir",
+        str(task_dir),
+        "--method",
+        "kd",
+        "--assistant-layers",
+        "3",
+        "--assistant-layers",
+        "2",
+        "--student-layers",
+        "1",
+        "--output-dir",
+        str(out),
+        *QUICK,
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    chain = summary["teacher"]["assistants"]
+    assert [link["layers"] for link in chain] == [3, 2]
+    assert summary["teacher"]["layers"] == 2 and summary["student"]["layers"] == 1  # the last TA taught it
+    assert (out / "assistants" / "ta3" / "student" / "model.safetensors").is_file()
+    ta2 = json.loads((out / "assistants" / "ta2" / "summary.json").read_text())
+    assert ta2["teacher"]["source"] == str(out / "assistants" / "ta3" / "student")
+    config = json.loads((out / "config.json").read_text())
+    assert config["assistant_layers"] == [3, 2]

@@ -35,6 +35,7 @@ class DistillConfig:
     alpha: float | None = None
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 2.0, "score": "hidden"}
     second_stage_epochs: int = 0  # CE-only epochs without the teacher after distillation
+    assistant_layers: list[int] = field(default_factory=list)  # TAKD: BERT-k teacher assistants, e.g. [4]
     epochs: int = 3
     batch_size: int = 32
     lr: float | None = None  # None: the student's default (1e-4 for transformers, 2e-3 for CNN/BiLSTM)
@@ -77,6 +78,8 @@ class DistillConfig:
             raise XKDError(f"alpha must lie in [0, 1], got {self.alpha}")
         if not 0 <= self.warmup_ratio < 1:
             raise XKDError(f"warmup-ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if any(k < 1 for k in self.assistant_layers):
+            raise XKDError(f"assistant-layers must be at least 1, got {self.assistant_layers}")
         if self.second_stage_epochs < 0:
             raise XKDError(f"second-stage-epochs must be >= 0, got {self.second_stage_epochs}")
         if self.weight_decay < 0:
@@ -110,6 +113,10 @@ def _coerce(name: str, value: Any) -> Any:
     if "dict" in annotation:
         if isinstance(value, dict):
             return {str(k).replace("-", "_"): v for k, v in value.items()}
+    elif "list[int]" in annotation:
+        values = value if isinstance(value, list) else [value]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return values
     elif "list" in annotation:
         if isinstance(value, str):
             return [value]

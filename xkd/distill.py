@@ -140,6 +140,45 @@ def ensure_teacher_heads(
     return str(directory)
 
 
+def assistant_chain(
+    cfg: DistillConfig, task: Task, teacher_info: dict[str, Any], run_dir: Path, log: Log
+) -> tuple[HFEncoderClassifier, dict[str, Any]]:
+    """TAKD (Mirzadeh et al. 2020): teacher -> TA -> ... -> student, each TA a vanilla-KD BERT-k run whose saved
+    model becomes the next link's teacher. Returns the last assistant as the teacher, with the chain recorded."""
+    source, links = teacher_info["path"], []
+    for k in cfg.assistant_layers:
+        log(f"teacher assistant: distilling a {k}-layer BERT-k from {source} with vanilla KD")
+        link = replace(
+            cfg,
+            teacher=source,
+            finetune_teacher="never",
+            student="bert-k",
+            student_layers=k,
+            student_init="uniform",
+            student_options={},
+            method="kd",
+            method_options={},
+            assistant_layers=[],
+            second_stage_epochs=0,
+            output_dir=str(run_dir / "assistants" / f"ta{k}"),
+            overwrite=True,
+            latency=False,
+        )
+        summary = run_distill(link, log)
+        source = summary["student"]["dir"]
+        links.append(
+            {
+                "layers": k,
+                "dir": source,
+                "validation": summary["validation"],
+                "test": summary["test"],
+                "train_seconds": summary["train_seconds"],
+            }
+        )
+    info = {**teacher_info, "path": source, "original_teacher": teacher_info["path"], "assistants": links}
+    return load_teacher(source, task), info
+
+
 def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`."""
     cfg.validate()
@@ -168,6 +207,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
 
     teacher_start = time.perf_counter()
     teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
+    if cfg.assistant_layers:
+        teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
     if method.needs_teacher_heads and teacher.pseudo_heads is None:
         teacher_info["heads"] = ensure_teacher_heads(teacher, teacher_info["path"], task, raw, cfg, log)
     elif teacher.pseudo_heads is not None:
