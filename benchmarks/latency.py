@@ -14,6 +14,7 @@ import click
 import torch
 
 from xkd.data import Collator, encode, load_splits
+from xkd.distill import separate_roles
 from xkd.latency import cpu_latency_ms
 from xkd.students import load_student
 from xkd.tasks import get_task
@@ -34,7 +35,7 @@ def main(teacher, task, data_dir, max_length, repeats, students) -> None:
     models.update({path.rstrip("/").split("/")[-2]: load_student(path) for path in students})
     rows = {}
     for name, model in models.items():
-        separate = {"m"} if getattr(model, "pair_encoding", "joint") == "separate" else set()
+        separate = separate_roles(model, "m")
         tokenizers = {"m": model.tokenizer}
         split = encode(raw[spec.validation_splits[0]], spec, tokenizers, max_length, separate)
         collate = Collator(tokenizers, separate)

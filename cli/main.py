@@ -287,7 +287,7 @@ def eval_command(
     """
     from xkd.config import DistillConfig
     from xkd.data import Collator, encode, is_labeled, load_splits, make_loader
-    from xkd.distill import resolve_task
+    from xkd.distill import resolve_task, separate_roles
     from xkd.errors import XKDError
     from xkd.evaluation import evaluate
     from xkd.students import load_student
@@ -308,7 +308,7 @@ def eval_command(
     if unknown:
         raise XKDError(f"task '{spec.name}' has no split '{unknown[0]}'; choose from {', '.join(raw)}")
     tokenizers = {"student": model.tokenizer}
-    separate = {"student"} if getattr(model, "pair_encoding", "joint") == "separate" else set()
+    separate = separate_roles(model)
     collator = Collator(tokenizers, separate)
     result = {}
     for name in names:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from tiny import QUICK, run, save_tiny
+from tiny import QUICK, distill, run, save_tiny
 
 from xkd.aguilar import InternalLoss, active_layers
 from xkd.errors import XKDError
@@ -114,11 +114,7 @@ def test_end_to_end(tmp_path, task_dir, algorithm):
     teacher = save_tiny(tmp_path / "teacher", layers=4)
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--method",
         "aguilar",
         "-O",
@@ -133,11 +129,7 @@ def test_end_to_end(tmp_path, task_dir, algorithm):
     )
     assert result.exit_code == 0, result.output
     cnn = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--method",
         "aguilar",
         "--student",

@@ -4,17 +4,13 @@ import json
 import os
 
 import pytest
-from tiny import QUICK, run, save_tiny, write_task_dir
+from tiny import QUICK, distill, run, save_tiny, write_task_dir
 
 
 def test_distill_kd_end_to_end(tmp_path, task_dir, bert_teacher_dir):
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(bert_teacher_dir),
-        "--data-dir",
-        str(task_dir),
+        *distill(bert_teacher_dir, task_dir),
         "--method",
         "kd",
         "--student-layers",
@@ -111,11 +107,7 @@ def test_teacher_finetune_then_distill_and_auto_finetune_cache(tmp_path, task_di
 
     # Bare encoder as --teacher: fine-tuned first (auto), then taken from the cache on the second run.
     args = [
-        "distill",
-        "--teacher",
-        str(bare),
-        "--data-dir",
-        str(task_dir),
+        *distill(bare, task_dir),
         "--teacher-epochs",
         "1",
         "--max-steps",
@@ -133,11 +125,7 @@ def test_teacher_finetune_then_distill_and_auto_finetune_cache(tmp_path, task_di
 
 def test_roberta_teacher_distills(tmp_path, task_dir, roberta_teacher_dir):
     result = run(
-        "distill",
-        "--teacher",
-        str(roberta_teacher_dir),
-        "--data-dir",
-        str(task_dir),
+        *distill(roberta_teacher_dir, task_dir),
         "--max-steps",
         "2",
         "--output-dir",

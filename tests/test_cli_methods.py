@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from tiny import QUICK, run, save_tiny
+from tiny import QUICK, distill, run, save_tiny
 
 
 @pytest.mark.parametrize(
@@ -19,11 +19,7 @@ def test_method_end_to_end(tmp_path, task_dir, method, terms):
     teacher = save_tiny(tmp_path / "teacher", layers=4)
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--method",
         method,
         "--max-steps",
@@ -62,11 +58,7 @@ def test_takd_chain_on_tiny_models(tmp_path, task_dir):
     teacher = save_tiny(tmp_path / "teacher", layers=4)
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--method",
         "kd",
         "--assistant-layers",

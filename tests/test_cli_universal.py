@@ -2,7 +2,7 @@
 
 import json
 
-from tiny import QUICK, run, save_tiny
+from tiny import QUICK, distill, run, save_tiny
 
 
 def test_teacher_heads_then_universal_distill_and_report(tmp_path, task_dir):
@@ -28,11 +28,7 @@ def test_teacher_heads_then_universal_distill_and_report(tmp_path, task_dir):
 
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--method",
         "universal",
         "-O",
@@ -67,11 +63,7 @@ def test_universal_trains_missing_heads_then_cg_mode_and_second_stage(tmp_path, 
     teacher = save_tiny(tmp_path / "teacher", layers=3)
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--method",
         "universal",
         "-O",
@@ -100,11 +92,7 @@ def test_method_option_errors_are_one_line(tmp_path, task_dir, bert_teacher_dir)
     malformed = run(*base, "-O", "gamma", *QUICK)
     assert malformed.exit_code == 2 and "is not KEY=VALUE" in malformed.output
     kd_option = run(
-        "distill",
-        "--teacher",
-        str(bert_teacher_dir),
-        "--data-dir",
-        str(task_dir),
+        *distill(bert_teacher_dir, task_dir),
         "--method",
         "kd",
         "-O",

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import QUICK, SHARED, run, save_tiny, write_task_dir
+from tiny import QUICK, SHARED, distill, run, save_tiny, write_task_dir
 
 from xkd.data import load_splits
 from xkd.errors import XKDError
@@ -141,11 +141,7 @@ def test_plug_in_student_by_import_path_distills_with_universal_kd(tmp_path, tas
     teacher = save_tiny(tmp_path / "teacher", layers=3)
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--student",
         "plugin_gru:GRUStudent",
         "--method",
@@ -253,11 +249,7 @@ def test_entry_point_students_are_listed_and_built(tmp_path, task_dir, monkeypat
     assert "gru: plug-in plugin_gru:GRUStudent" in listing.output and "cnn:" in listing.output
     teacher = save_tiny(tmp_path / "teacher", layers=2)
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--student",
         "gru",
         "--method",
@@ -276,11 +268,7 @@ def test_student_config_file_with_command_line_override(tmp_path, task_dir):
     (tmp_path / "cnn.yaml").write_text("channels: 3\nfilter_widths: '2,3'\nembedding-dim: 8\n")
     out = tmp_path / "run"
     result = run(
-        "distill",
-        "--teacher",
-        str(teacher),
-        "--data-dir",
-        str(task_dir),
+        *distill(teacher, task_dir),
         "--student",
         "cnn",
         "--student-config",

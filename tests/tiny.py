@@ -99,6 +99,11 @@ def write_frame(df: pd.DataFrame, path: Path) -> None:
 QUICK = ["--epochs", "2", "--batch-size", "16", "--max-length", "16", "--no-progress", "--no-latency"]
 
 
+def distill(teacher, data_dir) -> list[str]:
+    """The start of an `xkd distill` command line on a given teacher and data directory."""
+    return ["distill", "--teacher", str(teacher), "--data-dir", str(data_dir)]
+
+
 def run(*args: str) -> Result:
     """Invoke the xkd CLI in-process."""
     from xkd.cli.main import cli

@@ -98,6 +98,26 @@ def resolve_teacher(
     return load_teacher(path, task), info
 
 
+def configured_student(cfg: DistillConfig, teacher, task: Task, raw: DatasetDict, log: Log):
+    """The student the config asks for; students with their own vocabulary build it from the training texts."""
+    train_texts = [t for column in task.text_columns for t in raw["train"][column]]
+    return build_student(
+        cfg.student,
+        teacher,
+        task,
+        train_texts,
+        layers=cfg.student_layers,
+        init=cfg.student_init,
+        log=log,
+        **cfg.student_options,
+    )
+
+
+def separate_roles(student, role: str = "student") -> set[str]:
+    """{role} when the student reads the two texts of a pair apart (CNN, BiLSTM), else nothing."""
+    return {role} if getattr(student, "pair_encoding", "joint") == "separate" else set()
+
+
 def term_context(student, teacher, task: Task, steps_per_epoch: int | None = None) -> TermContext:
     """What loss terms may need to know about this teacher/student pair."""
 
@@ -215,22 +235,12 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         teacher_info["heads"] = str(heads_dir(teacher_info["path"]))
     teacher_seconds = time.perf_counter() - teacher_start
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
-    train_texts = [t for column in task.text_columns for t in raw["train"][column]]
-    student = build_student(
-        cfg.student,
-        teacher,
-        task,
-        train_texts,
-        layers=cfg.student_layers,
-        init=cfg.student_init,
-        log=log,
-        **cfg.student_options,
-    )
+    student = configured_student(cfg, teacher, task, raw, log)
     context = term_context(student, teacher, task, steps_per_epoch=math.ceil(len(raw["train"]) / cfg.batch_size))
     terms = method.terms(context, **options)
 
     tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
-    separate = {"student"} if getattr(student, "pair_encoding", "joint") == "separate" else set()
+    separate = separate_roles(student)
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
     collator = Collator(tokenizers, separate)
     log(

@@ -8,11 +8,10 @@ import torch
 
 from xkd.config import DistillConfig
 from xkd.data import Collator, encode, load_splits
-from xkd.distill import resolve_task, term_context
+from xkd.distill import configured_student, resolve_task, separate_roles, term_context
 from xkd.errors import XKDError
 from xkd.methods import METHODS, TermContext
 from xkd.projector import layer_mask
-from xkd.students import build_student
 from xkd.teachers import HFEncoderClassifier, freeze, is_sequence_classifier
 from xkd.teachers.hf_encoder import load_config
 from xkd.teachers.loading import load_teacher
@@ -48,20 +47,9 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
     else:
         teacher = freeze(HFEncoderClassifier.from_pretrained(cfg.teacher, num_labels=task.output_size))
         teacher_note = "bare encoder: xkd distill fine-tunes it first (its classifier below is untrained)"
-    train_texts = [t for column in task.text_columns for t in raw["train"][column]]
-    student = build_student(
-        cfg.student,
-        teacher,
-        task,
-        train_texts,
-        cfg.student_layers,
-        cfg.student_init,
-        log=lambda m: None,
-        **cfg.student_options,
-    )
-    student.eval()
+    student = configured_student(cfg, teacher, task, raw, log=lambda m: None).eval()
     tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
-    separate = {"student"} if getattr(student, "pair_encoding", "joint") == "separate" else set()
+    separate = separate_roles(student)
     split = encode(raw[task.validation_splits[0]], task, tokenizers, cfg.max_length, separate)
     batch = Collator(tokenizers, separate)([split[i] for i in range(min(batch_size, len(split)))])
     with torch.no_grad():
