@@ -104,7 +104,7 @@ def cli() -> None:
     """xkd: distil fine-tuned BERT/RoBERTa teachers into small students, layer by layer.
 
     \b
-    Quickstart (offline, about 20 minutes on 2 CPU cores):
+    Quickstart (offline; on 2 CPU cores about 20 minutes the first time, 10 once the teacher is cached):
       HF_HUB_OFFLINE=1 HF_HUB_CACHE=../shared/hf-hub XKD_DATA_DIR=../shared/data xkd distill
     """
     _quiet_libraries()
@@ -147,7 +147,13 @@ def distill(config_file: str | None, student_config: str | None, **options) -> N
 
 @cli.group(cls=XKDGroup)
 def teacher() -> None:
-    """Prepare teachers: fine-tune a pretrained encoder on a task."""
+    """Prepare teachers: fine-tune a pretrained encoder on a task, train its per-layer pseudo classifiers.
+
+    \b
+    Example:
+      xkd teacher finetune --model sentence-transformers/all-MiniLM-L6-v2 --task mr --output-dir teachers/mr
+      xkd teacher heads --teacher teachers/mr --task mr
+    """
 
 
 @teacher.command("finetune")
@@ -352,7 +358,12 @@ def inspect_command(teacher, student, task, student_layers, student_options, dat
 
 @cli.command("tasks")
 def tasks_command() -> None:
-    """List the registered tasks."""
+    """List the registered tasks: text columns, label count, metrics.
+
+    \b
+    Example:
+      xkd tasks
+    """
     from xkd.tasks import TASKS
 
     for name in TASKS:
@@ -363,7 +374,12 @@ def tasks_command() -> None:
 
 @cli.command("students")
 def students_command() -> None:
-    """List the built-in students with their options, and plug-ins registered under `xkd.students`."""
+    """List the built-in students with their options, and plug-ins registered under `xkd.students`.
+
+    \b
+    Example:
+      xkd students
+    """
     from xkd.students import STUDENTS
     from xkd.students.plugins import entry_point_students
 
@@ -378,7 +394,12 @@ def students_command() -> None:
 
 @cli.command("methods")
 def methods_command() -> None:
-    """List the registered methods, their options and defaults."""
+    """List the registered methods, their loss terms, options and defaults.
+
+    \b
+    Example:
+      xkd methods
+    """
     from xkd.methods import METHODS
 
     for name in METHODS:

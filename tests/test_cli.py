@@ -169,7 +169,9 @@ def test_bad_data_and_teacher_label_count(tmp_path, task_dir, bert_teacher_dir):
 
 
 def test_help_has_examples_on_every_command():
-    for args in (["--help"], ["distill", "--help"], ["teacher", "finetune", "--help"], ["eval", "--help"]):
+    commands = [["distill"], ["eval"], ["inspect"], ["report"], ["tasks"], ["students"], ["methods"], ["teacher"]]
+    commands += [["teacher", "finetune"], ["teacher", "heads"]]
+    for args in [["--help"]] + [[*c, "--help"] for c in commands]:
         result = run(*args)
         assert result.exit_code == 0
         assert "xkd distill" in result.output or "Example" in result.output
