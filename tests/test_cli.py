@@ -171,10 +171,11 @@ def test_bad_data_and_teacher_label_count(tmp_path, task_dir, bert_teacher_dir):
 def test_help_has_examples_on_every_command():
     commands = [["distill"], ["eval"], ["inspect"], ["report"], ["tasks"], ["students"], ["methods"], ["teacher"]]
     commands += [["teacher", "finetune"], ["teacher", "heads"]]
-    for args in [["--help"]] + [[*c, "--help"] for c in commands]:
-        result = run(*args)
+    assert "xkd distill" in run("--help").output  # the top-level help shows the quickstart command
+    for command in commands:
+        result = run(*command, "--help")
         assert result.exit_code == 0
-        assert "xkd distill" in result.output or "Example" in result.output
+        assert "Example" in result.output, command
 
 
 def test_listings():

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from xkd.errors import XKDError
 from xkd.layer_maps import uniform_map
 from xkd.losses import attention_kl, cls_cosine_loss
-from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, soft_term
+from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, module_term, soft_term
 from xkd.tasks import Task
 from xkd.trace import Trace
 
@@ -141,13 +141,10 @@ def aguilar_terms(
         waiting = kd_after_stages and algorithm != "all" and not module.internal_done
         return value * 0 if waiting else value
 
-    def internal(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
-        return module(student, teacher)
-
     return [
         LossTerm("ce", 1.0 - alpha, gold_term),
         LossTerm("kd", alpha, gated_soft),
-        LossTerm("internal", 1.0, internal, module=module),
+        module_term("internal", 1.0, module),
     ]
 
 

@@ -8,12 +8,9 @@ overlapping one (PO, here: each bucket widened by one layer on both sides).
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from xkd.errors import XKDError
-from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, soft_term
+from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, module_term, soft_term
 from xkd.projector import LayerProjector, Projection, ProjectionLoss
-from xkd.tasks import Task
 from xkd.trace import Trace
 
 
@@ -40,13 +37,10 @@ def alp_terms(context: TermContext | None, temperature: float, eta: float, lam: 
         raise XKDError(f"alp needs eta, lam >= 0 and eta + lam <= 1 (CE gets 1 - eta - lam), got {eta} and {lam}")
     module = ALPLoss(context, mask, scale)
 
-    def layers(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
-        return module(student, teacher).loss
-
     return [
         LossTerm("ce", 1.0 - eta - lam, gold_term),
         LossTerm("kd", eta, soft_term(temperature)),
-        LossTerm("alp", lam, layers, module=module),
+        module_term("alp", lam, module),
     ]
 
 

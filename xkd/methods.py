@@ -132,6 +132,17 @@ def weighted_loss(
     return total, values
 
 
+def module_term(name: str, weight: float, module: nn.Module) -> LossTerm:
+    """A term whose value is `module(student, teacher)`, or its `.loss` when the module returns a `Projection`;
+    the module's parameters train with the student."""
+
+    def value(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+        out = module(student, teacher)
+        return getattr(out, "loss", out)
+
+    return LossTerm(name, weight, value, module=module)
+
+
 def gold_term(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
     """CE (or MSE for regression) on gold labels: the base term every method shares."""
     return task_loss(student.logits, labels, task.regression)

@@ -7,8 +7,7 @@ from torch import Tensor, nn
 from xkd.errors import XKDError
 from xkd.layer_maps import pkd_layers
 from xkd.losses import pkd_loss
-from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, soft_term
-from xkd.tasks import Task
+from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, module_term, soft_term
 from xkd.trace import Trace
 
 
@@ -35,13 +34,10 @@ def pkd_terms(context: TermContext | None, temperature: float, alpha: float, bet
         raise XKDError("pkd needs the student and teacher shapes to map layers")
     module = PatientLoss(context, mapping)
 
-    def patient(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
-        return module(student, teacher)
-
     return [
         LossTerm("ce", 1.0 - alpha, gold_term),
         LossTerm("kd", alpha, soft_term(temperature)),
-        LossTerm("pkd", beta, patient, module=module),
+        module_term("pkd", beta, module),
     ]
 
 

@@ -35,17 +35,3 @@ class Trace:
     @property
     def num_layers(self) -> int:
         return self.layer_vectors.shape[1]
-
-    def detach(self) -> Trace:
-        """A copy cut from the autograd graph (teacher traces never carry gradients)."""
-
-        def cut(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.detach()
-
-        return Trace(
-            logits=self.logits.detach(),
-            layer_vectors=self.layer_vectors.detach(),
-            attention_mask=cut(self.attention_mask),
-            pseudo_logits=cut(self.pseudo_logits),
-            attentions=cut(self.attentions),
-        )

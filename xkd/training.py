@@ -172,7 +172,7 @@ def train(
             teacher_trace = None
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_trace = teacher(batch["teacher"], output_attentions=needs_attentions).detach()
+                    teacher_trace = teacher(batch["teacher"], output_attentions=needs_attentions)
             with accelerator.autocast():
                 student_trace = model(batch["student"], output_attentions=needs_attentions)
             loss, values = weighted_loss(terms, student_trace, teacher_trace, batch["labels"], task)

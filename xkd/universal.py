@@ -14,10 +14,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from xkd.errors import XKDError
-from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, soft_term
+from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, module_term, soft_term
 from xkd.projector import LayerProjector, Projection, ProjectionLoss
 from xkd.pseudo_heads import PseudoHeads
-from xkd.tasks import Task
 from xkd.trace import Trace
 
 MODES = ("il", "ca", "cg")
@@ -88,13 +87,10 @@ def universal_terms(
         detach_attention=detach_attention,
     )
 
-    def layers(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
-        return module(student, teacher).loss
-
     return [
         LossTerm("ce", 1.0 - alpha, gold_term),
         LossTerm("kd", alpha, soft_term(temperature)),
-        LossTerm("universal", gamma, layers, module=module),
+        module_term("universal", gamma, module),
     ]
 
 
