@@ -66,6 +66,18 @@ DISTILL_OPTIONS = [
     config_option("max_examples", "Use at most this many examples per split (quick runs).", type=int),
     config_option("seed", "Random seed.", type=int),
     config_option("precision", "Mixed precision on GPU: no, bf16, fp16.", type=click.Choice(["no", "bf16", "fp16"])),
+    config_option("grad_accumulation", "Accumulate gradients over N batches before each optimizer step.", type=int),
+    config_option(
+        "length_buckets",
+        "Batch examples of similar length together (less padding) [default: on].",
+        flag="--length-buckets/--no-length-buckets",
+    ),
+    config_option(
+        "teacher_cache",
+        "Cache the frozen teacher's outputs once and reuse them (auto), or run the teacher every step (off). "
+        "Methods that need attention maps always run it online.",
+        type=click.Choice(["auto", "off"]),
+    ),
     config_option("teacher_epochs", "Epochs when fine-tuning the teacher.", type=int),
     config_option("teacher_lr", "Learning rate when fine-tuning the teacher.", type=float),
     config_option(
@@ -128,8 +140,17 @@ def distill(config_file: str | None, student_config: str | None, **options) -> N
       xkd distill --method universal -O gamma=2 -O mode=cg --second-stage-epochs 1
       xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars
     """
-    from xkd.config import build_config, read_config_file, read_mapping
     from xkd.distill import format_summary, run_distill
+
+    cfg = _distill_config(config_file, student_config, options)
+    summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
+    click.echo(format_summary(summary))
+    click.echo(f"results: {Path(summary['student']['dir']).parent}/summary.json")
+
+
+def _distill_config(config_file: str | None, student_config: str | None, options: dict):
+    """The run's config: defaults < --config file < --student-config < options on the command line."""
+    from xkd.config import build_config, read_config_file, read_mapping
 
     file_values = read_config_file(config_file) if config_file else {}
     values = given(options)
@@ -139,10 +160,91 @@ def distill(config_file: str | None, student_config: str | None, **options) -> N
     if student_config:
         from_file = {str(k).replace("-", "_"): v for k, v in read_mapping(student_config, "student config").items()}
         values["student_options"] = {**from_file, **values.get("student_options", {})}
-    cfg = build_config(file_values, values)
-    summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
-    click.echo(format_summary(summary))
-    click.echo(f"results: {Path(summary['student']['dir']).parent}/summary.json")
+    return build_config(file_values, values)
+
+
+@cli.group(cls=XKDGroup)
+def cache() -> None:
+    """The teacher-output cache: one teacher pass per split, reused by every run, seed and method.
+
+    `xkd distill` builds and reuses it by itself (--teacher-cache auto); `build` pays for it ahead of a study.
+    Caches live in $XKD_CACHE_DIR/traces (default ~/.cache/xkd/traces).
+
+    \b
+    Examples:
+      xkd cache build --teacher teachers/mr --task mr
+      xkd cache build --config recipe.toml
+      xkd cache info
+      xkd cache clear --task mr
+    """
+
+
+@cache.command("build")
+@apply(DISTILL_OPTIONS)
+def cache_build(config_file: str | None, student_config: str | None, **options) -> None:
+    """Build (or check) the teacher cache that `xkd distill` with the same options would use.
+
+    \b
+    Examples:
+      xkd cache build --teacher teachers/mr --task mr --max-length 64
+      xkd cache build --config recipe.toml
+    """
+    from xkd.distill import build_teacher_cache
+
+    cfg = _distill_config(config_file, student_config, options)
+    built = build_teacher_cache(cfg, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps({"dir": str(built.directory), **built.meta}, indent=2))
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def cache_info(as_json: bool) -> None:
+    """List the teacher caches: teacher, task, splits, size, when built.
+
+    \b
+    Example:
+      xkd cache info --json
+    """
+    from xkd.teacher_cache import cache_root, list_caches
+
+    caches = list_caches()
+    if as_json:
+        click.echo(json.dumps(caches, indent=2))
+        return
+    if not caches:
+        click.echo(f"no teacher caches in {cache_root()}")
+        return
+    for c in caches:
+        splits = ", ".join(f"{k} {v}" for k, v in c["splits"].items())
+        click.echo(f"{c['dir']}\n  teacher {c['teacher']}  task {c['task']}  max length {c['max_length']}")
+        click.echo(f"  {splits}  |  {c['size_mib']} MiB  |  built {c['created']} in {c['build_seconds']} s")
+
+
+@cache.command("clear")
+@click.argument("directories", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--task", help="Only the caches of this task.")
+@click.option("--all", "everything", is_flag=True, help="Every cache.")
+def cache_clear(directories: tuple[str, ...], task: str | None, everything: bool) -> None:
+    """Delete teacher caches: the given directories, a task's, or --all. They are rebuilt when next needed.
+
+    \b
+    Examples:
+      xkd cache clear --task mr
+      xkd cache clear --all
+    """
+    from xkd.errors import XKDError
+    from xkd.teacher_cache import cache_root, clear_caches, list_caches
+
+    if not (directories or task or everything):
+        raise XKDError("say which caches to clear: directories, --task NAME, or --all (see 'xkd cache info')")
+    known = {c["dir"]: c for c in list_caches()}
+    chosen = [Path(d) for d in directories]
+    for d in chosen:
+        if str(d) not in known and str(d.resolve()) not in known:
+            raise XKDError(f"{d} is not a teacher cache; 'xkd cache info' lists them")
+    chosen += [Path(d) for d, c in known.items() if everything or (task and c["task"] == task)]
+    removed = clear_caches(dict.fromkeys(chosen))
+    click.echo(f"removed {len(removed)} teacher cache(s) from {cache_root()}")
 
 
 @cli.group(cls=XKDGroup)

@@ -19,13 +19,13 @@ from datasets import DatasetDict
 
 from xkd.data import Collator, encode
 from xkd.methods import get_method
+from xkd.paths import cache_root
 from xkd.tasks import Task
 from xkd.training import TrainSettings, train
 
 from .hf_encoder import HFEncoderClassifier, freeze
 
 METRICS_FILE = "metrics.json"
-CACHE_ENV = "XKD_CACHE_DIR"
 
 
 def finetune(
@@ -62,10 +62,6 @@ def finetune(
     summary["base_model"] = model_name
     (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return freeze(model), summary
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xkd")
 
 
 def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainSettings, max_length: int) -> str:

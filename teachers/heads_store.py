@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .finetune import cache_root
+from xkd.paths import cache_root
 
 
 def heads_dir(teacher: str) -> Path:

@@ -46,6 +46,9 @@ class DistillConfig:
     max_examples: int | None = None
     seed: int = 42
     precision: str = "no"
+    grad_accumulation: int = 1  # optimizer step every N batches (effective batch = N x batch-size x processes)
+    length_buckets: bool = True  # batch examples of similar length (less padding)
+    teacher_cache: str = "auto"  # auto: cache the teacher's outputs once when the method allows; off: run it online
     teacher_epochs: int = 2
     teacher_lr: float = 1e-4
     teacher_heads: str = "linear"  # pseudo-classifier kind when the teacher's heads are trained on the fly
@@ -61,7 +64,15 @@ class DistillConfig:
     progress: bool = True
 
     def validate(self) -> DistillConfig:
-        positive_ints = ("epochs", "batch_size", "student_layers", "max_length", "teacher_epochs", "heads_epochs")
+        positive_ints = (
+            "epochs",
+            "batch_size",
+            "student_layers",
+            "max_length",
+            "teacher_epochs",
+            "heads_epochs",
+            "grad_accumulation",
+        )
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -88,6 +99,7 @@ class DistillConfig:
             "finetune_teacher": ("auto", "always", "never"),
             "precision": ("no", "bf16", "fp16"),
             "teacher_heads": ("linear", "pooler"),
+            "teacher_cache": ("auto", "off"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

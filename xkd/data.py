@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from xkd.errors import XKDError
@@ -255,9 +255,9 @@ def encode(
     aliases = shared_roles(tokenizers, separate)
     roles = sorted(set(aliases.values()))
 
-    def tokenize(batch: dict) -> dict:
+    def tokenize(batch: dict, indices: list[int]) -> dict:
         texts = [batch[c] for c in task.text_columns]
-        out = {}
+        out = {"index": indices}  # the row, so cached teacher outputs can be looked up per example
         for role in roles:
             tok = tokenizers[role]
             if role in separate and len(texts) == 2:
@@ -271,7 +271,7 @@ def encode(
                 out[f"{role}__{key}"] = value
         return out
 
-    return split.map(tokenize, batched=True, remove_columns=list(task.text_columns), desc=None)
+    return split.map(tokenize, batched=True, with_indices=True, remove_columns=list(task.text_columns), desc=None)
 
 
 class Collator:
@@ -284,6 +284,8 @@ class Collator:
     def __call__(self, features: list[dict]) -> dict:
         labels = torch.tensor([f["labels"] for f in features])
         batch: dict = {"labels": labels}
+        if "index" in features[0]:
+            batch["index"] = torch.tensor([f["index"] for f in features])
         padded: dict[str, dict[str, torch.Tensor]] = {}
         for role, source in self.aliases.items():
             if source not in padded:
@@ -303,12 +305,66 @@ class Collator:
         return out
 
 
+def example_lengths(split: Dataset) -> np.ndarray:
+    """Tokens per example, the longest over model roles (a pair read apart counts both texts)."""
+    import pyarrow.compute as pc
+
+    lengths = np.zeros(len(split), dtype=np.int64)
+    roles: dict[str, np.ndarray] = {}
+    for column in split.column_names:
+        role, sep, key = column.partition("__")
+        if sep and key in ("input_ids", "input_ids_b"):
+            counts = pc.list_value_length(split.data.column(column)).to_numpy(zero_copy_only=False)
+            roles[role] = roles.get(role, 0) + counts.astype(np.int64)
+    for counts in roles.values():
+        lengths = np.maximum(lengths, counts)
+    return lengths
+
+
+class LengthBuckets(Sampler[list[int]]):
+    """Batches of similar length, so dynamic padding pads little.
+
+    Training (`shuffle`): a permutation seeded by seed + epoch is cut into chunks of `chunk` batches, each chunk
+    sorted by length and cut into batches, and the batches shuffled: batches are random, but each holds examples
+    of similar length. Evaluation: batches in order of length. Call `set_epoch` before each epoch.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, chunk: int = 50) -> None:
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.chunk = lengths, batch_size, shuffle, seed, chunk
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            yield from (order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size))
+            return
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.chunk
+        chunks = [order[i : i + size] for i in range(0, len(order), size)]
+        order = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")] for c in chunks])
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield batches[i]
+
+
 def make_loader(
     split: Dataset,
     collator: Collator,
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
+    buckets: bool = False,
 ) -> DataLoader:
+    """Batches of `split`; with `buckets`, examples of similar length share a batch (see `LengthBuckets`)."""
+    if buckets:
+        sampler = LengthBuckets(example_lengths(split), batch_size, shuffle, seed)
+        return DataLoader(split, batch_sampler=sampler, collate_fn=collator)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)

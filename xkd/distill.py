@@ -15,19 +15,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from datasets import DatasetDict
 
 from xkd.config import DistillConfig
-from xkd.data import Collator, encode, is_labeled, load_splits, local_data_dir, make_loader, tokenizer_fingerprint
+from xkd.data import (
+    UNLABELED,
+    Collator,
+    encode,
+    is_labeled,
+    load_splits,
+    local_data_dir,
+    make_loader,
+    tokenizer_fingerprint,
+)
 from xkd.errors import XKDError
 from xkd.evaluation import evaluate
 from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
+from xkd.metrics import compute_metrics
 from xkd.options import resolve_options
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
 from xkd.tasks import Task, custom_task, get_task
+from xkd.teacher_cache import TeacherCache, cache_dir, open_or_build
 from xkd.teachers import (
     HFEncoderClassifier,
     cached_finetune,
@@ -63,6 +76,8 @@ def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
         max_steps=cfg.max_steps,
         seed=cfg.seed,
         precision=cfg.precision,
+        grad_accumulation=cfg.grad_accumulation,
+        length_buckets=cfg.length_buckets,
         progress=cfg.progress,
     )
 
@@ -71,6 +86,36 @@ def default_run_dir(cfg: DistillConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     student = cfg.student.rpartition(":")[2].rpartition(".")[2]  # a plug-in path names its class
     return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{cfg.method}-{stamp}"
+
+
+def data_source(cfg: DistillConfig, task: Task) -> str:
+    """Names the data a teacher was fine-tuned or cached on (local directory or hub id, and the subset size)."""
+    return str(local_data_dir(task, cfg.data_dir) or f"hub:{task.hub_path}") + f":max_examples={cfg.max_examples}"
+
+
+def teacher_cache(
+    cfg: DistillConfig, method, task: Task, teacher, teacher_path: str, splits: DatasetDict, collator, log: Log
+) -> TeacherCache | None:
+    """The teacher-output cache when the config and method allow one (see `xkd.teacher_cache`), else None."""
+    if not method.needs_teacher or cfg.teacher_cache == "off":
+        return None
+    if method.needs_attentions:
+        log(f"teacher cache: not used: {method.name} needs attention maps, which are never cached; teacher runs online")
+        return None
+    names = [n for n in splits if n == "train" or n in task.validation_splits or is_labeled(splits[n])]
+    directory = cache_dir(teacher_path, task.name, data_source(cfg, task), cfg.max_length)
+    meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": data_source(cfg, task)}
+    with PartialState().main_process_first():  # one process builds, the others then open it
+        return open_or_build(
+            teacher,
+            DatasetDict({n: splits[n] for n in names}),
+            collator,
+            directory,
+            meta,
+            cfg.max_length,
+            log,
+            progress=cfg.progress,
+        )
 
 
 def resolve_teacher(
@@ -85,8 +130,7 @@ def resolve_teacher(
     path = cfg.teacher
     info["path"] = path
     if needs_finetune:
-        source = str(local_data_dir(task, cfg.data_dir) or f"hub:{task.hub_path}")
-        source += f":max_examples={cfg.max_examples}"
+        source = data_source(cfg, task)
         directory, summary, cached = cached_finetune(
             cfg.teacher, task, raw, train_settings(cfg, teacher=True), cfg.max_length, source, log
         )
@@ -199,10 +243,41 @@ def assistant_chain(
     return load_teacher(source, task), info
 
 
+def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
+    """`xkd cache build`: the teacher cache the distillation `cfg` describes, built (or checked) ahead of the runs.
+
+    The teacher is resolved as `run_distill` does (fine-tuned and cached when needed; pseudo heads trained when the
+    method needs them), so the runs find the cache under the same key and fingerprint.
+    """
+    cfg.validate()
+    method = get_method(cfg.method)
+    task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples)
+    teacher, info = resolve_teacher(cfg, task, raw, log)
+    if method.needs_teacher_heads and teacher.pseudo_heads is None:
+        ensure_teacher_heads(teacher, info["path"], task, raw, cfg, log)
+    tokenizers = {"teacher": teacher.tokenizer}
+    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
+    cache = teacher_cache(
+        replace(cfg, teacher_cache="auto"),
+        get_method("kd"),
+        task,
+        teacher,
+        info["path"],
+        splits,
+        Collator(tokenizers),
+        log,
+    )
+    assert cache is not None
+    return cache
+
+
 def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`."""
     cfg.validate()
     wall_start = time.perf_counter()
+    state = PartialState()
+    if not state.is_main_process:
+        log = _silent  # under `accelerate launch`, one process speaks
     task = resolve_task(cfg)
     method = get_method(cfg.method)
     spec = student_spec(cfg.student)
@@ -221,18 +296,21 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         raise XKDError(
             f"{run_dir} already holds a run's results; choose another --output-dir or pass --overwrite to replace them"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(cfg.to_json())
+    state.wait_for_everyone()  # no process may pass the check above after another wrote config.json
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(cfg.to_json())
     log(f"run directory: {run_dir}")
 
     teacher_start = time.perf_counter()
-    teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
-    if cfg.assistant_layers:
-        teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
-    if method.needs_teacher_heads and teacher.pseudo_heads is None:
-        teacher_info["heads"] = ensure_teacher_heads(teacher, teacher_info["path"], task, raw, cfg, log)
-    elif teacher.pseudo_heads is not None:
-        teacher_info["heads"] = str(heads_dir(teacher_info["path"]))
+    with state.main_process_first():  # fine-tunes and heads are cached: one process trains, the others load
+        teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
+        if cfg.assistant_layers:
+            teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
+        if method.needs_teacher_heads and teacher.pseudo_heads is None:
+            teacher_info["heads"] = ensure_teacher_heads(teacher, teacher_info["path"], task, raw, cfg, log)
+        elif teacher.pseudo_heads is not None:
+            teacher_info["heads"] = str(heads_dir(teacher_info["path"]))
     teacher_seconds = time.perf_counter() - teacher_start
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
     student = configured_student(cfg, teacher, task, raw, log)
@@ -243,6 +321,9 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     separate = separate_roles(student)
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
     collator = Collator(tokenizers, separate)
+    cache = teacher_cache(cfg, method, task, teacher, teacher_info["path"], splits, collator, log)
+    if cache is not None:
+        teacher_info["cache"] = str(cache.directory)
     log(
         f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
         f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
@@ -264,6 +345,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         run_dir,
         teacher=teacher if method.needs_teacher else None,
         needs_attentions=method.needs_attentions,
+        teacher_cache=cache,
         meta=meta,
     )
     if cfg.second_stage_epochs:
@@ -288,10 +370,15 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
             summary.update(validation=second["validation"], test=second["test"], best_score=second["best_score"])
 
     eval_names = [n for n in (*task.validation_splits, *task.test_splits) if n in splits and is_labeled(splits[n])]
-    teacher_metrics = {
-        n: evaluate(teacher, make_loader(splits[n], collator, 128, shuffle=False), task, role="teacher")
-        for n in eval_names
-    }
+    teacher_metrics = {}
+    for n in eval_names:
+        if cache is not None and cache.has(n):  # the cached logits are the teacher's own, exactly
+            labels = np.asarray(splits[n]["labels"])
+            keep = labels != UNLABELED
+            teacher_metrics[n] = compute_metrics(task, cache.logits(n)[keep], labels[keep])
+        else:
+            loader = make_loader(splits[n], collator, 128, shuffle=False, buckets=True)
+            teacher_metrics[n] = evaluate(teacher, loader, task, role="teacher")
     summary["teacher"] = {
         **teacher_info,
         "metrics": teacher_metrics,
@@ -310,8 +397,13 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if cfg.latency:
         summary["latency_ms"] = latency_table(teacher, student, splits[task.validation_splits[0]], collator)
     summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if state.is_main_process:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _silent(message: str) -> None:
+    return None
 
 
 def latency_table(teacher, student, split, collator: Collator, sizes=(1, 32)) -> dict[str, dict[str, float]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from datasets import DatasetDict
 from torch import nn
 from tqdm.auto import tqdm
@@ -30,6 +30,8 @@ from xkd.evaluation import evaluate
 from xkd.methods import LossTerm, weighted_loss
 from xkd.projector import ProjectionLoss
 from xkd.tasks import Task
+from xkd.teacher_cache import TeacherCache
+from xkd.trace import Trace
 
 
 @dataclass
@@ -46,6 +48,8 @@ class TrainSettings:
     max_steps: int | None = None
     seed: int = 42
     precision: str = "no"  # "no", "bf16" or "fp16" (accelerate's mixed precision)
+    grad_accumulation: int = 1
+    length_buckets: bool = True
     progress: bool = True
 
 
@@ -81,9 +85,28 @@ def save_atomically(model: nn.Module, directory: Path, meta: dict[str, Any]) -> 
     tmp.rmdir()
 
 
+class TeacherSource:
+    """The frozen teacher's Trace for a batch: from the teacher cache when it holds the split, else online."""
+
+    def __init__(self, teacher: nn.Module | None, cache: TeacherCache | None, needs_attentions: bool) -> None:
+        self.teacher, self.cache, self.needs_attentions = teacher, cache, needs_attentions
+
+    @torch.no_grad()
+    def __call__(self, split: str, batch: dict) -> Trace | None:
+        if self.cache is not None and self.cache.has(split) and not self.needs_attentions:
+            return self.cache.trace(split, batch["index"], batch["teacher"].get("attention_mask"))
+        if self.teacher is None:
+            return None
+        return self.teacher(batch["teacher"], output_attentions=self.needs_attentions)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: (_to(v, device) if isinstance(v, dict) else v.to(device)) for k, v in batch.items()}
+
+
 @torch.no_grad()
 def mean_attention(
-    module: ProjectionLoss, model: nn.Module, teacher: nn.Module, loader, needs_attentions: bool = False
+    module: ProjectionLoss, model: nn.Module, source: TeacherSource, split: str, loader, needs_attentions: bool
 ) -> list[list[float]]:
     """The projector's attention α averaged over a split: row j = how student layer j spreads over teacher layers."""
     was_training = module.training, model.training
@@ -92,11 +115,9 @@ def mean_attention(
     device = next(model.parameters()).device
     total, count = None, 0
     for batch in loader:
-        student = model({k: v.to(device) for k, v in batch["student"].items()}, output_attentions=needs_attentions)
-        teacher_trace = teacher(
-            {k: v.to(device) for k, v in batch["teacher"].items()}, output_attentions=needs_attentions
-        )
-        alpha = module(student, teacher_trace).attention.float()
+        batch = _to(batch, device)
+        student = model(batch["student"], output_attentions=needs_attentions)
+        alpha = module(student, source(split, batch)).attention.float()
         total = alpha.sum(0) if total is None else total + alpha.sum(0)
         count += alpha.shape[0]
     module.train(was_training[0])
@@ -114,6 +135,7 @@ def train(
     run_dir: str | Path,
     teacher: nn.Module | None = None,
     needs_attentions: bool = False,
+    teacher_cache: TeacherCache | None = None,
     save_dir: str | Path | None = None,
     meta: dict[str, Any] | None = None,
     initial_best: float = -math.inf,
@@ -123,6 +145,9 @@ def train(
     Writes `run_dir/metrics.jsonl` (one line per epoch) and saves the best model to `save_dir` (default
     `run_dir/student`). Returns a
     summary with the best epoch, validation and test metrics and timings; the caller writes `summary.json`.
+    The teacher's outputs come from `teacher_cache` for the splits it holds (and never when attentions are
+    needed). Under `accelerate launch` each process takes its share of every batch (`batch_size` is the global
+    batch), gradients are averaged by DDP, and only the main process writes files.
     Trainable parts of the loss terms (student pseudo heads, projectors) are optimised with the student and
     never saved with it. For terms that project over teacher layers, the mean attention α over the first
     validation split is appended to `attention.jsonl` after every epoch. A checkpoint is saved only when the
@@ -132,70 +157,93 @@ def train(
     save_dir = Path(save_dir) if save_dir is not None else run_dir / "student"
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(settings.seed)
-    accelerator = Accelerator(mixed_precision=settings.precision)
+    accelerator = Accelerator(
+        mixed_precision=settings.precision,
+        gradient_accumulation_steps=settings.grad_accumulation,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),  # results do not depend on process count
+    )
+    if settings.batch_size % accelerator.num_processes:
+        raise XKDError(
+            f"batch size {settings.batch_size} does not split over {accelerator.num_processes} processes; "
+            f"use a multiple of {accelerator.num_processes}"
+        )
 
-    train_loader = make_loader(splits["train"], collator, settings.batch_size, shuffle=True, seed=settings.seed)
+    buckets = settings.length_buckets
+    train_loader = make_loader(
+        splits["train"], collator, settings.batch_size, shuffle=True, seed=settings.seed, buckets=buckets
+    )
+    sampler = train_loader.batch_sampler if buckets else None
     val_names = [n for n in task.validation_splits if n in splits]
     test_names = [n for n in task.test_splits if n in splits and is_labeled(splits[n])]
     eval_loaders = {
-        n: make_loader(splits[n], collator, settings.eval_batch_size, shuffle=False) for n in val_names + test_names
+        n: make_loader(splits[n], collator, settings.eval_batch_size, shuffle=False, buckets=buckets)
+        for n in val_names + test_names
     }
     steps_per_epoch = len(train_loader)
     total_steps = settings.epochs * steps_per_epoch
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
+    optimizer_steps = math.ceil(total_steps / settings.grad_accumulation)
 
     term_modules = nn.ModuleList([t.module for t in terms if t.module is not None])
     optimizer = _optimizer(nn.ModuleList([model, term_modules]), settings)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    model, term_modules, optimizer, train_loader, scheduler = accelerator.prepare(
-        model, term_modules, optimizer, train_loader, scheduler
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(settings.warmup_ratio * optimizer_steps), optimizer_steps
     )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if any(p.requires_grad for p in term_modules.parameters()):  # DDP refuses a module without parameters
+        term_modules = accelerator.prepare(term_modules)
+    else:
+        term_modules.to(accelerator.device)
     if teacher is not None:
         teacher.to(accelerator.device)  # frozen: placed, never wrapped for DDP or optimised
+    source = TeacherSource(teacher, teacher_cache, needs_attentions)
+    main = accelerator.is_main_process
     projections = [t for t in terms if isinstance(t.module, ProjectionLoss)]
 
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
     attention_path = run_dir / "attention.jsonl"
-    attention_path.unlink(missing_ok=True)
+    if main:
+        metrics_path.unlink(missing_ok=True)
+        attention_path.unlink(missing_ok=True)
     best_score, best_epoch, best_state, best_val = initial_best, 0, None, {}
     step, start = 0, time.perf_counter()
-    bar = tqdm(total=total_steps, desc="train", disable=not settings.progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, desc="train", disable=not (settings.progress and main), dynamic_ncols=True)
     for epoch in range(1, epochs + 1):
         model.train()
         term_modules.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         seen = 0
         for batch in train_loader:
-            teacher_trace = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_trace = teacher(batch["teacher"], output_attentions=needs_attentions)
-            with accelerator.autocast():
-                student_trace = model(batch["student"], output_attentions=needs_attentions)
-            loss, values = weighted_loss(terms, student_trace, teacher_trace, batch["labels"], task)
-            if not torch.isfinite(loss):
-                bad = next((n for n, v in values.items() if not torch.isfinite(v)), "total")
-                kept = f"the best checkpoint so far is kept in {save_dir}" if best_state else "no checkpoint yet"
-                raise XKDError(
-                    f"the loss is not finite at step {step + 1} (term '{bad}'); stopped before updating the weights "
-                    f"({kept}); lower --lr or check the data"
-                )
-            accelerator.backward(loss)
-            if settings.max_grad_norm:
-                params = [*model.parameters(), *term_modules.parameters()]
-                accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            teacher_trace = source("train", batch)
+            with accelerator.accumulate(model, term_modules):
+                with accelerator.autocast():
+                    student_trace = model(batch["student"], output_attentions=needs_attentions)
+                    loss, values = weighted_loss(terms, student_trace, teacher_trace, batch["labels"], task)
+                # Every process must agree to stop, or the others would wait forever in the next all-reduce.
+                if not bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
+                    bad = next((n for n, v in values.items() if not torch.isfinite(v)), "total")
+                    kept = f"the best checkpoint so far is kept in {save_dir}" if best_state else "no checkpoint yet"
+                    raise XKDError(
+                        f"the loss is not finite at step {step + 1} (term '{bad}'); stopped before updating the "
+                        f"weights ({kept}); lower --lr or check the data"
+                    )
+                accelerator.backward(loss)
+                if settings.max_grad_norm and accelerator.sync_gradients:
+                    params = [*model.parameters(), *term_modules.parameters()]
+                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
 
             step += 1
             seen += 1
-            sums["loss"] = sums.get("loss", 0.0) + loss.item()
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
+            logged = accelerator.reduce(torch.stack([loss, *values.values()]).detach().float(), "mean")
+            for name, value in zip(["loss", *values], logged.tolist(), strict=True):
+                sums[name] = sums.get(name, 0.0) + value
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / seen:.4f}", best=f"{max(best_score, 0):.4f}")
             if step >= total_steps:
@@ -211,16 +259,21 @@ def train(
             **{n: m for n, m in val.items()},
             "elapsed_s": round(time.perf_counter() - start, 2),
         }
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        if main:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
         for term in projections:
-            alpha = mean_attention(term.module, unwrapped, teacher, eval_loaders[val_names[0]], needs_attentions)
-            with attention_path.open("a") as f:
-                f.write(json.dumps({"epoch": epoch, "term": term.name, "split": val_names[0], "alpha": alpha}) + "\n")
+            alpha = mean_attention(
+                term.module, unwrapped, source, val_names[0], eval_loaders[val_names[0]], needs_attentions
+            )
+            if main:
+                with attention_path.open("a") as f:
+                    line = {"epoch": epoch, "term": term.name, "split": val_names[0], "alpha": alpha}
+                    f.write(json.dumps(line) + "\n")
         if score > best_score:
             best_score, best_epoch, best_val = score, epoch, val
             best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
-            if accelerator.is_main_process:
+            if main:
                 save_atomically(unwrapped, save_dir, {**(meta or {}), "validation": val, "epoch": epoch})
         bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / max(seen, 1):.4f}", best=f"{best_score:.4f}")
         if step >= total_steps:

@@ -1,0 +1,136 @@
+"""The teacher-output cache (exact, reused, rebuilt when stale) and length-bucketed batches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from tiny import QUICK, distill, run, save_tiny
+
+from xkd.data import Collator, LengthBuckets, encode, example_lengths, load_splits, make_loader
+from xkd.tasks import get_task
+from xkd.teacher_cache import list_caches, open_or_build
+from xkd.teachers import load_teacher
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cached_trace_equals_the_online_teacher(tmp_path, task_dir, bert_teacher_dir):
+    task, raw = load_splits(get_task("mr"), task_dir)
+    teacher = load_teacher(str(bert_teacher_dir), task)
+    collator = Collator({"teacher": teacher.tokenizer})
+    splits = DatasetDict({n: encode(s, task, {"teacher": teacher.tokenizer}, 16) for n, s in raw.items()})
+    logs: list[str] = []
+    cache = open_or_build(teacher, splits, collator, tmp_path / "c", {"task": "mr"}, 16, logs.append, progress=False)
+    batch = collator([splits["train"][i] for i in (5, 0, 33, 7)])  # out of file order on purpose
+    cached = cache.trace("train", batch["index"], batch["teacher"]["attention_mask"])
+    with torch.no_grad():
+        online = teacher(batch["teacher"])
+    torch.testing.assert_close(cached.logits, online.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(cached.layer_vectors, online.layer_vectors, rtol=0, atol=1e-6)
+    assert cached.pseudo_logits is None and cache.meta["splits"] == {"train": 64, "validation": 32, "test": 32}
+    # Opened again with the same teacher and data: reused, not rebuilt.
+    again = open_or_build(teacher, splits, collator, tmp_path / "c", {}, 16, logs.append, progress=False)
+    assert "reusing" in logs[-1] and again.meta["fingerprint"] == cache.meta["fingerprint"]
+    # Another max length tokenizes differently: the fingerprint differs and the cache is rebuilt, and said.
+    longer = DatasetDict({n: encode(s, task, {"teacher": teacher.tokenizer}, 4) for n, s in raw.items()})
+    open_or_build(teacher, longer, collator, tmp_path / "c", {}, 4, logs.append, progress=False)
+    assert "does not match" in logs[-2] and "rebuilding" in logs[-2]
+
+
+def test_cached_distillation_equals_online_distillation(tmp_path, task_dir, bert_teacher_dir):
+    """Universal-KD reads final logits, pseudo-logits and layer vectors: all from the cache, bit for bit."""
+    base = [*distill(bert_teacher_dir, task_dir), "--method", "universal", "--student-layers", "2", *QUICK]
+    online = run(*base, "--teacher-cache", "off", "--output-dir", str(tmp_path / "online"))
+    assert online.exit_code == 0, online.output
+    cached = run(*base, "--output-dir", str(tmp_path / "cached"))
+    assert cached.exit_code == 0, cached.output
+    assert "teacher cache: one teacher pass" in cached.stderr
+    a, b = _metrics(tmp_path / "online"), _metrics(tmp_path / "cached")
+    for x, y in zip(a, b, strict=True):
+        for name, value in x["train"].items():
+            assert y["train"][name] == pytest.approx(value, abs=1e-5), name
+        assert y["validation"] == x["validation"]
+    summary = json.loads((tmp_path / "cached" / "summary.json").read_text())
+    online_summary = json.loads((tmp_path / "online" / "summary.json").read_text())
+    assert summary["teacher"]["metrics"] == online_summary["teacher"]["metrics"]
+    assert summary["teacher"]["cache"] and "cache" not in online_summary["teacher"]
+    # A second run (another seed) reuses the cache.
+    third = run(*base, "--seed", "3", "--output-dir", str(tmp_path / "seed3"))
+    assert third.exit_code == 0 and "teacher cache: reusing" in third.stderr
+
+
+def test_cache_cli_build_info_clear_and_stale_rebuild(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher")
+    args = ["--teacher", str(teacher), "--data-dir", str(task_dir), "--max-length", "16", "--no-progress"]
+    built = run("cache", "build", *args, "--method", "kd")
+    assert built.exit_code == 0, built.output
+    meta = json.loads(built.stdout)
+    assert meta["splits"] == {"train": 64, "validation": 32, "test": 32} and meta["task"] == "mr"
+    info = run("cache", "info", "--json")
+    assert [c["dir"] for c in json.loads(info.stdout)] == [meta["dir"]]
+    assert "teacher" in run("cache", "info").stdout
+    # The distillation run finds the cache `cache build` made.
+    kd = run(*distill(teacher, task_dir), "--method", "kd", "--student-layers", "1", *QUICK, "--output-dir", "r1")
+    assert kd.exit_code == 0 and f"teacher cache: reusing {meta['dir']}" in kd.stderr
+    # The teacher is re-trained in place: same path, other weights; the stale cache is rebuilt, and the log says so.
+    state = load_teacher(str(teacher), get_task("mr")).model
+    with torch.no_grad():
+        state.classifier.weight.add_(1.0)
+    state.save_pretrained(teacher)
+    again = run(*distill(teacher, task_dir), "--method", "kd", "--student-layers", "1", *QUICK, "--output-dir", "r2")
+    assert again.exit_code == 0 and "does not match" in again.stderr and "rebuilding" in again.stderr
+    assert len(list_caches()) == 1
+    # Clearing.
+    assert run("cache", "clear").exit_code == 2
+    missing = run("cache", "clear", str(tmp_path / "nope"))
+    assert missing.exit_code == 2 and "not a teacher cache" in missing.output
+    cleared = run("cache", "clear", "--task", "mr")
+    assert cleared.exit_code == 0 and "removed 1" in cleared.stdout and list_caches() == []
+
+
+def test_attention_methods_run_the_teacher_online_and_say_so(tmp_path, task_dir, bert_teacher_dir):
+    args = [*distill(bert_teacher_dir, task_dir), "--method", "aguilar", "--student-layers", "2", *QUICK]
+    result = run(*args, "--max-steps", "2", "--output-dir", str(tmp_path / "a"))
+    assert result.exit_code == 0, result.output
+    assert "teacher cache: not used: aguilar needs attention maps" in result.stderr
+    assert list_caches() == []
+
+
+def test_length_buckets_cover_every_example_once_and_pad_less():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=1000)
+    sampler = LengthBuckets(lengths, batch_size=16, shuffle=True, seed=7, chunk=10)
+    sampler.set_epoch(1)
+    first = list(sampler)
+    assert sorted(i for b in first for i in b) == list(range(1000)) and len(first) == len(sampler) == 63
+    sampler.set_epoch(2)
+    second = list(sampler)
+    assert first != second
+    sampler.set_epoch(1)
+    assert list(sampler) == first  # the epoch alone decides the order (resumable)
+    padded = sum(len(b) * lengths[b].max() for b in first)
+    plain = rng.permutation(1000)
+    padded_random = sum(16 * lengths[plain[i : i + 16]].max() for i in range(0, 1000, 16))
+    assert padded < 0.75 * padded_random
+    evaluation = list(LengthBuckets(lengths, 16, shuffle=False))
+    flat = [i for b in evaluation for i in b]
+    assert sorted(flat) == list(range(1000)) and list(lengths[flat]) == sorted(lengths)
+
+
+def test_example_lengths_and_bucketed_loader(task_dir, bert_teacher_dir):
+    task, raw = load_splits(get_task("mr"), task_dir)
+    teacher = load_teacher(str(bert_teacher_dir), task)
+    split = encode(raw["train"], task, {"teacher": teacher.tokenizer}, 16)
+    lengths = example_lengths(split)
+    assert list(lengths) == [len(ids) for ids in split["teacher__input_ids"]]
+    loader = make_loader(split, Collator({"teacher": teacher.tokenizer}), 8, shuffle=True, seed=0, buckets=True)
+    seen = torch.cat([batch["index"] for batch in loader])
+    assert sorted(seen.tolist()) == list(range(len(split)))
+    empty = Dataset.from_dict({"labels": [0, 1]})
+    assert list(example_lengths(empty)) == [0, 0]

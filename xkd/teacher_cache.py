@@ -1,0 +1,242 @@
+"""An exact cache of the frozen teacher's outputs, so a study pays for the teacher once.
+
+The teacher is frozen and in eval mode, so its outputs on a split are a pure function of its weights, its pseudo
+heads, its tokenizer, the data and the maximum length. One pass over each split stores the final logits, the
+per-layer sentence vectors and the per-layer pseudo-logits as `.npy` files that training opens memory-mapped and
+indexes by example, across epochs, seeds and methods. Attention maps ([L, H, T, T] per example) are never stored:
+methods that need them run the teacher online.
+
+Layout: `<cache root>/traces/<task>--<teacher>--<key>/` with `meta.json` and `<split>/<field>.npy`. The key names
+what the cache is *for* (teacher path, task, data source, max length); `meta.json` holds a fingerprint of what it
+*contains* (weights, heads, tokenizer, token ids and labels), checked on every open: a teacher re-fine-tuned in
+place or an edited data file makes a stale cache, which is rebuilt, and said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+from torch import nn
+from tqdm.auto import tqdm
+
+from xkd.data import Collator, make_loader, tokenizer_fingerprint
+from xkd.paths import cache_root as xkd_cache_root
+from xkd.trace import Trace
+
+FORMAT = 1
+FIELDS = ("logits", "layer_vectors", "pseudo_logits")
+Log = Callable[[str], None]
+
+
+def cache_root() -> Path:
+    return xkd_cache_root() / "traces"
+
+
+def _hash_tensors(h: Any, state: dict[str, torch.Tensor]) -> None:
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _hash_column(h: Any, split: Dataset, column: str) -> None:
+    values = split.data.column(column).combine_chunks()
+    if hasattr(values, "flatten"):  # token ids: a list column; hash the values and the row boundaries
+        h.update(np.asarray(values.offsets).astype(np.int64).tobytes())
+        values = values.flatten()
+    array = values.to_numpy(zero_copy_only=False)
+    h.update(str(array.dtype).encode() + array.tobytes())
+
+
+def fingerprint(teacher: nn.Module, splits: DatasetDict, collator: Collator, max_length: int) -> str:
+    """What the cached outputs are a function of: weights, heads, tokenizer, token ids, labels and max length."""
+    h = hashlib.sha1(f"format={FORMAT};max_length={max_length}".encode())
+    h.update(tokenizer_fingerprint(teacher.tokenizer).encode())
+    _hash_tensors(h, teacher.state_dict())  # includes the pseudo heads when attached
+    source = collator.aliases["teacher"]
+    for name in sorted(splits):
+        h.update(name.encode())
+        for column in sorted(c for c in splits[name].column_names if c.startswith(f"{source}__")):
+            _hash_column(h, splits[name], column)
+        _hash_column(h, splits[name], "labels")
+    return h.hexdigest()
+
+
+@dataclass
+class TeacherCache:
+    """Memory-mapped teacher outputs per split; `trace` rebuilds the teacher's Trace for a batch of examples."""
+
+    directory: Path
+    meta: dict[str, Any]
+    arrays: dict[str, dict[str, np.ndarray]]
+
+    def has(self, split: str) -> bool:
+        return split in self.arrays
+
+    def trace(self, split: str, index: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Trace:
+        """The teacher's Trace for examples `index` of `split`, on the device of `index`."""
+        rows = np.sort(index.cpu().numpy())  # memmap reads are faster in file order
+        order = np.searchsorted(rows, index.cpu().numpy())
+        device = index.device
+        fields = {
+            name: torch.from_numpy(np.ascontiguousarray(array[rows][order])).to(device)
+            for name, array in self.arrays[split].items()
+        }
+        return Trace(
+            logits=fields["logits"],
+            layer_vectors=fields["layer_vectors"],
+            pseudo_logits=fields.get("pseudo_logits"),
+            attention_mask=attention_mask,
+        )
+
+    def logits(self, split: str) -> np.ndarray:
+        return np.asarray(self.arrays[split]["logits"])
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(a.nbytes for split in self.arrays.values() for a in split.values())
+
+
+def open_cache(directory: Path) -> TeacherCache | None:
+    """The cache stored in `directory`, memory-mapped, or None when it is absent or incomplete."""
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    arrays = {
+        split: {
+            field: np.load(directory / split / f"{field}.npy", mmap_mode="r")
+            for field in FIELDS
+            if (directory / split / f"{field}.npy").is_file()
+        }
+        for split in meta["splits"]
+    }
+    return TeacherCache(directory, meta, arrays)
+
+
+@torch.no_grad()
+def build_cache(
+    teacher: nn.Module,
+    splits: DatasetDict,
+    collator: Collator,
+    directory: Path,
+    meta: dict[str, Any],
+    batch_size: int = 128,
+    progress: bool = True,
+) -> TeacherCache:
+    """One teacher pass per split, written to a temporary directory that replaces `directory` when complete."""
+    start = time.perf_counter()
+    work = directory.with_name(f"{directory.name}.building-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    device = next(teacher.parameters()).device
+    was_training = teacher.training
+    teacher.eval()
+    for name, split in splits.items():
+        (work / name).mkdir(parents=True)
+        files: dict[str, np.ndarray] = {}
+        loader = make_loader(split, collator, batch_size, shuffle=False, buckets=True)
+        for batch in tqdm(loader, desc=f"cache {name}", disable=not progress):
+            trace = teacher({k: v.to(device) for k, v in batch["teacher"].items()})
+            index = batch["index"].numpy()
+            for field in FIELDS:
+                value = getattr(trace, field)
+                if value is None:
+                    continue
+                if field not in files:
+                    shape = (len(split), *value.shape[1:])
+                    files[field] = np.lib.format.open_memmap(work / name / f"{field}.npy", "w+", np.float32, shape)
+                files[field][index] = value.float().cpu().numpy()
+        for array in files.values():
+            array.flush()
+        del files
+    teacher.train(was_training)
+    meta = {
+        **meta,
+        "format": FORMAT,
+        "splits": {name: len(split) for name, split in splits.items()},
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(work, directory)
+    cache = open_cache(directory)
+    assert cache is not None
+    return cache
+
+
+def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, root: Path | None = None) -> Path:
+    """Where the cache for this teacher, task, data and length lives (its contents are checked on open)."""
+    identity = json.dumps(
+        {
+            "teacher": str(Path(teacher_path).resolve()) if Path(teacher_path).exists() else teacher_path,
+            "task": task,
+            "data": data_source,
+            "max_length": max_length,
+        },
+        sort_keys=True,
+    )
+    key = hashlib.sha1(identity.encode()).hexdigest()[:12]
+    slug = Path(teacher_path.rstrip("/")).name.replace("/", "--") or "teacher"
+    return (root or cache_root()) / f"{task}--{slug}--{key}"
+
+
+def open_or_build(
+    teacher: nn.Module,
+    splits: DatasetDict,
+    collator: Collator,
+    directory: Path,
+    meta: dict[str, Any],
+    max_length: int,
+    log: Log,
+    progress: bool = True,
+) -> TeacherCache:
+    """Reuse the cache in `directory` when its fingerprint matches the teacher and data; otherwise (re)build it."""
+    wanted = fingerprint(teacher, splits, collator, max_length)
+    cache = open_cache(directory)
+    if cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits):
+        log(f"teacher cache: reusing {directory} ({cache.size_bytes / 2**20:.0f} MiB)")
+        return cache
+    if cache is not None:
+        log(
+            f"teacher cache: {directory} does not match this teacher and data (fingerprint "
+            f"{str(cache.meta.get('fingerprint'))[:12]} != {wanted[:12]}: weights, heads, tokenizer or data changed); "
+            "rebuilding it"
+        )
+    else:
+        log(f"teacher cache: one teacher pass over {', '.join(splits)} into {directory}")
+    cache = build_cache(teacher, splits, collator, directory, {**meta, "fingerprint": wanted}, progress=progress)
+    log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
+    return cache
+
+
+def list_caches(root: Path | None = None) -> list[dict[str, Any]]:
+    """Every complete cache under the root, with its meta and size on disk."""
+    root = root or cache_root()
+    out = []
+    for directory in sorted(root.glob("*")) if root.is_dir() else []:
+        cache = open_cache(directory)
+        if cache is not None:
+            out.append({"dir": str(directory), "size_mib": round(cache.size_bytes / 2**20, 1), **cache.meta})
+    return out
+
+
+def clear_caches(directories: Iterable[Path]) -> list[Path]:
+    removed = []
+    for directory in directories:
+        if directory.is_dir():
+            shutil.rmtree(directory)
+            removed.append(directory)
+    return removed
