@@ -106,13 +106,13 @@ def test_length_buckets_cover_every_example_once_and_pad_less():
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 60, size=1000)
     sampler = LengthBuckets(lengths, batch_size=16, shuffle=True, seed=7, chunk=10)
-    sampler.set_epoch(1)
+    sampler.for_epoch(1)
     first = list(sampler)
     assert sorted(i for b in first for i in b) == list(range(1000)) and len(first) == len(sampler) == 63
-    sampler.set_epoch(2)
+    sampler.for_epoch(2)
     second = list(sampler)
     assert first != second
-    sampler.set_epoch(1)
+    sampler.for_epoch(1)
     assert list(sampler) == first  # the epoch alone decides the order (resumable)
     padded = sum(len(b) * lengths[b].max() for b in first)
     plain = rng.permutation(1000)

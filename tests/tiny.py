@@ -31,8 +31,10 @@ def make_tokenizer(directory: Path) -> BertTokenizer:
     return BertTokenizer(vocab=str(directory / "vocab.txt"))
 
 
-def tiny_bert_config(vocab_size: int, layers: int = 4, num_labels: int = 2) -> BertConfig:
+def tiny_bert_config(vocab_size: int, layers: int = 4, num_labels: int = 2, dropout: float = 0.1) -> BertConfig:
     return BertConfig(
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=layers,
@@ -43,7 +45,9 @@ def tiny_bert_config(vocab_size: int, layers: int = 4, num_labels: int = 2) -> B
     )
 
 
-def save_tiny(directory: Path, kind: str = "bert", layers: int = 4, num_labels: int = 2, bare: bool = False) -> Path:
+def save_tiny(
+    directory: Path, kind: str = "bert", layers: int = 4, num_labels: int = 2, bare: bool = False, dropout: float = 0.1
+) -> Path:
     """Save a tiny random BERT or RoBERTa classifier (or a bare BERT encoder) with its tokenizer."""
     torch.manual_seed(0)
     tokenizer = make_tokenizer(directory / "_tok")
@@ -60,7 +64,7 @@ def save_tiny(directory: Path, kind: str = "bert", layers: int = 4, num_labels: 
         )
         model = RobertaForSequenceClassification(config)
     else:
-        config = tiny_bert_config(len(tokenizer), layers, num_labels)
+        config = tiny_bert_config(len(tokenizer), layers, num_labels, dropout)
         model = BertModel(config) if bare else BertForSequenceClassification(config)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -326,14 +326,15 @@ class LengthBuckets(Sampler[list[int]]):
 
     Training (`shuffle`): a permutation seeded by seed + epoch is cut into chunks of `chunk` batches, each chunk
     sorted by length and cut into batches, and the batches shuffled: batches are random, but each holds examples
-    of similar length. Evaluation: batches in order of length. Call `set_epoch` before each epoch.
+    of similar length. Evaluation: batches in order of length. Call `for_epoch` before each epoch (deliberately not
+    `set_epoch`, which accelerate calls with its own counter, and only in multi-process runs).
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, chunk: int = 50) -> None:
         self.lengths, self.batch_size, self.shuffle, self.seed, self.chunk = lengths, batch_size, shuffle, seed, chunk
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def for_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from accelerate import PartialState
 from accelerate.utils import set_seed
 from datasets import DatasetDict
 
@@ -53,7 +52,7 @@ from xkd.teachers import (
 )
 from xkd.teachers.heads import heads_info
 from xkd.teachers.hf_encoder import load_config
-from xkd.training import TrainSettings, parameter_count, train
+from xkd.training import TrainSettings, parameter_count, process_state, train
 
 Log = Callable[[str], None]
 RUN_FILES = ("summary.json", "metrics.jsonl", "student")  # what marks a directory as holding a run
@@ -105,7 +104,7 @@ def teacher_cache(
     names = [n for n in splits if n == "train" or n in task.validation_splits or is_labeled(splits[n])]
     directory = cache_dir(teacher_path, task.name, data_source(cfg, task), cfg.max_length)
     meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": data_source(cfg, task)}
-    with PartialState().main_process_first():  # one process builds, the others then open it
+    with process_state().main_process_first():  # one process builds, the others then open it
         return open_or_build(
             teacher,
             DatasetDict({n: splits[n] for n in names}),
@@ -275,7 +274,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`."""
     cfg.validate()
     wall_start = time.perf_counter()
-    state = PartialState()
+    state = process_state()
     if not state.is_main_process:
         log = _silent  # under `accelerate launch`, one process speaks
     task = resolve_task(cfg)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
 from datasets import DatasetDict
 from torch import nn
 from tqdm.auto import tqdm
@@ -51,6 +51,17 @@ class TrainSettings:
     grad_accumulation: int = 1
     length_buckets: bool = True
     progress: bool = True
+
+
+def use_cpu() -> bool:
+    """CPU when asked (`ACCELERATE_USE_CPU`) or when there is no accelerator; accelerate then runs processes
+    launched by `accelerate launch`/`torchrun` as a gloo group instead of ignoring the launcher."""
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available()
+
+
+def process_state() -> PartialState:
+    """The process group (one process unless launched by `accelerate launch` or `torchrun`)."""
+    return PartialState(cpu=use_cpu())
 
 
 def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
@@ -158,6 +169,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(settings.seed)
     accelerator = Accelerator(
+        cpu=use_cpu(),
         mixed_precision=settings.precision,
         gradient_accumulation_steps=settings.grad_accumulation,
         dataloader_config=DataLoaderConfiguration(split_batches=True),  # results do not depend on process count
@@ -214,7 +226,7 @@ def train(
         model.train()
         term_modules.train()
         if sampler is not None:
-            sampler.set_epoch(epoch)
+            sampler.for_epoch(epoch)
         sums: dict[str, float] = {}
         seen = 0
         for batch in train_loader:
@@ -295,5 +307,6 @@ def train(
         "train_seconds": round(train_seconds, 2),
         "steps_per_second": round(step / train_seconds, 3) if train_seconds else None,
         "device": str(accelerator.device),
+        "processes": accelerator.num_processes,
         "settings": asdict(settings),
     }

@@ -1,0 +1,46 @@
+"""`accelerate launch` with 2 CPU processes (gloo) trains exactly as one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from tiny import QUICK, distill, run, save_tiny
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path, task_dir):
+    # No dropout anywhere, so the only difference left between the runs is how each batch is split and reduced.
+    teacher = save_tiny(tmp_path / "teacher", dropout=0.0)
+    args = [*distill(teacher, task_dir), "--method", "kd", "--student-layers", "2", *QUICK, "--max-steps", "6"]
+    single = run(*args, "--output-dir", str(tmp_path / "one"))
+    assert single.exit_code == 0, single.output
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "xkd.cli.main", *args, "--output-dir", str(tmp_path / "two"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(one) == len(two) == 2  # 6 steps of 4 per epoch: 2 epochs; main process only wrote the file
+    for a, b in zip(one, two, strict=True):
+        assert a["step"] == b["step"]
+        for name, value in a["train"].items():
+            assert b["train"][name] == pytest.approx(value, abs=1e-5), (name, a["train"], b["train"])
+        assert b["validation"]["accuracy"] == a["validation"]["accuracy"]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and json.loads((tmp_path / "one" / "summary.json").read_text())["processes"] == 1
+    assert summary["steps"] == 6 and done.stderr.count("run directory:") == 1  # one process speaks
