@@ -85,6 +85,11 @@ class HFEncoderClassifier(nn.Module):
     def num_labels(self) -> int:
         return self.config.num_labels
 
+    def layer_modules(self) -> list[nn.Module]:
+        """[embeddings, layer 1, ..., layer L]: what a method may freeze bottom-up (Aguilar et al.'s PID)."""
+        base = self.model.base_model
+        return [base.embeddings, *base.encoder.layer]
+
     def forward(self, inputs: dict[str, torch.Tensor], output_attentions: bool = False) -> Trace:
         if output_attentions and self.config._attn_implementation != "eager":
             self.model.set_attn_implementation("eager")

@@ -1,5 +1,6 @@
 """Aguilar et al.'s internal KD: golden losses, the layer schedules, the error paths, and an end-to-end run."""
 
+import copy
 import math
 
 import pytest
@@ -139,3 +140,35 @@ def test_end_to_end(tmp_path, task_dir, algorithm):
         *QUICK,
     )
     assert cnn.exit_code == 2 and "needs self-attention" in cnn.output
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_progressive_freeze_keeps_lower_layers_fixed(tmp_path, task_dir, monkeypatch, freeze):
+    """PID with one epoch per layer: epoch 2 trains layer 2; with freeze, the embeddings and layer 1 must not move."""
+    import xkd.training
+
+    saved, scores = [], iter(range(1, 100))
+    monkeypatch.setattr(
+        xkd.training, "evaluate", lambda *a, **k: dict.fromkeys(("accuracy", "score"), next(scores) / 100)
+    )
+    monkeypatch.setattr(
+        xkd.training, "save_atomically", lambda model, *a: saved.append(copy.deepcopy(model.state_dict()))
+    )
+    teacher = save_tiny(tmp_path / "teacher", layers=4)
+    options = ["-O", "algorithm=progressive", "-O", f"freeze={freeze}", "--student-layers", "2"]
+    result = run(*distill(teacher, task_dir), "--method", "aguilar", *options, *QUICK, "--output-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    first, second = saved  # after epoch 1 (layer 1 distilled) and epoch 2 (layer 2)
+    lower = [k for k in first if "embeddings" in k or ".layer.0." in k]
+    upper = [k for k in first if ".layer.1." in k]
+    assert lower and upper
+    assert any(not torch.equal(first[k], second[k]) for k in upper)
+    assert any(not torch.equal(first[k], second[k]) for k in lower) is not freeze
+
+
+def test_freeze_needs_layer_modules(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    options = ["-O", "algorithm=progressive", "-O", "freeze=true", "-O", "attention=0"]
+    args = [*distill(teacher, task_dir), "--method", "aguilar", *options, "--student", "cnn", *QUICK]
+    result = run(*args, "--output-dir", str(tmp_path / "cnn"))
+    assert result.exit_code == 2 and "layer_modules()" in result.output

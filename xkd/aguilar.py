@@ -5,8 +5,9 @@ per real query row) and 1 - cos between [CLS] vectors. Three algorithms decide w
 - `all`: every mapped layer from the first step;
 - `progressive` (PID): one layer at a time, bottom-up;
 - `stacked` (SID): stage k trains the sum over layers 1..k.
-A stage lasts `per_layer` epochs or steps (`unit`), or, with `threshold` > 0, until the active layer's loss (an
-exponential moving average) falls below it. Soft-label KD on the classifier comes on after the internal stages
+With `freeze` (progressive only), the embeddings and the layers below the one being distilled get no updates
+until the internal stages end. A stage lasts `per_layer` epochs or steps (`unit`), or, with `threshold` > 0,
+until the active layer's loss (an exponential moving average) falls below it. Soft-label KD on the classifier comes on after the internal stages
 (`kd_after_stages`; under `all` it is on throughout). Attention KL compares positions, so teacher and student must
 share a tokenizer, and heads one to one unless `heads=average` averages each side's heads first. The stage lives
 in buffers of the term module, so it is saved and restored with the rest of the training state.
@@ -47,6 +48,7 @@ class InternalLoss(nn.Module):
         heads: str,
         attention_weight: float,
         cosine_weight: float,
+        freeze: bool = False,
     ) -> None:
         super().__init__()
         if algorithm not in ALGORITHMS:
@@ -68,6 +70,7 @@ class InternalLoss(nn.Module):
         if heads not in ("same", "average"):
             raise XKDError(f"heads must be same or average, got '{heads}'")
         self.algorithm, self.threshold, self.heads = algorithm, threshold, heads
+        self.freezes = freeze and algorithm == "progressive"
         self.attention_weight, self.cosine_weight = attention_weight, cosine_weight
         self.layers = context.student_layers
         self.teacher_layers = uniform_map(context.teacher_layers, context.student_layers)
@@ -80,6 +83,12 @@ class InternalLoss(nn.Module):
     @property
     def internal_done(self) -> bool:
         return self.algorithm != "all" and int(self.stage) >= self.layers
+
+    @property
+    def frozen_layers(self) -> int:
+        """How many bottom student layers (and the embeddings) get no update now: under progressive with
+        `freeze`, those below the layer being distilled; none once the internal stages are over."""
+        return int(self.stage) if self.freezes and not self.internal_done else 0
 
     def layer_loss(self, student: Trace, teacher: Trace, j: int) -> Tensor:
         i = self.teacher_layers[j]
@@ -130,10 +139,11 @@ def aguilar_terms(
     attention: float,
     cosine: float,
     kd_after_stages: bool,
+    freeze: bool,
 ) -> list[LossTerm]:
     if context is None:
         raise XKDError("aguilar needs the student and teacher shapes to map layers")
-    module = InternalLoss(context, algorithm, unit, per_layer, threshold, heads, attention, cosine)
+    module = InternalLoss(context, algorithm, unit, per_layer, threshold, heads, attention, cosine, freeze)
     soft = soft_term(temperature)
 
     def gated_soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
@@ -166,6 +176,7 @@ METHODS.add(
             "attention": 1.0,
             "cosine": 1.0,
             "kd_after_stages": True,
+            "freeze": False,
         },
         needs_attentions=True,
     ),

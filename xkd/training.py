@@ -211,6 +211,9 @@ def train(
     if teacher is not None:
         teacher.to(accelerator.device)  # frozen: placed, never wrapped for DDP or optimised
     source = TeacherSource(teacher, teacher_cache, needs_attentions)
+    freezers = [t.module for t in terms if getattr(t.module, "freezes", False)]
+    if freezers and not hasattr(accelerator.unwrap_model(model), "layer_modules"):
+        raise XKDError("freezing layers needs a student with layer_modules() (BERT-k has it); drop -O freeze=true")
     main = accelerator.is_main_process
     projections = [t for t in terms if isinstance(t.module, ProjectionLoss)]
 
@@ -231,6 +234,7 @@ def train(
         seen = 0
         for batch in train_loader:
             teacher_trace = source("train", batch)
+            frozen = max((m.frozen_layers for m in freezers), default=0)  # before the forward moves the stage on
             with accelerator.accumulate(model, term_modules):
                 with accelerator.autocast():
                     student_trace = model(batch["student"], output_attentions=needs_attentions)
@@ -244,6 +248,10 @@ def train(
                         f"weights ({kept}); lower --lr or check the data"
                     )
                 accelerator.backward(loss)
+                if frozen:
+                    for layer in accelerator.unwrap_model(model).layer_modules()[: frozen + 1]:
+                        for p in layer.parameters():
+                            p.grad = None  # AdamW skips parameters without a gradient (no decay either)
                 if settings.max_grad_norm and accelerator.sync_gradients:
                     params = [*model.parameters(), *term_modules.parameters()]
                     accelerator.clip_grad_norm_(params, settings.max_grad_norm)
