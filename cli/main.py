@@ -426,6 +426,35 @@ def eval_command(
     click.echo(json.dumps({"model": model_dir, "task": spec.name, "metrics": result}, indent=2))
 
 
+@cli.command("export")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Write an ONNX graph here.")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset version.")
+@click.option("--overwrite/--no-overwrite", default=False, help="Replace an existing file.")
+def export_command(model_dir: str, onnx_path: str | None, opset: int, overwrite: bool) -> None:
+    """Export a saved student (or teacher) for serving: token ids in, logits out; dynamic batch and length.
+
+    The export is checked against PyTorch on real sentences (two batch shapes) before it is written; the report
+    (inputs, size, largest difference) is printed as JSON. Needs `pip install 'xkd[export]'`.
+
+    \b
+    Examples:
+      xkd export runs/mr-bert-k2/student --onnx student.onnx
+      xkd export runs/mr-cnn/student --onnx cnn.onnx --opset 17
+    """
+    from xkd.errors import XKDError
+    from xkd.export import export_onnx
+    from xkd.students import load_student
+
+    if onnx_path is None:
+        raise XKDError("say where to write the export: --onnx PATH")
+    if Path(onnx_path).exists() and not overwrite:
+        raise XKDError(f"{onnx_path} exists; choose another path or pass --overwrite")
+    if not Path(model_dir).is_dir():
+        raise XKDError(f"{model_dir} is not a directory; pass a saved student such as RUN_DIR/student")
+    click.echo(json.dumps(export_onnx(load_student(model_dir), onnx_path, opset=opset), indent=2))
+
+
 @cli.command("inspect")
 @click.option("--teacher", default=None, help="Teacher [default: the quickstart's].")
 @click.option("--student", default="bert-k", show_default=True)

@@ -5,12 +5,13 @@ per real query row) and 1 - cos between [CLS] vectors. Three algorithms decide w
 - `all`: every mapped layer from the first step;
 - `progressive` (PID): one layer at a time, bottom-up;
 - `stacked` (SID): stage k trains the sum over layers 1..k.
-With `freeze` (progressive only), the embeddings and the layers below the one being distilled get no updates
-until the internal stages end. A stage lasts `per_layer` epochs or steps (`unit`), or, with `threshold` > 0,
-until the active layer's loss (an exponential moving average) falls below it. Soft-label KD on the classifier comes on after the internal stages
-(`kd_after_stages`; under `all` it is on throughout). Attention KL compares positions, so teacher and student must
-share a tokenizer, and heads one to one unless `heads=average` averages each side's heads first. The stage lives
-in buffers of the term module, so it is saved and restored with the rest of the training state.
+With `freeze` (progressive only), the embeddings and the layers below the one being distilled get no updates until
+the internal stages end. A stage lasts `per_layer` epochs or steps (`unit`), or, with `threshold` > 0, until the
+active layer's loss (an exponential moving average) falls below it. Soft-label KD on the classifier comes on after
+the internal stages (`kd_after_stages`; under `all` it is on throughout). Attention KL compares positions, so
+teacher and student must share a tokenizer, and heads one to one unless `heads=average` averages each side's heads
+first. The stage lives in buffers of the term module, so it is saved and restored with the rest of the training
+state.
 """
 
 from __future__ import annotations
