@@ -37,6 +37,8 @@ def test_pkd_loss_by_hand():
     s = torch.tensor([[[3.0, 4.0], [2.0, 0.0]]])
     t = torch.tensor([[[1.0, 0.0], [5.0, 0.0]]])
     assert pkd_loss(s, t).item() == pytest.approx(0.4, abs=1e-6)
+    # Unnormalised: layer 1 ((3-1)² + 4²)/2 = 10, layer 2 ((2-5)² + 0)/2 = 4.5; summed over layers 14.5.
+    assert pkd_loss(s, t, normalize=False).item() == pytest.approx(14.5, abs=1e-6)
 
 
 def test_logit_mse_by_hand():

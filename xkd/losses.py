@@ -34,13 +34,15 @@ def regression_kd_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
-def pkd_loss(student_vectors: Tensor, teacher_vectors: Tensor) -> Tensor:
+def pkd_loss(student_vectors: Tensor, teacher_vectors: Tensor, normalize: bool = True) -> Tensor:
     """Patient KD (Sun et al. 2019): Σ over mapped layers of MSE between L2-normalised [CLS] vectors.
 
     Inputs are [B, k, D] with layer j of the student paired with layer j of the (already mapped) teacher slice.
+    `normalize=False` gives the plain hidden-state MSE on mapped layers that other toolkits default to.
     """
-    s = F.normalize(student_vectors.float(), dim=-1)
-    t = F.normalize(teacher_vectors.float(), dim=-1)
+    s, t = student_vectors.float(), teacher_vectors.float()
+    if normalize:
+        s, t = F.normalize(s, dim=-1), F.normalize(t, dim=-1)
     return ((s - t) ** 2).mean(dim=(0, 2)).sum()
 
 
