@@ -34,9 +34,30 @@ from xkd.teachers import load_teacher
 @click.option("--steps", default=30, show_default=True, help="Timed steps per method per round.")
 @click.option("--rounds", default=3, show_default=True)
 def main(teacher, task, data_dir, methods, student_layers, batch_size, max_length, steps, rounds) -> None:
+    result = time_methods(
+        teacher, task, data_dir, methods.split(","), student_layers, batch_size, max_length, steps, rounds
+    )
+    names = list(result["seconds_per_step"])
+    click.echo(json.dumps(result, indent=2))
+    click.echo(f"\n| method | s/step | ratio to {names[0]} |\n|---|---|---|")
+    for n in names:
+        click.echo(f"| {n} | {result['seconds_per_step'][n]:.4f} | {result[f'ratio_to_{names[0]}'][n]:.3f} |")
+
+
+def time_methods(
+    teacher: str,
+    task: str = "mr",
+    data_dir: str | None = None,
+    names: list[str] | tuple[str, ...] = ("kd", "universal"),
+    student_layers: int = 2,
+    batch_size: int = 32,
+    max_length: int = 64,
+    steps: int = 30,
+    rounds: int = 3,
+) -> dict:
+    """Median seconds per training step of each method (online teacher), and ratios to the first method."""
     spec, raw = load_splits(get_task(task), data_dir)
     model = load_teacher(teacher, spec)
-    names = methods.split(",")
     setups = {}
     for name in names:
         torch.manual_seed(0)
@@ -79,10 +100,7 @@ def main(teacher, task, data_dir, methods, student_layers, batch_size, max_lengt
         "seconds_per_step": {n: round(statistics.median(t), 4) for n, t in times.items()},
         f"ratio_to_{names[0]}": {n: round(statistics.median(t) / base, 3) for n, t in times.items()},
     }
-    click.echo(json.dumps(result, indent=2))
-    click.echo(f"\n| method | s/step | ratio to {names[0]} |\n|---|---|---|")
-    for n in names:
-        click.echo(f"| {n} | {result['seconds_per_step'][n]:.4f} | {result[f'ratio_to_{names[0]}'][n]:.3f} |")
+    return result
 
 
 if __name__ == "__main__":

@@ -78,6 +78,16 @@ DISTILL_OPTIONS = [
         "Methods that need attention maps always run it online.",
         type=click.Choice(["auto", "off"]),
     ),
+    config_option(
+        "checkpoint_every", "Also write a resumable checkpoint every N steps (0: epoch ends only).", type=int
+    ),
+    config_option("keep_checkpoints", "Resumable checkpoints kept per run (the newest).", type=int),
+    click.option(
+        "--resume",
+        "resume_dir",
+        type=click.Path(file_okay=False),
+        help="Continue an interrupted run from its newest checkpoint (the run's own config.json is used).",
+    ),
     config_option("teacher_epochs", "Epochs when fine-tuning the teacher.", type=int),
     config_option("teacher_lr", "Learning rate when fine-tuning the teacher.", type=float),
     config_option(
@@ -124,7 +134,7 @@ def cli() -> None:
 
 @cli.command()
 @apply(DISTILL_OPTIONS)
-def distill(config_file: str | None, student_config: str | None, **options) -> None:
+def distill(config_file: str | None, student_config: str | None, resume_dir: str | None, **options) -> None:
     """Distil a teacher into a student on a task; with no options, run the quickstart recipe.
 
     The quickstart fine-tunes all-MiniLM-L6-v2 on MR (cached after the first run), trains a pseudo classifier on
@@ -139,13 +149,34 @@ def distill(config_file: str | None, student_config: str | None, **options) -> N
       xkd distill --config recipe.toml --seed 2
       xkd distill --method universal -O gamma=2 -O mode=cg --second-stage-epochs 1
       xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars
+      xkd distill --resume runs/mr-bert-k2-universal-20261121-101500
     """
     from xkd.distill import format_summary, run_distill
 
-    cfg = _distill_config(config_file, student_config, options)
+    if resume_dir:
+        cfg = _resume_config(resume_dir, config_file, student_config, options)
+    else:
+        cfg = _distill_config(config_file, student_config, options)
     summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
     click.echo(format_summary(summary))
     click.echo(f"results: {Path(summary['student']['dir']).parent}/summary.json")
+
+
+def _resume_config(run_dir: str, config_file: str | None, student_config: str | None, options: dict):
+    """The interrupted run's own config, set to resume; other options would make it another run."""
+    from xkd.config import build_config
+    from xkd.errors import XKDError
+
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        raise XKDError(f"{run_dir} has no config.json; pass the directory of an interrupted xkd distill run")
+    extra = sorted(k for k in given(options) if k != "progress")
+    if config_file or student_config or extra:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in extra) or "--config"
+        raise XKDError(f"--resume continues the run with its own config; drop {names}")
+    values = json.loads(saved.read_text())
+    values.update(output_dir=run_dir, resume=True, **given({"progress": options.get("progress")}))
+    return build_config({}, values)
 
 
 def _distill_config(config_file: str | None, student_config: str | None, options: dict):

@@ -48,6 +48,9 @@ class DistillConfig:
     precision: str = "no"
     grad_accumulation: int = 1  # optimizer step every N batches (effective batch = N x batch-size x processes)
     length_buckets: bool = True  # batch examples of similar length (less padding)
+    checkpoint_every: int = 0  # resumable checkpoints every N optimizer steps too (0: at epoch ends only)
+    keep_checkpoints: int = 2  # resumable checkpoints kept per run (the newest)
+    resume: bool = False  # continue the run in output_dir from its newest checkpoint
     teacher_cache: str = "auto"  # auto: cache the teacher's outputs once when the method allows; off: run it online
     teacher_epochs: int = 2
     teacher_lr: float = 1e-4
@@ -91,6 +94,11 @@ class DistillConfig:
             raise XKDError(f"warmup-ratio must lie in [0, 1), got {self.warmup_ratio}")
         if any(k < 1 for k in self.assistant_layers):
             raise XKDError(f"assistant-layers must be at least 1, got {self.assistant_layers}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise XKDError(
+                f"checkpoint-every must be >= 0 and keep-checkpoints >= 1, got {self.checkpoint_every} and "
+                f"{self.keep_checkpoints}"
+            )
         if self.second_stage_epochs < 0:
             raise XKDError(f"second-stage-epochs must be >= 0, got {self.second_stage_epochs}")
         if self.weight_decay < 0:

@@ -363,9 +363,12 @@ def make_loader(
     seed: int = 0,
     buckets: bool = False,
 ) -> DataLoader:
-    """Batches of `split`; with `buckets`, examples of similar length share a batch (see `LengthBuckets`)."""
-    if buckets:
-        sampler = LengthBuckets(example_lengths(split), batch_size, shuffle, seed)
+    """Batches of `split`; with `buckets`, examples of similar length share a batch (see `LengthBuckets`).
+
+    Shuffled loaders always go through `LengthBuckets` (without buckets, chunks of one batch: a plain shuffle),
+    so any epoch's batches follow from the seed and the epoch alone, which is what makes resuming exact.
+    """
+    if buckets or shuffle:
+        sampler = LengthBuckets(example_lengths(split), batch_size, shuffle, seed, chunk=50 if buckets else 1)
         return DataLoader(split, batch_sampler=sampler, collate_fn=collator)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
+    return DataLoader(split, batch_size=batch_size, shuffle=False, collate_fn=collator)

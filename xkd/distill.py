@@ -55,7 +55,7 @@ from xkd.teachers.hf_encoder import load_config
 from xkd.training import TrainSettings, parameter_count, process_state, train
 
 Log = Callable[[str], None]
-RUN_FILES = ("summary.json", "metrics.jsonl", "student")  # what marks a directory as holding a run
+RUN_FILES = ("summary.json", "metrics.jsonl", "student", "checkpoints")  # what marks a directory as holding a run
 
 
 def resolve_task(cfg: DistillConfig) -> Task:
@@ -77,6 +77,8 @@ def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
         precision=cfg.precision,
         grad_accumulation=cfg.grad_accumulation,
         length_buckets=cfg.length_buckets,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_checkpoints=cfg.keep_checkpoints,
         progress=cfg.progress,
     )
 
@@ -210,6 +212,15 @@ def assistant_chain(
     model becomes the next link's teacher. Returns the last assistant as the teacher, with the chain recorded."""
     source, links = teacher_info["path"], []
     for k in cfg.assistant_layers:
+        link_dir = run_dir / "assistants" / f"ta{k}"
+        if cfg.resume and (link_dir / "summary.json").is_file():  # finished before the interruption
+            summary = json.loads((link_dir / "summary.json").read_text())
+            log(f"teacher assistant: reusing the finished {k}-layer assistant in {link_dir}")
+            source = summary["student"]["dir"]
+            links.append(
+                {"layers": k, "dir": source, **{n: summary[n] for n in ("validation", "test", "train_seconds")}}
+            )
+            continue
         log(f"teacher assistant: distilling a {k}-layer BERT-k from {source} with vanilla KD")
         link = replace(
             cfg,
@@ -223,8 +234,9 @@ def assistant_chain(
             method_options={},
             assistant_layers=[],
             second_stage_epochs=0,
-            output_dir=str(run_dir / "assistants" / f"ta{k}"),
+            output_dir=str(link_dir),
             overwrite=True,
+            resume=cfg.resume and any((link_dir / "checkpoints").glob("step-*.pt")),
             latency=False,
         )
         summary = run_distill(link, log)
@@ -291,7 +303,17 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
         check_teacher(cfg.teacher, task)  # fail before a run directory exists
     run_dir = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg)
-    if not cfg.overwrite and any((run_dir / name).exists() for name in RUN_FILES):
+    if cfg.resume:
+        if (run_dir / "summary.json").exists():
+            raise XKDError(f"{run_dir} holds a finished run (summary.json); there is nothing to resume")
+        if not any((run_dir / "checkpoints").glob("step-*.pt")):
+            raise XKDError(f"{run_dir} has no checkpoint to resume from; start the run again without --resume")
+    elif not cfg.overwrite and any((run_dir / name).exists() for name in RUN_FILES):
+        if not (run_dir / "summary.json").exists() and any((run_dir / "checkpoints").glob("step-*.pt")):
+            raise XKDError(
+                f"{run_dir} holds an interrupted run; continue it with --resume {run_dir}, or pass --overwrite to "
+                "start again"
+            )
         raise XKDError(
             f"{run_dir} already holds a run's results; choose another --output-dir or pass --overwrite to replace them"
         )
@@ -346,6 +368,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         needs_attentions=method.needs_attentions,
         teacher_cache=cache,
         meta=meta,
+        resume=cfg.resume,
     )
     if cfg.second_stage_epochs:
         # Stage two: gold labels only, no teacher, starting from stage one's best weights; the saved student
@@ -363,6 +386,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
             save_dir=run_dir / "student",
             meta={**meta, "stage": 2},
             initial_best=summary["best_score"],
+            resume=cfg.resume and any((run_dir / "stage2" / "checkpoints").glob("step-*.pt")),
         )
         summary["stage2"] = {k: second[k] for k in ("best_epoch", "validation", "test", "train_seconds")}
         if second["best_epoch"]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
@@ -50,7 +52,58 @@ class TrainSettings:
     precision: str = "no"  # "no", "bf16" or "fp16" (accelerate's mixed precision)
     grad_accumulation: int = 1
     length_buckets: bool = True
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    keep_checkpoints: int = 2  # resumable checkpoints kept on disk (the newest N)
     progress: bool = True
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpoints:
+    """Resumable training states in one directory, written atomically, the newest `keep` kept."""
+
+    def __init__(self, directory: Path, keep: int, enabled: bool = True) -> None:
+        self.directory, self.keep, self.enabled = directory, max(keep, 1), enabled
+
+    def paths(self) -> list[Path]:
+        return sorted(self.directory.glob("step-*.pt"))
+
+    def save(self, state: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"step-{state['step']:08d}.pt"
+        tmp = final.with_name(final.name + ".partial")
+        torch.save(state, tmp)
+        os.replace(tmp, final)  # a crash mid-write leaves the previous checkpoint as the newest
+        for old in self.paths()[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    def latest(self) -> dict[str, Any] | None:
+        paths = self.paths()
+        return torch.load(paths[-1], map_location="cpu", weights_only=False) if paths else None
+
+
+def _drop_epochs_from(path: Path, epoch: int) -> None:
+    """Keep only the JSON lines of epochs before `epoch` (a resumed run writes the rest again)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < epoch]
+        path.write_text("".join(line + "\n" for line in lines))
 
 
 def use_cpu() -> bool:
@@ -150,6 +203,7 @@ def train(
     save_dir: str | Path | None = None,
     meta: dict[str, Any] | None = None,
     initial_best: float = -math.inf,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train `model` on `splits["train"]` with the weighted `terms`, keeping the best validation checkpoint.
 
@@ -163,6 +217,12 @@ def train(
     never saved with it. For terms that project over teacher layers, the mean attention α over the first
     validation split is appended to `attention.jsonl` after every epoch. A checkpoint is saved only when the
     validation score beats `initial_best` (a second training stage passes the first stage's best).
+
+    Resumable checkpoints (`run_dir/checkpoints/step-N.pt`: student, loss-term modules and their stage buffers,
+    optimizer, scheduler, AMP scaler, RNG states, epoch, position in the epoch's batch order, running sums, best
+    score and weights) are written atomically at every epoch end and every `checkpoint_every` steps, keeping the
+    newest `keep_checkpoints`. With `resume`, training continues from the newest one and ends exactly where an
+    uninterrupted run would (same batches, dropout masks and updates).
     """
     run_dir = Path(run_dir)
     save_dir = Path(save_dir) if save_dir is not None else run_dir / "student"
@@ -184,7 +244,7 @@ def train(
     train_loader = make_loader(
         splits["train"], collator, settings.batch_size, shuffle=True, seed=settings.seed, buckets=buckets
     )
-    sampler = train_loader.batch_sampler if buckets else None
+    sampler = train_loader.batch_sampler  # the epoch alone decides its batches (see `LengthBuckets`)
     val_names = [n for n in task.validation_splits if n in splits]
     test_names = [n for n in task.test_splits if n in splits and is_labeled(splits[n])]
     eval_loaders = {
@@ -219,20 +279,78 @@ def train(
 
     metrics_path = run_dir / "metrics.jsonl"
     attention_path = run_dir / "attention.jsonl"
-    if main:
+    checkpoints = Checkpoints(run_dir / "checkpoints", settings.keep_checkpoints, enabled=main)
+    best_score, best_epoch, best_state, best_val = initial_best, 0, None, {}
+    step, first_epoch, skip, elapsed, resumed_rng = 0, 1, 0, 0.0, None
+    sums: dict[str, float] = {}
+    seen = 0
+    if resume:
+        state = checkpoints.latest()
+        if state is None:
+            raise XKDError(f"{run_dir} has no checkpoint to resume from; start the run again without --resume")
+        accelerator.unwrap_model(model).load_state_dict(state["student"])
+        accelerator.unwrap_model(term_modules).load_state_dict(state["terms"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(state["scaler"])
+        resumed_rng = state["rng"]
+        step, first_epoch, skip, elapsed = state["step"], state["epoch"], state["batches_done"], state["elapsed"]
+        sums, seen = dict(state["sums"]), state["seen"]
+        best_score, best_epoch, best_val, best_state = (
+            state["best_score"], state["best_epoch"], state["best_val"], state["best_state"],
+        )  # fmt: skip
+        if main:  # lines of an epoch that the checkpoint does not cover are written again
+            for path in (metrics_path, attention_path):
+                _drop_epochs_from(path, first_epoch)
+    elif main:
         metrics_path.unlink(missing_ok=True)
         attention_path.unlink(missing_ok=True)
-    best_score, best_epoch, best_state, best_val = initial_best, 0, None, {}
-    step, start = 0, time.perf_counter()
+    start = time.perf_counter() - elapsed
+
+    def checkpoint(epoch: int, batches_done: int) -> None:
+        checkpoints.save(
+            {
+                "student": accelerator.unwrap_model(model).state_dict(),
+                "terms": accelerator.unwrap_model(term_modules).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                "rng": rng_state(),
+                "step": step,
+                "epoch": epoch,
+                "batches_done": batches_done,
+                "sums": sums,
+                "seen": seen,
+                "elapsed": time.perf_counter() - start,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "best_val": best_val,
+                "best_state": best_state,
+                "settings": asdict(settings),
+            }
+        )
+
     bar = tqdm(total=total_steps, desc="train", disable=not (settings.progress and main), dynamic_ncols=True)
-    for epoch in range(1, epochs + 1):
+    bar.update(step)
+    for epoch in range(first_epoch, epochs + 1):
         model.train()
         term_modules.train()
-        if sampler is not None:
-            sampler.for_epoch(epoch)
-        sums: dict[str, float] = {}
-        seen = 0
-        for batch in train_loader:
+        sampler.for_epoch(epoch)
+        if epoch != first_epoch or not resume:
+            sums, seen, skip = {}, 0, 0
+        # Starting an epoch's iterator draws from the global RNG (the DataLoader's base seed), so an RNG state
+        # saved at an epoch end is restored before that draw, and one saved mid-epoch after it, once the batches
+        # trained on before the interruption have been skipped.
+        if resumed_rng is not None and skip == 0:
+            set_rng_state(resumed_rng)
+        batches = enumerate(train_loader)
+        if resumed_rng is not None and skip > 0:
+            for _ in range(skip):
+                next(batches)
+            set_rng_state(resumed_rng)
+        resumed_rng = None
+        for index, batch in batches:
             teacher_trace = source("train", batch)
             frozen = max((m.frozen_layers for m in freezers), default=0)  # before the forward moves the stage on
             with accelerator.accumulate(model, term_modules):
@@ -268,6 +386,9 @@ def train(
             bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / seen:.4f}", best=f"{max(best_score, 0):.4f}")
             if step >= total_steps:
                 break
+            every = settings.checkpoint_every
+            if every and step % every == 0 and step % settings.grad_accumulation == 0:
+                checkpoint(epoch, index + 1)
 
         unwrapped = accelerator.unwrap_model(model)
         val = {n: evaluate(unwrapped, eval_loaders[n], task) for n in val_names}
@@ -296,6 +417,8 @@ def train(
             if main:
                 save_atomically(unwrapped, save_dir, {**(meta or {}), "validation": val, "epoch": epoch})
         bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / max(seen, 1):.4f}", best=f"{best_score:.4f}")
+        sums, seen = {}, 0
+        checkpoint(epoch + 1, 0)
         if step >= total_steps:
             break
     bar.close()
