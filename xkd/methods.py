@@ -71,12 +71,29 @@ class Method:
     needs_attentions: bool = False
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults overridden by the given values; unknown names and wrong types are one-line errors."""
-        return resolve_options(f"method '{self.name}'", self.options, values)
+        """Defaults overridden by the given values; unknown names, wrong types and out-of-range values (a negative
+        loss weight, a temperature <= 0, a weight outside [0, 1]) are one-line errors."""
+        resolved = resolve_options(f"method '{self.name}'", self.options, values)
+        for name, value in resolved.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if name in POSITIVE_OPTIONS and not value > 0:
+                raise XKDError(f"method '{self.name}': {name} must be > 0, got {value}")
+            if name in WEIGHT_OPTIONS and not value >= 0:
+                raise XKDError(f"method '{self.name}': {name} is a loss weight and must be >= 0, got {value}")
+            if name in UNIT_OPTIONS and not 0 <= value <= 1:
+                raise XKDError(f"method '{self.name}': {name} must lie in [0, 1], got {value}")
+        if {"eta", "lam"} <= set(resolved) and resolved["eta"] + resolved["lam"] > 1:
+            raise XKDError(f"method '{self.name}': eta + lam must be <= 1 (the CE weight is 1 - eta - lam)")
+        return resolved
 
     def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
         return self.make_terms(context, **self.resolve(values))
 
+
+POSITIVE_OPTIONS = {"temperature", "attention_temperature", "per_layer"}
+WEIGHT_OPTIONS = {"beta", "gamma", "attention", "cosine", "threshold"}
+UNIT_OPTIONS = {"alpha", "eta", "lam"}  # shares of a convex combination
 
 METHODS: Registry[Method] = Registry("method")
 
