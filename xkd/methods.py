@@ -83,8 +83,6 @@ class Method:
                 raise XKDError(f"method '{self.name}': {name} is a loss weight and must be >= 0, got {value}")
             if name in UNIT_OPTIONS and not 0 <= value <= 1:
                 raise XKDError(f"method '{self.name}': {name} must lie in [0, 1], got {value}")
-        if {"eta", "lam"} <= set(resolved) and resolved["eta"] + resolved["lam"] > 1:
-            raise XKDError(f"method '{self.name}': eta + lam must be <= 1 (the CE weight is 1 - eta - lam)")
         return resolved
 
     def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
