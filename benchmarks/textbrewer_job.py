@@ -35,7 +35,12 @@ def ensure_textbrewer() -> None:
 
 
 def peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so
+    a job launched by a large parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # not Linux: KiB on most systems
 
 
 def run_xkd(teacher: str, data_dir: str | None, epochs: int, max_steps: int | None, fast: bool, out: Path) -> dict:
