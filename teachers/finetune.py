@@ -18,6 +18,7 @@ from typing import Any
 from datasets import DatasetDict
 
 from xkd.data import Collator, encode
+from xkd.files import write_text_atomically
 from xkd.methods import get_method
 from xkd.paths import cache_root
 from xkd.tasks import Task
@@ -60,7 +61,7 @@ def finetune(
         meta=meta,
     )
     summary["base_model"] = model_name
-    (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(output_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
     return freeze(model), summary
 
 

@@ -32,6 +32,7 @@ from xkd.data import (
 )
 from xkd.errors import XKDError
 from xkd.evaluation import evaluate
+from xkd.files import write_text_atomically
 from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
 from xkd.metrics import compute_metrics
@@ -320,7 +321,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     state.wait_for_everyone()  # no process may pass the check above after another wrote config.json
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(cfg.to_json())
+        write_text_atomically(run_dir / "config.json", cfg.to_json())
     log(f"run directory: {run_dir}")
 
     teacher_start = time.perf_counter()
@@ -421,7 +422,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         summary["latency_ms"] = latency_table(teacher, student, splits[task.validation_splits[0]], collator)
     summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
     if state.is_main_process:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from xkd.errors import XKDError
+from xkd.files import write_text_atomically
 
 KINDS = ("linear", "pooler")
 WEIGHTS_FILE = "pseudo_heads.safetensors"
@@ -64,7 +65,7 @@ class PseudoHeads(nn.Module):
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
         os.replace(tmp, directory / WEIGHTS_FILE)
-        (directory / INFO_FILE).write_text(json.dumps({**self.config(), **info}, indent=2) + "\n")
+        write_text_atomically(directory / INFO_FILE, json.dumps({**self.config(), **info}, indent=2) + "\n")
         return directory
 
     @classmethod

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from xkd.errors import XKDError
+from xkd.files import save_figure_atomically
 
 
 def _pyplot():
@@ -44,7 +45,7 @@ def attention_heatmaps(run_dir: Path) -> list[Path]:
         fig.colorbar(image, ax=ax)
         fig.tight_layout()
         out = run_dir / f"attention_{term}.png"
-        fig.savefig(out, dpi=120)
+        save_figure_atomically(fig, out, dpi=120)
         plt.close(fig)
         outputs.append(out)
     return outputs
@@ -80,7 +81,7 @@ def teacher_heads_plot(run_dir: Path) -> list[Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = run_dir / "teacher_heads.png"
-    fig.savefig(out, dpi=120)
+    save_figure_atomically(fig, out, dpi=120)
     plt.close(fig)
     return [out]
 

@@ -29,6 +29,7 @@ from transformers import get_linear_schedule_with_warmup
 from xkd.data import Collator, is_labeled, make_loader
 from xkd.errors import XKDError
 from xkd.evaluation import evaluate
+from xkd.files import write_text_atomically
 from xkd.methods import LossTerm, weighted_loss
 from xkd.projector import ProjectionLoss
 from xkd.tasks import Task
@@ -103,7 +104,7 @@ def _drop_epochs_from(path: Path, epoch: int) -> None:
     """Keep only the JSON lines of epochs before `epoch` (a resumed run writes the rest again)."""
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < epoch]
-        path.write_text("".join(line + "\n" for line in lines))
+        write_text_atomically(path, "".join(line + "\n" for line in lines))
 
 
 def use_cpu() -> bool:
