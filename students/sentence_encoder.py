@@ -89,10 +89,12 @@ class SentenceEncoderStudent(nn.Module):
             # and an exportable graph.
             ids, mask = inputs["input_ids"], inputs["attention_mask"]
             ids_b, mask_b = inputs["input_ids_b"], inputs["attention_mask_b"]
-            steps = max(ids.shape[1], ids_b.shape[1])
-            pad = self.config.pad_token_id
-            ids = torch.cat([_pad_to(ids, steps, pad), _pad_to(ids_b, steps, pad)])
-            both = self.encode(ids, torch.cat([_pad_to(mask, steps, 0), _pad_to(mask_b, steps, 0)]))
+            if ids.shape[1] != ids_b.shape[1]:  # (an exported graph has one length for both: no padding ops)
+                steps = max(ids.shape[1], ids_b.shape[1])
+                pad = self.config.pad_token_id
+                ids, ids_b = _pad_to(ids, steps, pad), _pad_to(ids_b, steps, pad)
+                mask, mask_b = _pad_to(mask, steps, 0), _pad_to(mask_b, steps, 0)
+            both = self.encode(torch.cat([ids, ids_b]), torch.cat([mask, mask_b]))
             n = inputs["input_ids"].shape[0]
             layers = [torch.cat([u, v, u * v, (u - v).abs()], dim=-1) for u, v in ((x[:n], x[n:]) for x in both)]
         else:
