@@ -134,3 +134,18 @@ def test_example_lengths_and_bucketed_loader(task_dir, bert_teacher_dir):
     assert sorted(seen.tolist()) == list(range(len(split)))
     empty = Dataset.from_dict({"labels": [0, 1]})
     assert list(example_lengths(empty)) == [0, 0]
+
+
+def test_collator_without_the_cached_teachers_inputs(task_dir, bert_teacher_dir):
+    from xkd.students import build_student
+
+    task, raw = load_splits(get_task("mr"), task_dir)
+    teacher = load_teacher(str(bert_teacher_dir), task)
+    cnn = build_student("cnn", teacher, task, list(raw["train"]["sentence"]), layers=1, log=lambda m: None)
+    tokenizers = {"teacher": teacher.tokenizer, "student": cnn.tokenizer}
+    split = encode(raw["train"], task, tokenizers, 16)
+    full = Collator(tokenizers)
+    rows = [split[i] for i in range(4)]
+    lean = full.without("teacher")(rows)
+    assert "teacher" not in lean and torch.equal(lean["student"]["input_ids"], full(rows)["student"]["input_ids"])
+    assert torch.equal(lean["index"], torch.arange(4))

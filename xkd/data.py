@@ -281,6 +281,13 @@ class Collator:
         self.tokenizers = dict(tokenizers)
         self.aliases = shared_roles(tokenizers, separate)
 
+    def without(self, role: str) -> Collator:
+        """The same collator minus one model role's inputs (a cached teacher needs no padded inputs)."""
+        other = Collator.__new__(Collator)
+        other.tokenizers = self.tokenizers
+        other.aliases = {r: source for r, source in self.aliases.items() if r != role}
+        return other
+
     def __call__(self, features: list[dict]) -> dict:
         labels = torch.tensor([f["labels"] for f in features])
         batch: dict = {"labels": labels}

@@ -159,7 +159,7 @@ class TeacherSource:
     @torch.no_grad()
     def __call__(self, split: str, batch: dict) -> Trace | None:
         if self.cache is not None and self.cache.has(split) and not self.needs_attentions:
-            return self.cache.trace(split, batch["index"], batch["teacher"].get("attention_mask"))
+            return self.cache.trace(split, batch["index"], batch.get("teacher", {}).get("attention_mask"))
         if self.teacher is None:
             return None
         return self.teacher(batch["teacher"], output_attentions=self.needs_attentions)
@@ -242,14 +242,21 @@ def train(
         )
 
     buckets = settings.length_buckets
+    # Batches carry no teacher inputs when no teacher runs on them (no teacher, or the cache serves the split):
+    # padding them would be wasted work.
+    cached = set(teacher_cache.arrays) if teacher_cache is not None and not needs_attentions else set()
+
+    def batcher(split: str) -> Collator:
+        return collator.without("teacher") if teacher is None or split in cached else collator
+
     train_loader = make_loader(
-        splits["train"], collator, settings.batch_size, shuffle=True, seed=settings.seed, buckets=buckets
+        splits["train"], batcher("train"), settings.batch_size, shuffle=True, seed=settings.seed, buckets=buckets
     )
     sampler = train_loader.batch_sampler  # the epoch alone decides its batches (see `LengthBuckets`)
     val_names = [n for n in task.validation_splits if n in splits]
     test_names = [n for n in task.test_splits if n in splits and is_labeled(splits[n])]
     eval_loaders = {
-        n: make_loader(splits[n], collator, settings.eval_batch_size, shuffle=False, buckets=buckets)
+        n: make_loader(splits[n], batcher(n), settings.eval_batch_size, shuffle=False, buckets=buckets)
         for n in val_names + test_names
     }
     steps_per_epoch = len(train_loader)
