@@ -236,14 +236,14 @@ def cache_info(as_json: bool) -> None:
     Example:
       xkd cache info --json
     """
-    from xkd.teacher_cache import cache_root, list_caches
+    from xkd.teacher_cache import list_caches, traces_root
 
     caches = list_caches()
     if as_json:
         click.echo(json.dumps(caches, indent=2))
         return
     if not caches:
-        click.echo(f"no teacher caches in {cache_root()}")
+        click.echo(f"no teacher caches in {traces_root()}")
         return
     for c in caches:
         splits = ", ".join(f"{k} {v}" for k, v in c["splits"].items())
@@ -264,7 +264,7 @@ def cache_clear(directories: tuple[str, ...], task: str | None, everything: bool
       xkd cache clear --all
     """
     from xkd.errors import XKDError
-    from xkd.teacher_cache import cache_root, clear_caches, list_caches
+    from xkd.teacher_cache import clear_caches, list_caches, traces_root
 
     if not (directories or task or everything):
         raise XKDError("say which caches to clear: directories, --task NAME, or --all (see 'xkd cache info')")
@@ -275,7 +275,7 @@ def cache_clear(directories: tuple[str, ...], task: str | None, everything: bool
             raise XKDError(f"{d} is not a teacher cache; 'xkd cache info' lists them")
     chosen += [Path(d) for d, c in known.items() if everything or (task and c["task"] == task)]
     removed = clear_caches(dict.fromkeys(chosen))
-    click.echo(f"removed {len(removed)} teacher cache(s) from {cache_root()}")
+    click.echo(f"removed {len(removed)} teacher cache(s) from {traces_root()}")
 
 
 @cli.group(cls=XKDGroup)

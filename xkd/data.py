@@ -10,6 +10,7 @@ tokenized once per distinct tokenizer and every batch carries one padded input p
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import os
@@ -283,8 +284,7 @@ class Collator:
 
     def without(self, role: str) -> Collator:
         """The same collator minus one model role's inputs (a cached teacher needs no padded inputs)."""
-        other = Collator.__new__(Collator)
-        other.tokenizers = self.tokenizers
+        other = copy.copy(self)
         other.aliases = {r: source for r, source in self.aliases.items() if r != role}
         return other
 
@@ -377,5 +377,8 @@ def make_loader(
     """
     if buckets or shuffle:
         sampler = LengthBuckets(example_lengths(split), batch_size, shuffle, seed, chunk=50 if buckets else 1)
-        return DataLoader(split, batch_sampler=sampler, collate_fn=collator)
+        # A generator of its own: starting an epoch then draws nothing from the global RNG, so dropout masks do
+        # not depend on where an epoch starts (what lets a resumed run restore the RNG once).
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(split, batch_sampler=sampler, collate_fn=collator, generator=generator)
     return DataLoader(split, batch_size=batch_size, shuffle=False, collate_fn=collator)

@@ -21,7 +21,6 @@ from datasets import DatasetDict
 
 from xkd.config import DistillConfig
 from xkd.data import (
-    UNLABELED,
     Collator,
     encode,
     is_labeled,
@@ -31,11 +30,10 @@ from xkd.data import (
     tokenizer_fingerprint,
 )
 from xkd.errors import XKDError
-from xkd.evaluation import evaluate
+from xkd.evaluation import evaluate, score_logits
 from xkd.files import write_text_atomically
 from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
-from xkd.metrics import compute_metrics
 from xkd.options import resolve_options
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
@@ -53,7 +51,7 @@ from xkd.teachers import (
 )
 from xkd.teachers.heads import heads_info
 from xkd.teachers.hf_encoder import load_config
-from xkd.training import TrainSettings, parameter_count, process_state, train
+from xkd.training import Checkpoints, TrainSettings, parameter_count, process_state, train
 
 Log = Callable[[str], None]
 RUN_FILES = ("summary.json", "metrics.jsonl", "student", "checkpoints")  # what marks a directory as holding a run
@@ -104,9 +102,17 @@ def teacher_cache(
     if method.needs_attentions:
         log(f"teacher cache: not used: {method.name} needs attention maps, which are never cached; teacher runs online")
         return None
+    return open_teacher_cache(cfg, task, teacher, teacher_path, splits, collator, log)
+
+
+def open_teacher_cache(
+    cfg: DistillConfig, task: Task, teacher, teacher_path: str, splits: DatasetDict, collator, log: Log
+) -> TeacherCache:
+    """The cache of this teacher's outputs on the splits training reads (train, validation, labelled test)."""
     names = [n for n in splits if n == "train" or n in task.validation_splits or is_labeled(splits[n])]
-    directory = cache_dir(teacher_path, task.name, data_source(cfg, task), cfg.max_length)
-    meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": data_source(cfg, task)}
+    source = data_source(cfg, task)
+    directory = cache_dir(teacher_path, task.name, source, cfg.max_length)
+    meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": source}
     with process_state().main_process_first():  # one process builds, the others then open it
         return open_or_build(
             teacher,
@@ -237,7 +243,7 @@ def assistant_chain(
             second_stage_epochs=0,
             output_dir=str(link_dir),
             overwrite=True,
-            resume=cfg.resume and any((link_dir / "checkpoints").glob("step-*.pt")),
+            resume=cfg.resume and Checkpoints.exist(link_dir),
             latency=False,
         )
         summary = run_distill(link, log)
@@ -269,18 +275,7 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
         ensure_teacher_heads(teacher, info["path"], task, raw, cfg, log)
     tokenizers = {"teacher": teacher.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
-    cache = teacher_cache(
-        replace(cfg, teacher_cache="auto"),
-        get_method("kd"),
-        task,
-        teacher,
-        info["path"],
-        splits,
-        Collator(tokenizers),
-        log,
-    )
-    assert cache is not None
-    return cache
+    return open_teacher_cache(cfg, task, teacher, info["path"], splits, Collator(tokenizers), log)
 
 
 def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
@@ -307,10 +302,10 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if cfg.resume:
         if (run_dir / "summary.json").exists():
             raise XKDError(f"{run_dir} holds a finished run (summary.json); there is nothing to resume")
-        if not any((run_dir / "checkpoints").glob("step-*.pt")):
+        if not Checkpoints.exist(run_dir):
             raise XKDError(f"{run_dir} has no checkpoint to resume from; start the run again without --resume")
     elif not cfg.overwrite and any((run_dir / name).exists() for name in RUN_FILES):
-        if not (run_dir / "summary.json").exists() and any((run_dir / "checkpoints").glob("step-*.pt")):
+        if not (run_dir / "summary.json").exists() and Checkpoints.exist(run_dir):
             raise XKDError(
                 f"{run_dir} holds an interrupted run; continue it with --resume {run_dir}, or pass --overwrite to "
                 "start again"
@@ -387,7 +382,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
             save_dir=run_dir / "student",
             meta={**meta, "stage": 2},
             initial_best=summary["best_score"],
-            resume=cfg.resume and any((run_dir / "stage2" / "checkpoints").glob("step-*.pt")),
+            resume=cfg.resume and Checkpoints.exist(run_dir / "stage2"),
         )
         summary["stage2"] = {k: second[k] for k in ("best_epoch", "validation", "test", "train_seconds")}
         if second["best_epoch"]:
@@ -397,9 +392,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     teacher_metrics = {}
     for n in eval_names:
         if cache is not None and cache.has(n):  # the cached logits are the teacher's own, exactly
-            labels = np.asarray(splits[n]["labels"])
-            keep = labels != UNLABELED
-            teacher_metrics[n] = compute_metrics(task, cache.logits(n)[keep], labels[keep])
+            teacher_metrics[n] = score_logits(task, cache.logits(n), np.asarray(splits[n]["labels"]))
         else:
             loader = make_loader(splits[n], collator, 128, shuffle=False, buckets=True)
             teacher_metrics[n] = evaluate(teacher, loader, task, role="teacher")

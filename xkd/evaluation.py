@@ -29,6 +29,10 @@ def predict(model: nn.Module, loader: DataLoader, role: str = "student") -> tupl
 
 def evaluate(model: nn.Module, loader: DataLoader, task: Task, role: str = "student") -> dict[str, float]:
     """The task's metrics on a labelled split (unlabelled rows, such as GLUE's hidden test labels, are skipped)."""
-    logits, labels = predict(model, loader, role)
+    return score_logits(task, *predict(model, loader, role))
+
+
+def score_logits(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics on logits already computed (e.g. a teacher cache's), skipping unlabelled rows."""
     keep = labels != UNLABELED
     return compute_metrics(task, logits[keep], labels[keep])

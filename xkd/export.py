@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from xkd.errors import XKDError
+from xkd.latency import median_ms
 
 CHECK_TEXTS = (
     "a gripping , beautifully acted film .",
@@ -67,51 +67,39 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 18, atol
         import onnxruntime as ort
     except ImportError:
         raise XKDError("ONNX export needs onnx and onnxruntime: pip install 'xkd[export]'") from None
-    model = model.eval().cpu()
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model stays where it is
     if hasattr(model, "for_export"):  # e.g. the BiLSTM trades packed sequences for an exportable equivalent
-        model = copy.deepcopy(model).for_export().eval()
+        model = model.for_export().eval()
     inputs = example_inputs(model)
     names = list(inputs)
     wrapper = LogitsOnly(model, names).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    with torch.no_grad():
-        reference = wrapper(*inputs.values()).numpy()
-        if getattr(model, "onnx_exporter", "dynamo") == "torchscript":
-            # torch.export unrolls LSTMs over time and fixes the length; the TorchScript exporter emits ONNX's
-            # own LSTM operator, which keeps it dynamic.
-            axes = {name: {0: "batch", 1: "sequence"} for name in names}
-            torch.onnx.export(
-                wrapper,
-                tuple(inputs.values()),
-                str(tmp),
-                input_names=names,
-                output_names=["logits"],
-                dynamic_axes={**axes, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
-        else:
-            torch.onnx.export(
-                wrapper,
-                tuple(inputs.values()),
-                str(tmp),
-                input_names=names,
-                output_names=["logits"],
-                dynamic_shapes=(  # forward(*tensors): one entry, the tuple
-                    tuple({0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for _ in names),
-                ),
-                opset_version=opset,
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
+    if getattr(model, "onnx_exporter", "dynamo") == "torchscript":
+        # torch.export unrolls LSTMs over time and fixes the length; the TorchScript exporter emits ONNX's own
+        # LSTM operator, which keeps it dynamic.
+        axes = {name: {0: "batch", 1: "sequence"} for name in names}
+        exporter = {"dynamo": False, "dynamic_axes": {**axes, "logits": {0: "batch"}}}
+    else:
+        dims = tuple({0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for _ in names)
+        exporter = {"dynamo": True, "dynamic_shapes": (dims,), "external_data": False, "verbose": False}
+    with torch.no_grad():  # forward(*tensors): the dynamic shapes are one entry, the tuple
+        torch.onnx.export(
+            wrapper,
+            tuple(inputs.values()),
+            str(tmp),
+            input_names=names,
+            output_names=["logits"],
+            opset_version=opset,
+            **exporter,
+        )
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     # Check on the export batch and on a batch of another size and length, to prove the axes are dynamic.
     worst = 0.0
     for feed in (inputs, example_inputs(model, CHECK_TEXTS[:2])):
-        expected = reference if feed is inputs else wrapper(*feed.values()).detach().numpy()
+        with torch.no_grad():
+            expected = wrapper(*feed.values()).numpy()
         got = session.run(["logits"], {k: v.numpy() for k, v in feed.items()})[0]
         worst = max(worst, float(np.abs(got - expected).max()))
     if worst > atol:
@@ -128,16 +116,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 18, atol
 
 
 def onnx_latency_ms(path: str | os.PathLike, inputs: dict[str, torch.Tensor], repeats: int = 20) -> float:
-    """Median ONNX Runtime latency on CPU (one thread per core, like PyTorch's default)."""
+    """Median ONNX Runtime latency on CPU, timed like `cpu_latency_ms`."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {k: v.numpy() for k, v in inputs.items()}
-    for _ in range(3):
-        session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
+    return median_ms(lambda: session.run(None, feed), repeats, warmup=3)

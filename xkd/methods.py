@@ -81,6 +81,8 @@ class Method:
                 raise XKDError(f"method '{self.name}': {name} must be > 0, got {value}")
             if name in WEIGHT_OPTIONS and not value >= 0:
                 raise XKDError(f"method '{self.name}': {name} is a loss weight and must be >= 0, got {value}")
+            if name == "threshold" and not value >= 0:
+                raise XKDError(f"method '{self.name}': threshold must be >= 0 (0: stages by count), got {value}")
             if name in UNIT_OPTIONS and not 0 <= value <= 1:
                 raise XKDError(f"method '{self.name}': {name} must lie in [0, 1], got {value}")
         return resolved
@@ -90,7 +92,7 @@ class Method:
 
 
 POSITIVE_OPTIONS = {"temperature", "attention_temperature", "per_layer"}
-WEIGHT_OPTIONS = {"beta", "gamma", "attention", "cosine", "threshold"}
+WEIGHT_OPTIONS = {"beta", "gamma", "attention", "cosine"}
 UNIT_OPTIONS = {"alpha", "eta", "lam"}  # shares of a convex combination
 
 METHODS: Registry[Method] = Registry("method")

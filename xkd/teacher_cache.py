@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xkd.data import Collator, make_loader, tokenizer_fingerprint
-from xkd.paths import cache_root as xkd_cache_root
+from xkd.paths import cache_root
 from xkd.trace import Trace
 
 FORMAT = 1
@@ -39,8 +39,8 @@ FIELDS = ("logits", "layer_vectors", "pseudo_logits")
 Log = Callable[[str], None]
 
 
-def cache_root() -> Path:
-    return xkd_cache_root() / "traces"
+def traces_root() -> Path:
+    return cache_root() / "traces"
 
 
 def _hash_tensors(h: Any, state: dict[str, torch.Tensor]) -> None:
@@ -87,13 +87,8 @@ class TeacherCache:
 
     def trace(self, split: str, index: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Trace:
         """The teacher's Trace for examples `index` of `split`, on the device of `index`."""
-        rows = np.sort(index.cpu().numpy())  # memmap reads are faster in file order
-        order = np.searchsorted(rows, index.cpu().numpy())
-        device = index.device
-        fields = {
-            name: torch.from_numpy(np.ascontiguousarray(array[rows][order])).to(device)
-            for name, array in self.arrays[split].items()
-        }
+        rows = index.cpu().numpy()
+        fields = {name: torch.from_numpy(array[rows]).to(index.device) for name, array in self.arrays[split].items()}
         return Trace(
             logits=fields["logits"],
             layer_vectors=fields["layer_vectors"],
@@ -190,7 +185,7 @@ def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, r
     )
     key = hashlib.sha1(identity.encode()).hexdigest()[:12]
     slug = Path(teacher_path.rstrip("/")).name.replace("/", "--") or "teacher"
-    return (root or cache_root()) / f"{task}--{slug}--{key}"
+    return (root or traces_root()) / f"{task}--{slug}--{key}"
 
 
 def open_or_build(
@@ -224,7 +219,7 @@ def open_or_build(
 
 def list_caches(root: Path | None = None) -> list[dict[str, Any]]:
     """Every complete cache under the root, with its meta and size on disk."""
-    root = root or cache_root()
+    root = root or traces_root()
     out = []
     for directory in sorted(root.glob("*")) if root.is_dir() else []:
         cache = open_cache(directory)

@@ -84,6 +84,11 @@ class Checkpoints:
     def paths(self) -> list[Path]:
         return sorted(self.directory.glob("step-*.pt"))
 
+    @classmethod
+    def exist(cls, run_dir: Path) -> bool:
+        """Whether `run_dir` holds a resumable checkpoint."""
+        return bool(cls(Path(run_dir) / "checkpoints", keep=1).paths())
+
     def save(self, state: dict[str, Any]) -> None:
         if not self.enabled:
             return
@@ -289,7 +294,7 @@ def train(
     attention_path = run_dir / "attention.jsonl"
     checkpoints = Checkpoints(run_dir / "checkpoints", settings.keep_checkpoints, enabled=main)
     best_score, best_epoch, best_state, best_val = initial_best, 0, None, {}
-    step, first_epoch, skip, elapsed, resumed_rng = 0, 1, 0, 0.0, None
+    step, first_epoch, skip, elapsed = 0, 1, 0, 0.0
     sums: dict[str, float] = {}
     seen = 0
     if resume:
@@ -302,7 +307,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") is not None and accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(state["scaler"])
-        resumed_rng = state["rng"]
+        set_rng_state(state["rng"])  # nothing draws from it before the next step (loaders have own generators)
         step, first_epoch, skip, elapsed = state["step"], state["epoch"], state["batches_done"], state["elapsed"]
         sums, seen = dict(state["sums"]), state["seen"]
         best_score, best_epoch, best_val, best_state = (
@@ -347,27 +352,20 @@ def train(
         sampler.for_epoch(epoch)
         if epoch != first_epoch or not resume:
             sums, seen, skip = {}, 0, 0
-        # Starting an epoch's iterator draws from the global RNG (the DataLoader's base seed), so an RNG state
-        # saved at an epoch end is restored before that draw, and one saved mid-epoch after it, once the batches
-        # trained on before the interruption have been skipped.
-        if resumed_rng is not None and skip == 0:
-            set_rng_state(resumed_rng)
-        batches = enumerate(train_loader)
-        if resumed_rng is not None and skip > 0:
-            for _ in range(skip):
-                next(batches)
-            set_rng_state(resumed_rng)
-        resumed_rng = None
-        for index, batch in batches:
+        for index, batch in enumerate(train_loader):
+            if index < skip:  # resumed mid-epoch: these batches were trained on before the interruption
+                continue
             teacher_trace = source("train", batch)
             frozen = max((m.frozen_layers for m in freezers), default=0)  # before the forward moves the stage on
             with accelerator.accumulate(model, term_modules):
                 with accelerator.autocast():
                     student_trace = model(batch["student"], output_attentions=needs_attentions)
                     loss, values = weighted_loss(terms, student_trace, teacher_trace, batch["labels"], task)
-                # Every process must agree to stop, or the others would wait forever in the next all-reduce.
-                if not bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
-                    bad = next((n for n, v in values.items() if not torch.isfinite(v)), "total")
+                # One all-reduce per step gives the logged means, and the stop signal: the mean is not finite on
+                # every process as soon as one process's loss is not, so all stop (none waits in an all-reduce).
+                logged = accelerator.reduce(torch.stack([loss, *values.values()]).detach().float(), "mean")
+                if not bool(torch.isfinite(logged).all()):
+                    bad = next((n for n, v in zip(values, logged[1:], strict=True) if not torch.isfinite(v)), "total")
                     kept = f"the best checkpoint so far is kept in {save_dir}" if best_state else "no checkpoint yet"
                     raise XKDError(
                         f"the loss is not finite at step {step + 1} (term '{bad}'); stopped before updating the "
@@ -387,7 +385,6 @@ def train(
 
             step += 1
             seen += 1
-            logged = accelerator.reduce(torch.stack([loss, *values.values()]).detach().float(), "mean")
             for name, value in zip(["loss", *values], logged.tolist(), strict=True):
                 sums[name] = sums.get(name, 0.0) + value
             bar.update(1)
