@@ -81,3 +81,15 @@ def test_takd_chain_on_tiny_models(tmp_path, task_dir):
     assert ta2["teacher"]["source"] == str(out / "assistants" / "ta3" / "student")
     config = json.loads((out / "config.json").read_text())
     assert config["assistant_layers"] == [3, 2]
+    # Total compute includes training every assistant of the chain.
+    ta3 = json.loads((out / "assistants" / "ta3" / "summary.json").read_text())
+    compute = summary["compute"]
+    assert compute["assistant_flops"] == ta3["compute"]["total_flops"] + ta2["compute"]["total_flops"] > 0
+    # Each link read a cache of its teacher: charged one teacher pass over train, validation and test (64+32+32).
+    for link in (ta3, ta2):
+        assert link["compute"]["teacher_online_examples"] == 0
+        assert link["compute"]["teacher_forward_examples"] == link["compute"]["teacher_cached_examples"] == 128
+    assert (
+        compute["total_flops"]
+        == compute["student_train_flops"] + compute["teacher_forward_flops"] + (compute["assistant_flops"])
+    )

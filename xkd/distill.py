@@ -32,6 +32,7 @@ from xkd.data import (
 from xkd.errors import XKDError
 from xkd.evaluation import evaluate, score_logits
 from xkd.files import write_text_atomically
+from xkd.flops import flops_per_example
 from xkd.latency import cpu_latency_ms
 from xkd.methods import TermContext, get_method
 from xkd.options import resolve_options
@@ -55,6 +56,7 @@ from xkd.training import Checkpoints, TrainSettings, parameter_count, process_st
 
 Log = Callable[[str], None]
 RUN_FILES = ("summary.json", "metrics.jsonl", "student", "checkpoints")  # what marks a directory as holding a run
+LINK_KEYS = ("validation", "test", "train_seconds", "wall_seconds", "compute")  # what a TAKD link records
 
 
 def resolve_task(cfg: DistillConfig) -> Task:
@@ -224,9 +226,7 @@ def assistant_chain(
             summary = json.loads((link_dir / "summary.json").read_text())
             log(f"teacher assistant: reusing the finished {k}-layer assistant in {link_dir}")
             source = summary["student"]["dir"]
-            links.append(
-                {"layers": k, "dir": source, **{n: summary[n] for n in ("validation", "test", "train_seconds")}}
-            )
+            links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
             continue
         log(f"teacher assistant: distilling a {k}-layer BERT-k from {source} with vanilla KD")
         link = replace(
@@ -248,15 +248,7 @@ def assistant_chain(
         )
         summary = run_distill(link, log)
         source = summary["student"]["dir"]
-        links.append(
-            {
-                "layers": k,
-                "dir": source,
-                "validation": summary["validation"],
-                "test": summary["test"],
-                "train_seconds": summary["train_seconds"],
-            }
-        )
+        links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
     info = {**teacher_info, "path": source, "original_teacher": teacher_info["path"], "assistants": links}
     return load_teacher(source, task), info
 
@@ -411,12 +403,64 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         "dir": str(run_dir / "student"),
     }
     summary["method"] = {"name": method.name, "terms": {t.name: t.weight for t in terms}}
+    stages = [summary, *([second] if cfg.second_stage_epochs else [])]
+    summary["compute"] = compute_columns(
+        stages,
+        teacher,
+        student,
+        splits[task.validation_splits[0]],
+        collator,
+        cfg.batch_size,
+        teacher_info,
+        cache_examples=cache.examples if cache is not None else 0,
+    )
     if cfg.latency:
         summary["latency_ms"] = latency_table(teacher, student, splits[task.validation_splits[0]], collator)
     summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
     if state.is_main_process:
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def compute_columns(
+    stages: list[dict[str, Any]],
+    teacher,
+    student,
+    split,
+    collator: Collator,
+    batch_size: int,
+    teacher_info: dict,
+    cache_examples: int = 0,
+) -> dict[str, Any]:
+    """What the run cost in FLOPs, machine-independent, TAKD assistants included.
+
+    Training a network costs about 3x its forward FLOPs per example (forward + backward), a frozen teacher 1x per
+    example it runs on. FLOPs per example are counted on up to 256 validation examples batched as in training.
+    A run that reads the teacher cache is charged the one teacher pass that built it (`cache_examples`), whether
+    it built the cache or reused it, so a run's cost does not depend on what ran before it; a study that shares
+    one cache across runs says how much that saves.
+    """
+    sample = split.select(range(min(256, len(split))))
+    batches = list(make_loader(sample, collator, batch_size, shuffle=False, buckets=True))
+    student_fpe = flops_per_example(student, [b["student"] for b in batches])
+    teacher_fpe = flops_per_example(teacher, [b["teacher"] for b in batches])
+    trained = sum(s["train_examples"] for s in stages)
+    online = sum(s["teacher_forward_examples"] for s in stages)
+    teacher_examples = online + cache_examples
+    assistants = sum((link.get("compute") or {}).get("total_flops", 0) for link in teacher_info.get("assistants", []))
+    student_flops, teacher_flops = 3 * student_fpe * trained, teacher_fpe * teacher_examples
+    return {
+        "student_flops_per_example": round(student_fpe),
+        "teacher_flops_per_example": round(teacher_fpe),
+        "train_examples": trained,
+        "teacher_forward_examples": teacher_examples,
+        "teacher_online_examples": online,
+        "teacher_cached_examples": cache_examples,
+        "student_train_flops": student_flops,
+        "teacher_forward_flops": teacher_flops,
+        "assistant_flops": assistants,
+        "total_flops": student_flops + teacher_flops + assistants,
+    }
 
 
 def _silent(message: str) -> None:

@@ -100,6 +100,11 @@ class TeacherCache:
         return np.asarray(self.arrays[split]["logits"])
 
     @property
+    def examples(self) -> int:
+        """Examples the teacher ran on to build the cache (one pass per cached split)."""
+        return sum(len(split["logits"]) for split in self.arrays.values())
+
+    @property
     def size_bytes(self) -> int:
         return sum(a.nbytes for split in self.arrays.values() for a in split.values())
 

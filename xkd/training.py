@@ -160,6 +160,7 @@ class TeacherSource:
 
     def __init__(self, teacher: nn.Module | None, cache: TeacherCache | None, needs_attentions: bool) -> None:
         self.teacher, self.cache, self.needs_attentions = teacher, cache, needs_attentions
+        self.forward_examples = 0  # examples this process ran through the teacher (the compute columns count them)
 
     @torch.no_grad()
     def __call__(self, split: str, batch: dict) -> Trace | None:
@@ -167,6 +168,7 @@ class TeacherSource:
             return self.cache.trace(split, batch["index"], batch.get("teacher", {}).get("attention_mask"))
         if self.teacher is None:
             return None
+        self.forward_examples += int(batch["labels"].shape[0])
         return self.teacher(batch["teacher"], output_attentions=self.needs_attentions)
 
 
@@ -296,7 +298,7 @@ def train(
     best_score, best_epoch, best_state, best_val = initial_best, 0, None, {}
     step, first_epoch, skip, elapsed = 0, 1, 0, 0.0
     sums: dict[str, float] = {}
-    seen = 0
+    seen = trained = 0  # batches this epoch; examples trained on (this process)
     if resume:
         state = checkpoints.latest()
         if state is None:
@@ -310,6 +312,7 @@ def train(
         set_rng_state(state["rng"])  # nothing draws from it before the next step (loaders have own generators)
         step, first_epoch, skip, elapsed = state["step"], state["epoch"], state["batches_done"], state["elapsed"]
         sums, seen = dict(state["sums"]), state["seen"]
+        trained, source.forward_examples = state.get("counts", (0, 0))
         best_score, best_epoch, best_val, best_state = (
             state["best_score"], state["best_epoch"], state["best_val"], state["best_state"],
         )  # fmt: skip
@@ -335,6 +338,7 @@ def train(
                 "batches_done": batches_done,
                 "sums": sums,
                 "seen": seen,
+                "counts": (trained, source.forward_examples),
                 "elapsed": time.perf_counter() - start,
                 "best_score": best_score,
                 "best_epoch": best_epoch,
@@ -385,6 +389,7 @@ def train(
 
             step += 1
             seen += 1
+            trained += int(batch["labels"].shape[0])
             for name, value in zip(["loss", *values], logged.tolist(), strict=True):
                 sums[name] = sums.get(name, 0.0) + value
             bar.update(1)
@@ -444,5 +449,9 @@ def train(
         "steps_per_second": round(step / train_seconds, 3) if train_seconds else None,
         "device": str(accelerator.device),
         "processes": accelerator.num_processes,
+        # Global counts for the compute columns (each process sees an equal share of every batch).
+        "train_examples": trained * accelerator.num_processes,
+        "teacher_forward_examples": source.forward_examples * accelerator.num_processes,
+        "trainable_parameters": parameter_count(nn.ModuleList([model, term_modules]), trainable_only=True),
         "settings": asdict(settings),
     }
