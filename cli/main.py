@@ -389,14 +389,56 @@ def teacher_heads(teacher_path, task, kind, epochs, lr, data_dir, max_length, ma
     click.echo(json.dumps({"heads_dir": str(directory), "layer_metrics": metrics}, indent=2))
 
 
-@cli.command("report")
-@click.argument("run_dir", type=click.Path(file_okay=False))
-def report_command(run_dir: str) -> None:
-    """Draw a run's plots: the projector's attention heatmap and the teacher's per-layer head accuracy.
+@cli.command("study")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Study directory [default: studies/<name>].")
+@click.option("--dry-run", is_flag=True, help="Check the file and list the runs with their state; train nothing.")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write report.md and plots at the end.")
+@click.option("--progress/--no-progress", default=True, help="Training progress bars of each run.")
+def study_command(config_file: str, output_dir: str | None, dry_run: bool, report: bool, progress: bool) -> None:
+    """Run a grid of distillations (teachers x students x methods x hyperparameters x seeds) from one file.
+
+    Shares one teacher fine-tune, one set of pseudo heads and one teacher cache per teacher and task, and one
+    TAKD assistant per seed. Resumable: run the same command again and finished runs are skipped, interrupted
+    ones continue from their last checkpoint, failed ones are retried. The file format is in the README
+    ("Studies") and in recipes/.
 
     \b
     Example:
+      xkd study recipes/mr-methods.toml
+    """
+    from xkd.study import load_plan, run_state, run_study
+
+    plan = load_plan(config_file, output_dir)
+    if dry_run:
+        for run in plan.all_runs():
+            click.echo(f"{run_state(plan.run_dir(run)):<12} {plan.run_dir(run)}")
+        click.echo(f"{len(plan.runs)} runs, {len(plan.assistants)} assistants in {plan.directory}")
+        return
+    outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress)
+    if report:
+        from xkd.report import report_study
+
+        click.echo(f"report: {report_study(plan.directory)[0]}", err=True)
+    if outcome["failed"]:
+        first, message = next(iter(outcome["failed"].items()))
+        click.echo(
+            f"{len(outcome['failed'])} of {outcome['total']} runs failed (first: {first}: {message}); the others are "
+            "saved; fix the cause and run the same command again to retry them",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
+@cli.command("report")
+@click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False))
+def report_command(run_dir: str) -> None:
+    """Write DIR/report.md and its PNG plots, for a run (xkd distill) or a study (xkd study).
+
+    \b
+    Examples:
       xkd report runs/mr-bert-k2-universal-20260101-120000
+      xkd report studies/mr-methods
     """
     from xkd.report import report_run
 

@@ -120,14 +120,14 @@ class DistillConfig:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
-_FIELDS = {f.name: f for f in fields(DistillConfig)}
+CONFIG_FIELDS = {f.name: f for f in fields(DistillConfig)}
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce_value(name: str, value: Any) -> Any:
     """Check a config-file value against the field's type (TOML/YAML already give ints, floats and bools)."""
-    default = _FIELDS[name].default
+    default = CONFIG_FIELDS[name].default
     kind = type(default) if default not in (MISSING, None) else None
-    annotation = str(_FIELDS[name].type)
+    annotation = str(CONFIG_FIELDS[name].type)
     if value is None:
         return None
     if "dict" in annotation:
@@ -184,11 +184,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     values = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
-        if name not in _FIELDS:
+        if name not in CONFIG_FIELDS:
             raise XKDError(
-                f"unknown config key '{key}' in {path}{closest(name, _FIELDS)}; run 'xkd distill --help' for keys"
+                f"unknown config key '{key}' in {path}{closest(name, CONFIG_FIELDS)}; run 'xkd distill --help' for keys"
             )
-        values[name] = _coerce(name, value)
+        values[name] = coerce_value(name, value)
     return values
 
 

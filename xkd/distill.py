@@ -229,24 +229,7 @@ def assistant_chain(
             links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
             continue
         log(f"teacher assistant: distilling a {k}-layer BERT-k from {source} with vanilla KD")
-        link = replace(
-            cfg,
-            teacher=source,
-            finetune_teacher="never",
-            student="bert-k",
-            student_layers=k,
-            student_init="uniform",
-            student_options={},
-            method="kd",
-            method_options={},
-            assistant_layers=[],
-            second_stage_epochs=0,
-            output_dir=str(link_dir),
-            overwrite=True,
-            resume=cfg.resume and Checkpoints.exist(link_dir),
-            latency=False,
-        )
-        summary = run_distill(link, log)
+        summary = run_distill(assistant_config(cfg, source, k, link_dir), log)
         source = summary["student"]["dir"]
         links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
     info = {**teacher_info, "path": source, "original_teacher": teacher_info["path"], "assistants": links}
@@ -270,14 +253,11 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     return open_teacher_cache(cfg, task, teacher, info["path"], splits, Collator(tokenizers), log)
 
 
-def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
-    """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`."""
+def check_config(cfg: DistillConfig) -> dict[str, Any]:
+    """Every check that needs no data or model (values, task, method and its options, student and its options);
+    returns the method's resolved options. Studies call it for every run before the first one starts."""
     cfg.validate()
-    wall_start = time.perf_counter()
-    state = process_state()
-    if not state.is_main_process:
-        log = _silent  # under `accelerate launch`, one process speaks
-    task = resolve_task(cfg)
+    resolve_task(cfg)
     method = get_method(cfg.method)
     spec = student_spec(cfg.student)
     if spec is not None:
@@ -285,7 +265,43 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     else:
         plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
     shared = {k: v for k, v in (("temperature", cfg.temperature), ("alpha", cfg.alpha)) if k in method.options}
-    options = method.resolve({**shared, **cfg.method_options})  # option errors before any loading
+    return method.resolve({**shared, **cfg.method_options})
+
+
+def assistant_config(cfg: DistillConfig, teacher: str, layers: int, output_dir: Path) -> DistillConfig:
+    """One TAKD link: a `layers`-layer BERT-k distilled from `teacher` with vanilla KD, otherwise `cfg`'s settings.
+
+    The learning rate is the run's only when the run's student is itself a BERT-k (a CNN's 2e-3 would wreck a
+    transformer), else BERT-k's default.
+    """
+    return replace(
+        cfg,
+        teacher=teacher,
+        finetune_teacher="never",
+        student="bert-k",
+        student_layers=layers,
+        student_init="uniform",
+        student_options={},
+        method="kd",
+        method_options={},
+        assistant_layers=[],
+        second_stage_epochs=0,
+        lr=(cfg.lr if cfg.student == "bert-k" else None) or student_lr("bert-k"),
+        output_dir=str(output_dir),
+        overwrite=True,
+        resume=cfg.resume and Checkpoints.exist(output_dir),
+        latency=False,
+    )
+
+
+def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
+    """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`."""
+    wall_start = time.perf_counter()
+    state = process_state()
+    if not state.is_main_process:
+        log = _silent  # under `accelerate launch`, one process speaks
+    options = check_config(cfg)  # option errors before any loading
+    task, method = resolve_task(cfg), get_method(cfg.method)
 
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
     if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):

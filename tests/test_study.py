@@ -1,0 +1,204 @@
+"""`xkd study` and `xkd report` on a tiny grid: sharing, resuming, statistics, cost columns, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from scipy import stats
+from tiny import run, save_tiny
+
+from xkd.results import confidence_interval
+
+
+def study_file(tmp_path: Path, teacher: Path, data: Path, extra: str = "", top: str = "") -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(
+        f"""
+name = "tiny"
+seeds = [1, 2]
+{top}
+
+[base]
+task = "mr"
+teacher = "{teacher}"
+data_dir = "{data}"
+epochs = 2
+batch_size = 16
+max_length = 16
+teacher_epochs = 1
+heads_epochs = 2
+latency = false
+
+[students.bert1]
+student = "bert-k"
+student_layers = 1
+
+[students.cnn]
+student = "cnn"
+student_layers = 1
+student_options = {{ embedding_dim = 16, channels = 8 }}
+
+[methods.none]
+method = "none"
+
+[methods.takd]
+method = "kd"
+assistant_layers = [2]
+
+[methods.cg]
+method = "universal"
+method_options = {{ mode = "cg" }}
+{extra}
+"""
+    )
+    return path
+
+
+def test_ci_is_students_t():
+    mean, sd, half = confidence_interval([78.0, 79.0, 80.5])
+    assert mean == pytest.approx(79.1666666)
+    assert sd == pytest.approx(1.2583057)
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * 1.2583057 / math.sqrt(3))
+    assert math.isnan(confidence_interval([1.0])[2])
+
+
+def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_dir, isolated_cache):
+    teacher = save_tiny(tmp_path / "encoder", layers=4, bare=True)  # needs the shared fine-tune
+    config = study_file(tmp_path, teacher, task_dir)
+    out = tmp_path / "study"
+
+    dry = run("study", str(config), "--output-dir", str(out), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "12 runs, 2 assistants" in dry.output and dry.output.count("pending") == 14
+
+    first = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    assert first.exit_code == 0, first.output
+    study = json.loads((out / "study.json").read_text())
+    assert [a["id"] for a in study["assistants"]] == ["ta2--s1", "ta2--s2"]
+    # One fine-tune for the whole grid, and every run names it.
+    finetuned = study["teachers"][""]["path"]
+    assert len(list((isolated_cache / "teachers").iterdir())) == 1
+    for entry in study["runs"]:
+        config_json = json.loads((Path(entry["dir"]) / "config.json").read_text())
+        if entry["group"]["method"] == "takd":
+            assert config_json["teacher"] == str(out / "assistants" / f"ta2--s{entry['seed']}" / "student")
+        else:
+            assert config_json["teacher"] == finetuned and config_json["finetune_teacher"] == "never"
+        assert config_json["seed"] == entry["seed"]
+    # The assistant of a seed is shared by both students; its cost is charged to each TAKD run.
+    rows = list(csv.DictReader((out / "results" / "runs.csv").open()))
+    assert len(rows) == 12 and all(r["status"] == "finished" for r in rows)
+    ta = json.loads((out / "assistants" / "ta2--s1" / "summary.json").read_text())
+    takd = next(r for r in rows if r["student"] == "cnn" and r["method"] == "takd" and r["seed"] == "1")
+    own = json.loads((out / "runs" / takd["id"] / "summary.json").read_text())
+    assert float(takd["total_flops"]) == pytest.approx(own["compute"]["total_flops"] + ta["compute"]["total_flops"])
+    assert float(takd["wall_seconds"]) == pytest.approx(own["wall_seconds"] + ta["wall_seconds"])
+    none = next(r for r in rows if r["student"] == "cnn" and r["method"] == "none")
+    assert float(none["teacher_forward_examples"]) == 0
+    # Group statistics are the per-seed values' mean, sd and t interval.
+    groups = json.loads((out / "results" / "groups.json").read_text())
+    assert len(groups) == 6 and all(g["n"] == 2 for g in groups)
+    group = next(g for g in groups if g["student"] == "bert1" and g["method"] == "cg")
+    values = [float(r["test accuracy"]) for r in rows if r["student"] == "bert1" and r["method"] == "cg"]
+    assert group["test accuracy"]["values"] == pytest.approx(values)
+    assert group["test accuracy"]["ci95"] == pytest.approx(confidence_interval(values)[2], nan_ok=True)
+    report = (out / "report.md").read_text()
+    assert "## bert1" in report and "## cnn" in report and "| takd | 2 |" in report
+    for plot in ("accuracy_test_accuracy.png", "learning_curves.png", "teacher_heads.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+    assert list((out / "plots").glob("attention_bert1*cg*universal.png"))
+
+    # Resuming: finished runs are skipped; a run interrupted after its first epoch continues from its checkpoint;
+    # a run that failed before training is started again.
+    summaries = {p: p.stat().st_mtime_ns for p in out.glob("*/*/summary.json")}
+    interrupted = out / "runs" / "bert1--none--s2"
+    (interrupted / "summary.json").unlink()
+    checkpoints = sorted((interrupted / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem[5:]))
+    checkpoints[-1].unlink()  # the last epoch's checkpoint: the run now stops after epoch 1
+    (interrupted / "metrics.jsonl").write_text((interrupted / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    failed = out / "runs" / "cnn--none--s1"
+    shutil.rmtree(failed)
+    again = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert "12 finished, 1 to resume" in again.output
+    assert "bert1--none--s2: resuming" in again.output and "cnn--none--s1: starting" in again.output
+    unchanged = [p for p, t in summaries.items() if p.exists() and p.stat().st_mtime_ns == t]
+    assert len(unchanged) == len(summaries) - 2
+    assert len((interrupted / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # A finished run is never reused for a config the file no longer asks for.
+    config.write_text(config.read_text().replace("epochs = 2", "epochs = 3"))
+    changed = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    assert changed.exit_code == 2 and "another config" in changed.output and "epochs: 2 -> 3" in changed.output
+
+    # report regenerates from the files alone.
+    (out / "report.md").unlink()
+    again = run("report", str(out))
+    assert again.exit_code == 0 and (out / "report.md").is_file()
+
+
+def test_run_report_markdown(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", str(teacher), "--data-dir", str(task_dir), "--method", "kd"]
+    result = run(
+        *args, "--epochs", "1", "--max-length", "16", "--no-progress", "--no-latency", "--output-dir", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    report = run("report", str(out))
+    assert report.exit_code == 0, report.output
+    text = (out / "report.md").read_text()
+    assert "validation accuracy (%)" in text and "## Per epoch" in text and "FLOPs" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[extra]\nseed = 3", "unknown study key 'extra'"),
+        ("[grid]\nlr = 0.1", "must be a non-empty list"),
+        ("[grid]\nepochz = [1, 2]", "unknown config key 'epochz'"),
+        ("[methods.bad]\nmethod = 'kd'\nseed = 4", "decides per run"),
+        ("[methods.bad]\nmethod = 'kdd'", "run bert1 / bad"),
+        ("[methods.bad]\nmethod = 'kd'\nalpha = 2.0", "alpha must lie in [0, 1]"),
+        ("[students.bad]\nstudent = 'cnn'\nstudent_options = { vectors = '${XKD_UNSET_FOR_TEST}' }", "not set"),
+    ],
+)
+def test_study_file_errors(tmp_path, task_dir, extra, message):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    config = study_file(tmp_path, teacher, task_dir, extra)
+    result = run("study", str(config), "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    config = tmp_path / "s.json"
+    config.write_text(
+        json.dumps(
+            {
+                "seeds": [1],
+                "base": {
+                    "teacher": str(teacher),
+                    "data_dir": str(task_dir),
+                    "epochs": 1,
+                    "max_length": 16,
+                    "latency": False,
+                },
+                "students": {"ok": {"student_layers": 1}, "deep": {"student_layers": 5}},
+                "methods": {"kd": {"method": "kd"}},
+            }
+        )
+    )
+    result = run("study", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress")
+    assert result.exit_code == 1
+    assert "1 of 2 runs failed (first: deep--kd--s1" in result.output
+    assert (tmp_path / "out" / "runs" / "ok--kd--s1" / "summary.json").is_file()
+    error = (tmp_path / "out" / "runs" / "deep--kd--s1" / "error.txt").read_text()
+    assert error.startswith("a 5-layer student cannot be initialised from a 2-layer teacher")

@@ -1,0 +1,410 @@
+"""`xkd study CONFIG`: a grid of distillation runs from one file, sharing what can be shared, resumable.
+
+The grid is teachers x students x methods x hyperparameters x seeds. Every run is an ordinary `xkd distill` run
+in `STUDY/runs/<id>/`, so anything that reads a run reads a study's runs. Shared across the grid:
+
+- one teacher fine-tune (and its pseudo heads) per teacher and task, prepared before the first run with the
+  study's `teacher_seed`; the runs then name the prepared directory, so no run fine-tunes again;
+- one teacher cache per teacher and task (its key ignores the student and seed, so the first run builds it);
+- one TAKD assistant chain per teacher, seed and chain: a method with `assistant_layers` trains its assistants
+  as runs of their own in `STUDY/assistants/`, and every student of that seed learns from the same assistant.
+  The cost columns charge each TAKD run its whole chain, so the totals answer "what did this student cost".
+
+Resuming is the default: a finished run (summary.json) is skipped, an interrupted one continues from its newest
+checkpoint, a failed one starts again. A finished run whose recorded config differs from what the study file
+now asks for is an error, never silently reused.
+
+The file (TOML, YAML or JSON)::
+
+    name = "mr-methods"            # optional (default: the file name)
+    seeds = [42, 1, 2]
+    teacher_seed = 42              # optional (default: the first seed): the shared fine-tune and heads
+    [base]                         # `xkd distill` config keys shared by every run
+    task = "mr"
+    [students.cnn]                 # one table per student setup, keys as in [base]
+    student = "cnn"
+    [methods.takd]                 # one table per method setup
+    method = "kd"
+    assistant_layers = [3]
+    [grid]                         # optional: hyperparameters, each a list; the cross product
+    temperature = [1.0, 2.0]
+
+`[teachers.NAME]` tables compare teachers the same way (default: one teacher, from [base]). String values may
+name environment variables as `${NAME}`; an unset one is an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from xkd.config import CONFIG_FIELDS, DistillConfig, coerce_value, read_mapping
+from xkd.distill import (
+    assistant_config,
+    check_config,
+    ensure_teacher_heads,
+    resolve_task,
+    resolve_teacher,
+    run_distill,
+)
+from xkd.errors import XKDError, closest
+from xkd.files import write_text_atomically
+from xkd.methods import get_method
+from xkd.training import Checkpoints
+
+Log = Callable[[str], None]
+SECTIONS = ("teachers", "students", "methods")
+TOP_KEYS = ("name", "seeds", "teacher_seed", "base", "grid", "output_dir", *SECTIONS)
+# Keys a study owns: each run's directory, seed and resumption are the study's to decide.
+RESERVED = ("output_dir", "overwrite", "resume", "seed")
+# Keys that do not change what a run computes (compared configs ignore them).
+COSMETIC = ("output_dir", "overwrite", "resume", "progress", "latency")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class PlannedRun:
+    """One run of the grid: its directory name, its place in the grid, its config, and its assistants."""
+
+    id: str
+    group: dict[str, str]  # teacher, student, method, hyperparameters: everything but the seed
+    seed: int
+    config: DistillConfig
+    assistants: list[str] = field(default_factory=list)  # ids of the assistant runs it learns from, in order
+    kind: str = "run"  # "run", or "assistant" for a shared TAKD link
+
+
+@dataclass
+class StudyPlan:
+    name: str
+    directory: Path
+    seeds: list[int]
+    teacher_seed: int
+    teachers: dict[str, dict[str, Any]]
+    runs: list[PlannedRun]
+    assistants: list[PlannedRun]
+    source: str
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.directory / ("assistants" if run.kind == "assistant" else "runs") / run.id
+
+    def all_runs(self) -> list[PlannedRun]:
+        """Assistants first: the TAKD runs read their saved models."""
+        return [*self.assistants, *self.runs]
+
+
+def _expand(value: Any, where: str) -> Any:
+    """`${NAME}` in strings -> the environment variable's value; unset variables are an error."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise XKDError(f"{where} uses ${{{name}}}, which is not set; export {name} or write the value")
+            return os.environ[name]
+
+        return _ENV.sub(substitute, value)
+    if isinstance(value, list):
+        return [_expand(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, where) for k, v in value.items()}
+    return value
+
+
+def _config_values(table: Any, where: str, path: Path) -> dict[str, Any]:
+    """A table of `xkd distill` config keys, checked key by key."""
+    if not isinstance(table, dict):
+        raise XKDError(f"{where} in {path} must be a table of config keys, got {table!r}")
+    values = {}
+    for key, value in table.items():
+        name = str(key).replace("-", "_")
+        if name in RESERVED:
+            raise XKDError(
+                f"{where} in {path} sets '{key}', which the study decides per run; use the top-level 'seeds' list "
+                "for seeds and --output-dir for the study directory"
+            )
+        if name not in CONFIG_FIELDS:
+            raise XKDError(f"unknown config key '{key}' in {where} of {path}{closest(name, CONFIG_FIELDS)}")
+        values[name] = coerce_value(name, _expand(value, f"{where}.{key} in {path}"))
+    return values
+
+
+def _named_tables(raw: dict[str, Any], section: str, path: Path) -> dict[str, dict[str, Any]]:
+    tables = raw.get(section)
+    if tables is None:
+        return {}
+    if not isinstance(tables, dict) or not tables:
+        raise XKDError(f"[{section}] in {path} must hold named tables, e.g. [{section}.NAME]")
+    return {str(name): _config_values(table, f"[{section}.{name}]", path) for name, table in tables.items()}
+
+
+def _grid(raw: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The hyperparameter combinations; keys with one value are constants, not grid axes."""
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise XKDError(f"[grid] in {path} must map config keys to lists of values")
+    axes = {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise XKDError(f"[grid] {key} in {path} must be a non-empty list of values, e.g. {key} = [1.0, 2.0]")
+        checked = [_config_values({key: v}, "[grid]", path) for v in values]
+        axes[str(key).replace("-", "_")] = [c[str(key).replace("-", "_")] for c in checked]
+    names = list(axes)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def _label(values: dict[str, Any], varying: set[str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in values.items() if k in varying)
+
+
+def _slug(*parts: str) -> str:
+    text = "--".join(p for p in parts if p)
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)
+
+
+def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> StudyPlan:
+    """Read and check a study file and expand its grid; checks every run's config before anything runs."""
+    path = Path(config_path)
+    raw = read_mapping(path, "study file")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise XKDError(
+                f"unknown study key '{key}' in {path}{closest(str(key), TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}"
+            )
+    seeds = raw.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise XKDError(f"'seeds' in {path} must be a non-empty list of integers, e.g. seeds = [42, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise XKDError(f"'seeds' in {path} repeats a seed: {seeds}")
+    teacher_seed = raw.get("teacher_seed", seeds[0])
+    if not isinstance(teacher_seed, int):
+        raise XKDError(f"'teacher_seed' in {path} must be an integer, got {teacher_seed!r}")
+    name = str(raw.get("name") or path.stem)
+    directory = Path(output_dir or raw.get("output_dir") or Path("studies") / name)
+    base = _config_values(raw.get("base") or {}, "[base]", path)
+    teachers = _named_tables(raw, "teachers", path) or {"": {}}
+    students = _named_tables(raw, "students", path) or {"": {}}
+    methods = _named_tables(raw, "methods", path) or {"": {}}
+    grid = _grid(raw, path)
+    varying = {k for k in (grid[0] if grid else {}) if len({json.dumps(g[k]) for g in grid}) > 1}
+
+    runs: list[PlannedRun] = []
+    assistants: dict[tuple, PlannedRun] = {}
+    for (t_name, t_values), (s_name, s_values), (m_name, m_values), hp, seed in itertools.product(
+        teachers.items(), students.items(), methods.items(), grid or [{}], seeds
+    ):
+        where = " / ".join(n for n in (t_name, s_name, m_name) if n) or "base"
+        values = {**base, **t_values, **s_values, **m_values, **hp}
+        try:
+            cfg = DistillConfig(**values, seed=seed, output_dir=None)
+            check_config(cfg)
+        except XKDError as e:
+            raise XKDError(f"study {path}, run {where}: {e}") from None
+        hp_label = _label(hp, varying)
+        group = {"teacher": t_name, "student": s_name, "method": m_name, "hyperparameters": hp_label}
+        run = PlannedRun(_slug(t_name, s_name, m_name, hp_label, f"s{seed}"), group, seed, cfg)
+        if cfg.assistant_layers:
+            # The chain is a function of the teacher, the shared settings and the seed, not of the student.
+            link_base = DistillConfig(**{**base, **t_values, **hp}, seed=seed)
+            chain: list[int] = []
+            for k in cfg.assistant_layers:
+                chain.append(k)
+                key = (t_name, hp_label, seed, tuple(chain))
+                if key not in assistants:
+                    link_id = _slug(t_name, "ta" + "-ta".join(map(str, chain)), hp_label, f"s{seed}")
+                    link_cfg = assistant_config(link_base, "", k, Path())
+                    assistants[key] = PlannedRun(
+                        link_id,
+                        {**group, "student": f"ta{k}", "method": "kd"},
+                        seed,
+                        link_cfg,
+                        list(run.assistants),
+                        kind="assistant",
+                    )
+                run.assistants.append(assistants[key].id)
+            run.config = replace(cfg, assistant_layers=[])
+        runs.append(run)
+    ids = [r.id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise XKDError(f"two runs of {path} get the same name; give the sections distinct names")
+    return StudyPlan(
+        name, directory, seeds, teacher_seed, {n: v for n, v in teachers.items()}, runs, list(assistants.values()),
+        str(path),
+    )  # fmt: skip
+
+
+def _comparable(cfg: DistillConfig | dict) -> dict[str, Any]:
+    values = asdict(cfg) if isinstance(cfg, DistillConfig) else dict(cfg)
+    return {k: v for k, v in values.items() if k not in COSMETIC}
+
+
+def run_state(directory: Path) -> str:
+    """finished, interrupted (has checkpoints), or pending."""
+    if (directory / "summary.json").is_file():
+        return "finished"
+    if Checkpoints.exist(directory):
+        return "interrupted"
+    return "pending"
+
+
+def prepare_teachers(plan: StudyPlan, log: Log) -> dict[str, dict[str, Any]]:
+    """Fine-tune (when needed) and train pseudo heads once per teacher; point every run at the result."""
+    from xkd.data import load_splits
+
+    prepared: dict[str, dict[str, Any]] = {}
+    for name in plan.teachers:
+        members = [r for r in plan.runs if r.group["teacher"] == name]
+        first = replace(members[0].config, seed=plan.teacher_seed)
+        start = time.perf_counter()
+        task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples)
+        teacher, info = resolve_teacher(first, task, raw, log)
+        needs_heads = any(get_method(r.config.method).needs_teacher_heads for r in members)
+        if needs_heads and teacher.pseudo_heads is None:
+            info["heads"] = ensure_teacher_heads(teacher, info["path"], task, raw, first, log)
+        prepared[name] = {**info, "seconds": round(time.perf_counter() - start, 2)}
+        for run in [*members, *(a for a in plan.assistants if a.group["teacher"] == name)]:
+            run.config = replace(run.config, teacher=info["path"], finetune_teacher="never")
+        del teacher
+    # Assistant chains: each link's teacher is the previous link's saved student.
+    for link in plan.assistants:
+        if link.assistants:
+            previous = plan.run_dir(next(a for a in plan.assistants if a.id == link.assistants[-1]))
+            link.config = replace(link.config, teacher=str(previous / "student"))
+    for run in plan.runs:
+        if run.assistants:
+            last = next(a for a in plan.assistants if a.id == run.assistants[-1])
+            run.config = replace(run.config, teacher=str(plan.run_dir(last) / "student"), finetune_teacher="never")
+    return prepared
+
+
+def check_unchanged(plan: StudyPlan) -> None:
+    """A finished run must have been run with the config the study asks for now."""
+    changed = []
+    for run in plan.all_runs():
+        directory = plan.run_dir(run)
+        saved = directory / "config.json"
+        if run_state(directory) == "pending" or not saved.is_file():
+            continue
+        old, new = _comparable(json.loads(saved.read_text())), _comparable(run.config)
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+        if diff:
+            changed.append(f"{run.id} ({'; '.join(diff[:2])})")
+    if changed:
+        raise XKDError(
+            f"{len(changed)} run(s) in {plan.directory} were run with another config than the study file asks for "
+            f"now: {changed[0]}{' and more' if len(changed) > 1 else ''}; use another --output-dir, or delete "
+            "those run directories to redo them"
+        )
+
+
+def _estimate(timed: list[tuple[dict[str, str], float]], run: PlannedRun) -> float | None:
+    """Seconds a run will take: the mean of finished runs of its group, else of its student, else of all."""
+    for keys in (("student", "method", "hyperparameters"), ("student",), ()):
+        similar = [seconds for group, seconds in timed if all(group[k] == run.group[k] for k in keys)]
+        if similar:
+            return sum(similar) / len(similar)
+    return None
+
+
+def write_plan(plan: StudyPlan, prepared: dict[str, Any]) -> None:
+    def describe(run: PlannedRun) -> dict[str, Any]:
+        return {
+            "id": run.id,
+            "kind": run.kind,
+            "dir": str(plan.run_dir(run)),
+            "group": run.group,
+            "seed": run.seed,
+            "assistants": run.assistants,
+        }
+
+    record = {
+        "name": plan.name,
+        "source": plan.source,
+        "seeds": plan.seeds,
+        "teacher_seed": plan.teacher_seed,
+        "teachers": prepared,
+        "runs": [describe(r) for r in plan.runs],
+        "assistants": [describe(r) for r in plan.assistants],
+    }
+    write_text_atomically(plan.directory / "study.json", json.dumps(record, indent=2) + "\n")
+
+
+def run_study(plan: StudyPlan, log: Log = print, progress: bool = True) -> dict[str, Any]:
+    """Run every unfinished run of the plan in order (assistants first); returns counts and the failures.
+
+    A failing run is recorded in its directory (`error.txt`) and the study goes on with the others; runs that
+    learn from a failed assistant are skipped. Run the same command again to retry what failed.
+    """
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_teachers(plan, log)
+    check_unchanged(plan)
+    write_plan(plan, prepared)
+    everything = plan.all_runs()
+    states = {r.id: run_state(plan.run_dir(r)) for r in everything}
+    finished = {r.id for r in everything if states[r.id] == "finished"}
+    log(
+        f"study {plan.name}: {len(plan.runs)} runs + {len(plan.assistants)} assistants in {plan.directory}; "
+        f"{len(finished)} finished, {sum(s == 'interrupted' for s in states.values())} to resume"
+    )
+    timed = [
+        (r.group, json.loads((plan.run_dir(r) / "summary.json").read_text()).get("wall_seconds", 0.0))
+        for r in everything
+        if r.id in finished
+    ]
+    failed: dict[str, str] = {}
+    todo = [r for r in everything if r.id not in finished]
+    for position, run in enumerate(todo, 1):
+        directory = plan.run_dir(run)
+        blocked = [a for a in run.assistants if a in failed]
+        if blocked:
+            failed[run.id] = f"its assistant {blocked[0]} failed"
+            log(f"[{position}/{len(todo)}] {run.id}: skipped, {failed[run.id]}")
+            continue
+        remaining = [_estimate(timed, r) for r in todo[position - 1 :] if r.id not in failed]
+        eta = sum(x for x in remaining if x is not None)
+        unknown = sum(x is None for x in remaining)
+        eta_text = f"ETA {eta / 60:.0f} min" + (f" + {unknown} run(s) not yet timed" if unknown else "")
+        resume = states[run.id] == "interrupted"
+        log(
+            f"[{position}/{len(todo)}] {run.id}: {'resuming' if resume else 'starting'} "
+            f"({len(finished)} finished, {len(failed)} failed; {eta_text})"
+        )
+        cfg = replace(run.config, output_dir=str(directory), overwrite=not resume, resume=resume, progress=progress)
+        log_path = directory / "log.txt"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "error.txt").unlink(missing_ok=True)
+        try:
+            with log_path.open("a") as handle:
+
+                def to_file(message: str, handle=handle) -> None:
+                    handle.write(message + "\n")
+                    handle.flush()
+
+                summary = run_distill(cfg, log=to_file)
+        except KeyboardInterrupt:
+            log(f"interrupted: run the same command again to resume {run.id} from its last checkpoint")
+            raise
+        except Exception as e:  # one failed run must not lose the others
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            detail = f"{message}\n" if isinstance(e, XKDError) else traceback.format_exc()  # a bug: keep the trace
+            write_text_atomically(directory / "error.txt", detail)
+            failed[run.id] = message
+            log(f"[{position}/{len(todo)}] {run.id}: failed: {message} (details in {directory / 'error.txt'})")
+            continue
+        finished.add(run.id)
+        timed.append((run.group, summary["wall_seconds"]))
+        main = next(iter(summary["validation"].values()), {})
+        metric = next((k for k in main if k != "score"), "score")
+        log(
+            f"[{position}/{len(todo)}] {run.id}: done in {summary['wall_seconds'] / 60:.1f} min, "
+            f"validation {metric} {100 * main.get(metric, float('nan')):.2f}"
+        )
+    return {"finished": len(finished), "total": len(everything), "failed": failed}
