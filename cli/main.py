@@ -394,8 +394,17 @@ def teacher_heads(teacher_path, task, kind, epochs, lr, data_dir, max_length, ma
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Study directory [default: studies/<name>].")
 @click.option("--dry-run", is_flag=True, help="Check the file and list the runs with their state; train nothing.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.md and plots at the end.")
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="KEY=NAMES",
+    help="Run part of the grid now: student=cnn,bilstm, method=kd, seed=42, ... (repeatable; all must match).",
+)
 @click.option("--progress/--no-progress", default=True, help="Training progress bars of each run.")
-def study_command(config_file: str, output_dir: str | None, dry_run: bool, report: bool, progress: bool) -> None:
+def study_command(
+    config_file: str, output_dir: str | None, dry_run: bool, report: bool, only: tuple[str, ...], progress: bool
+) -> None:
     """Run a grid of distillations (teachers x students x methods x hyperparameters x seeds) from one file.
 
     Shares one teacher fine-tune, one set of pseudo heads and one teacher cache per teacher and task, and one
@@ -407,15 +416,23 @@ def study_command(config_file: str, output_dir: str | None, dry_run: bool, repor
     Example:
       xkd study recipes/mr-methods.toml
     """
+    from xkd.errors import XKDError
     from xkd.study import load_plan, run_state, run_study
 
     plan = load_plan(config_file, output_dir)
+    filters: dict[str, set[str]] = {}
+    for item in only:
+        key, sep, names = item.partition("=")
+        if not sep or not names:
+            raise XKDError(f"--only {item}: write KEY=NAME[,NAME...], e.g. --only student=cnn,bilstm")
+        filters.setdefault(key.strip(), set()).update(n.strip() for n in names.split(","))
+    selected = plan.select(filters)
     if dry_run:
-        for run in plan.all_runs():
+        for run in selected:
             click.echo(f"{run_state(plan.run_dir(run)):<12} {plan.run_dir(run)}")
         click.echo(f"{len(plan.runs)} runs, {len(plan.assistants)} assistants in {plan.directory}")
         return
-    outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress)
+    outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress, only=filters)
     if report:
         from xkd.report import report_study
 

@@ -76,6 +76,14 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     assert dry.exit_code == 0, dry.output
     assert "12 runs, 2 assistants" in dry.output and dry.output.count("pending") == 14
 
+    part = run("study", str(config), "--output-dir", str(out), "--no-progress", "--only", "student=cnn", "--only",
+               "method=takd", "--only", "seed=1")  # fmt: skip
+    assert part.exit_code == 0, part.output
+    assert "(selected: 2)" in part.output and (out / "runs" / "assistants" / "ta2--s1" / "summary.json").is_file()
+    assert "| takd | 1/2 |" in (out / "report.md").read_text()  # the report covers the whole plan
+    bad = run("study", str(config), "--output-dir", str(out), "--only", "student=lstm")
+    assert bad.exit_code == 2 and "no such student in the study; it has bert1, cnn" in bad.output
+
     first = run("study", str(config), "--output-dir", str(out), "--no-progress")
     assert first.exit_code == 0, first.output
     study = json.loads((out / "study.json").read_text())
@@ -86,14 +94,14 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     for entry in study["runs"]:
         config_json = json.loads((Path(entry["dir"]) / "config.json").read_text())
         if entry["group"]["method"] == "takd":
-            assert config_json["teacher"] == str(out / "assistants" / f"ta2--s{entry['seed']}" / "student")
+            assert config_json["teacher"] == str(out / "runs" / "assistants" / f"ta2--s{entry['seed']}" / "student")
         else:
             assert config_json["teacher"] == finetuned and config_json["finetune_teacher"] == "never"
         assert config_json["seed"] == entry["seed"]
     # The assistant of a seed is shared by both students; its cost is charged to each TAKD run.
     rows = list(csv.DictReader((out / "results" / "runs.csv").open()))
     assert len(rows) == 12 and all(r["status"] == "finished" for r in rows)
-    ta = json.loads((out / "assistants" / "ta2--s1" / "summary.json").read_text())
+    ta = json.loads((out / "runs" / "assistants" / "ta2--s1" / "summary.json").read_text())
     takd = next(r for r in rows if r["student"] == "cnn" and r["method"] == "takd" and r["seed"] == "1")
     own = json.loads((out / "runs" / takd["id"] / "summary.json").read_text())
     assert float(takd["total_flops"]) == pytest.approx(own["compute"]["total_flops"] + ta["compute"]["total_flops"])
@@ -115,7 +123,7 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
 
     # Resuming: finished runs are skipped; a run interrupted after its first epoch continues from its checkpoint;
     # a run that failed before training is started again.
-    summaries = {p: p.stat().st_mtime_ns for p in out.glob("*/*/summary.json")}
+    summaries = {p: p.stat().st_mtime_ns for p in out.glob("runs/**/summary.json")}
     interrupted = out / "runs" / "bert1--none--s2"
     (interrupted / "summary.json").unlink()
     checkpoints = sorted((interrupted / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem[5:]))
@@ -130,6 +138,14 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     unchanged = [p for p, t in summaries.items() if p.exists() and p.stat().st_mtime_ns == t]
     assert len(unchanged) == len(summaries) - 2
     assert len((interrupted / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # A second study file sharing the runs directory reads the same runs instead of training them again.
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace('name = "tiny"', f'name = "other"\nruns_dir = "{out / "runs"}"'))
+    shared = run("study", str(other), "--output-dir", str(tmp_path / "other"), "--no-progress")
+    assert shared.exit_code == 0, shared.output
+    assert "14 finished" in shared.output and "starting" not in shared.output
+    assert (tmp_path / "other" / "report.md").is_file()
 
     # A finished run is never reused for a config the file no longer asks for.
     config.write_text(config.read_text().replace("epochs = 2", "epochs = 3"))

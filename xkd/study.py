@@ -10,6 +10,10 @@ in `STUDY/runs/<id>/`, so anything that reads a run reads a study's runs. Shared
   as runs of their own in `STUDY/assistants/`, and every student of that seed learns from the same assistant.
   The cost columns charge each TAKD run its whole chain, so the totals answer "what did this student cost".
 
+Several study files may share one `runs_dir`: a run with the same name and config is then run once and read by
+each (a changed config under the same name is refused, as below). `xkd study FILE --only student=cnn,bilstm`
+runs part of the grid now and the rest later.
+
 Resuming is the default: a finished run (summary.json) is skipped, an interrupted one continues from its newest
 checkpoint, a failed one starts again. A finished run whose recorded config differs from what the study file
 now asks for is an error, never silently reused.
@@ -19,6 +23,7 @@ The file (TOML, YAML or JSON)::
     name = "mr-methods"            # optional (default: the file name)
     seeds = [42, 1, 2]
     teacher_seed = 42              # optional (default: the first seed): the shared fine-tune and heads
+    runs_dir = "studies/mr-runs"   # optional (default: <study dir>/runs)
     [base]                         # `xkd distill` config keys shared by every run
     task = "mr"
     [students.cnn]                 # one table per student setup, keys as in [base]
@@ -62,7 +67,7 @@ from xkd.training import Checkpoints
 
 Log = Callable[[str], None]
 SECTIONS = ("teachers", "students", "methods")
-TOP_KEYS = ("name", "seeds", "teacher_seed", "base", "grid", "output_dir", *SECTIONS)
+TOP_KEYS = ("name", "seeds", "teacher_seed", "base", "grid", "output_dir", "runs_dir", *SECTIONS)
 # Keys a study owns: each run's directory, seed and resumption are the study's to decide.
 RESERVED = ("output_dir", "overwrite", "resume", "seed")
 # Keys that do not change what a run computes (compared configs ignore them).
@@ -93,8 +98,29 @@ class StudyPlan:
     assistants: list[PlannedRun]
     source: str
 
+    runs_dir: Path | None = None  # where runs live (default: directory/runs); studies may share one
+
     def run_dir(self, run: PlannedRun) -> Path:
-        return self.directory / ("assistants" if run.kind == "assistant" else "runs") / run.id
+        root = self.runs_dir or self.directory / "runs"
+        return root / "assistants" / run.id if run.kind == "assistant" else root / run.id
+
+    def select(self, filters: dict[str, set[str]]) -> list[PlannedRun]:
+        """The runs whose group matches every filter (key -> allowed names), after the assistants they need."""
+        runs = self.runs
+        for key, allowed in filters.items():
+            if key not in ("teacher", "student", "method", "hyperparameters", "seed"):
+                raise XKDError(f"--only {key}=...: filter by teacher, student, method, hyperparameters or seed")
+            known = {str(r.seed) if key == "seed" else r.group[key] for r in self.runs}
+            known.discard("")
+            unknown = allowed - known
+            if unknown:
+                raise XKDError(
+                    f"--only {key}={','.join(sorted(unknown))}: no such {key} in the study; it has "
+                    f"{', '.join(sorted(known))}"
+                )
+            runs = [r for r in runs if (str(r.seed) if key == "seed" else r.group[key]) in allowed]
+        needed = {a for r in runs for a in r.assistants}
+        return [*(a for a in self.assistants if a.id in needed), *runs]
 
     def all_runs(self) -> list[PlannedRun]:
         """Assistants first: the TAKD runs read their saved models."""
@@ -189,6 +215,7 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
         raise XKDError(f"'teacher_seed' in {path} must be an integer, got {teacher_seed!r}")
     name = str(raw.get("name") or path.stem)
     directory = Path(output_dir or raw.get("output_dir") or Path("studies") / name)
+    runs_dir = Path(_expand(raw["runs_dir"], f"runs_dir in {path}")) if raw.get("runs_dir") else None
     base = _config_values(raw.get("base") or {}, "[base]", path)
     teachers = _named_tables(raw, "teachers", path) or {"": {}}
     students = _named_tables(raw, "students", path) or {"": {}}
@@ -237,7 +264,7 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
         raise XKDError(f"two runs of {path} get the same name; give the sections distinct names")
     return StudyPlan(
         name, directory, seeds, teacher_seed, {n: v for n, v in teachers.items()}, runs, list(assistants.values()),
-        str(path),
+        str(path), runs_dir,
     )  # fmt: skip
 
 
@@ -337,8 +364,13 @@ def write_plan(plan: StudyPlan, prepared: dict[str, Any]) -> None:
     write_text_atomically(plan.directory / "study.json", json.dumps(record, indent=2) + "\n")
 
 
-def run_study(plan: StudyPlan, log: Log = print, progress: bool = True) -> dict[str, Any]:
+def run_study(
+    plan: StudyPlan, log: Log = print, progress: bool = True, only: dict[str, set[str]] | None = None
+) -> dict[str, Any]:
     """Run every unfinished run of the plan in order (assistants first); returns counts and the failures.
+
+    `only` restricts this invocation to part of the grid (e.g. {"student": {"cnn"}}); study.json and the report
+    still describe the whole plan, with the other runs counted as unfinished.
 
     A failing run is recorded in its directory (`error.txt`) and the study goes on with the others; runs that
     learn from a failed assistant are skipped. Run the same command again to retry what failed.
@@ -347,11 +379,12 @@ def run_study(plan: StudyPlan, log: Log = print, progress: bool = True) -> dict[
     prepared = prepare_teachers(plan, log)
     check_unchanged(plan)
     write_plan(plan, prepared)
-    everything = plan.all_runs()
+    everything = plan.select(only) if only else plan.all_runs()
     states = {r.id: run_state(plan.run_dir(r)) for r in everything}
     finished = {r.id for r in everything if states[r.id] == "finished"}
+    selected = f" (selected: {len(everything)})" if only else ""
     log(
-        f"study {plan.name}: {len(plan.runs)} runs + {len(plan.assistants)} assistants in {plan.directory}; "
+        f"study {plan.name}: {len(plan.runs)} runs + {len(plan.assistants)} assistants{selected} in {plan.directory}; "
         f"{len(finished)} finished, {sum(s == 'interrupted' for s in states.values())} to resume"
     )
     timed = [
@@ -360,7 +393,10 @@ def run_study(plan: StudyPlan, log: Log = print, progress: bool = True) -> dict[
         if r.id in finished
     ]
     failed: dict[str, str] = {}
-    todo = [r for r in everything if r.id not in finished]
+    # Runs without assistants first (results sooner), then the assistants, then the runs that learn from them.
+    order = [r for r in everything if r.kind == "run" and not r.assistants]
+    order += [r for r in everything if r.kind == "assistant"] + [r for r in everything if r.assistants]
+    todo = [r for r in order if r.id not in finished]
     for position, run in enumerate(todo, 1):
         directory = plan.run_dir(run)
         blocked = [a for a in run.assistants if a in failed]
