@@ -66,7 +66,9 @@ def finetune(
 
 
 def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainSettings, max_length: int) -> str:
-    hyper = {k: v for k, v in asdict(settings).items() if k not in ("progress", "eval_batch_size")}
+    # Settings that cannot change the fine-tuned weights stay out of the key.
+    ignored = ("progress", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
+    hyper = {k: v for k, v in asdict(settings).items() if k not in ignored}
     blob = json.dumps(
         {"model": model_name, "task": task.name, "data": data_source, "max_length": max_length, **hyper},
         sort_keys=True,

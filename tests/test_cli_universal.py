@@ -101,4 +101,4 @@ def test_method_option_errors_are_one_line(tmp_path, task_dir, bert_teacher_dir)
     )
     assert kd_option.exit_code == 2 and "method 'kd' has no option 'mode'" in kd_option.output
     nothing = run("report", str(tmp_path))
-    assert nothing.exit_code == 2 and "nothing to plot" in nothing.output
+    assert nothing.exit_code == 2 and "holds no finished run or study" in nothing.output

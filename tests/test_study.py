@@ -218,3 +218,13 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
     assert (tmp_path / "out" / "runs" / "ok--kd--s1" / "summary.json").is_file()
     error = (tmp_path / "out" / "runs" / "deep--kd--s1" / "error.txt").read_text()
     assert error.startswith("a 5-layer student cannot be initialised from a 2-layer teacher")
+
+
+@pytest.mark.parametrize("recipe", ["mr-ta-study.toml", "mr-methods.toml"])
+def test_recipes_are_valid_studies(recipe, monkeypatch, tmp_path):
+    monkeypatch.setenv("XKD_DATA_DIR", str(tmp_path))
+    path = Path(__file__).resolve().parents[1] / "recipes" / recipe
+    result = run("study", str(path), "--dry-run")
+    assert result.exit_code == 0, result.output
+    runs = 45 if recipe == "mr-ta-study.toml" else 54
+    assert f"{runs} runs" in result.output and "studies/mr-runs/cnn--kd--s42" in result.output

@@ -282,14 +282,14 @@ def run_state(directory: Path) -> str:
     return "pending"
 
 
-def prepare_teachers(plan: StudyPlan, log: Log) -> dict[str, dict[str, Any]]:
+def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Fine-tune (when needed) and train pseudo heads once per teacher; point every run at the result."""
     from xkd.data import load_splits
 
     prepared: dict[str, dict[str, Any]] = {}
     for name in plan.teachers:
         members = [r for r in plan.runs if r.group["teacher"] == name]
-        first = replace(members[0].config, seed=plan.teacher_seed)
+        first = replace(members[0].config, seed=plan.teacher_seed, progress=progress)
         start = time.perf_counter()
         task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples)
         teacher, info = resolve_teacher(first, task, raw, log)
@@ -376,7 +376,7 @@ def run_study(
     learn from a failed assistant are skipped. Run the same command again to retry what failed.
     """
     plan.directory.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_teachers(plan, log)
+    prepared = prepare_teachers(plan, log, progress)
     check_unchanged(plan)
     write_plan(plan, prepared)
     everything = plan.select(only) if only else plan.all_runs()
@@ -407,7 +407,10 @@ def run_study(
         remaining = [_estimate(timed, r) for r in todo[position - 1 :] if r.id not in failed]
         eta = sum(x for x in remaining if x is not None)
         unknown = sum(x is None for x in remaining)
-        eta_text = f"ETA {eta / 60:.0f} min" + (f" + {unknown} run(s) not yet timed" if unknown else "")
+        if unknown == len(remaining):
+            eta_text = "ETA after the first run"
+        else:
+            eta_text = f"ETA {eta / 60:.0f} min" + (f" + {unknown} run(s) of a kind not yet timed" if unknown else "")
         resume = states[run.id] == "interrupted"
         log(
             f"[{position}/{len(todo)}] {run.id}: {'resuming' if resume else 'starting'} "
