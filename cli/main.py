@@ -437,6 +437,12 @@ def study_command(
         from xkd.report import report_study
 
         click.echo(f"report: {report_study(plan.directory)[0]}", err=True)
+    if outcome["elsewhere"]:
+        click.echo(
+            f"{len(outcome['elsewhere'])} run(s) were left to the other process running them "
+            f"({outcome['elsewhere'][0]}{', ...' if len(outcome['elsewhere']) > 1 else ''})",
+            err=True,
+        )
     if outcome["failed"]:
         first, message = next(iter(outcome["failed"].items()))
         click.echo(

@@ -13,6 +13,7 @@ from scipy import stats
 from tiny import run, save_tiny
 
 from xkd.results import confidence_interval
+from xkd.study import run_lock
 
 
 def study_file(tmp_path: Path, teacher: Path, data: Path, extra: str = "", top: str = "") -> Path:
@@ -212,6 +213,13 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
             }
         )
     )
+    # A run another process holds (its lock) is left to that process.
+    with run_lock(tmp_path / "out" / "runs" / "ok--kd--s1") as locked:
+        assert locked
+        result = run("study", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress")
+    assert "ok--kd--s1: skipped, another process is running it" in result.output
+    assert "1 run(s) were left to the other process" in result.output
+    assert not (tmp_path / "out" / "runs" / "ok--kd--s1" / "summary.json").exists()
     result = run("study", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress")
     assert result.exit_code == 1
     assert "1 of 2 runs failed (first: deep--kd--s1" in result.output

@@ -40,13 +40,15 @@ name environment variables as `${NAME}`; an unset one is an error.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
 import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -397,47 +399,44 @@ def run_study(
     order = [r for r in everything if r.kind == "run" and not r.assistants]
     order += [r for r in everything if r.kind == "assistant"] + [r for r in everything if r.assistants]
     todo = [r for r in order if r.id not in finished]
+    skipped: list[str] = []
     for position, run in enumerate(todo, 1):
         directory = plan.run_dir(run)
+        for assistant in (a for a in plan.assistants if a.id in run.assistants and a.id not in finished):
+            if assistant.id not in failed:  # trained by another process (see the lock below): wait for it
+                log(f"[{position}/{len(todo)}] {run.id}: waiting for its assistant {assistant.id} (another process)")
+                with run_lock(plan.run_dir(assistant), wait=True):
+                    pass
+                if run_state(plan.run_dir(assistant)) == "finished":
+                    finished.add(assistant.id)
+                else:
+                    failed[assistant.id] = "did not finish in the other process"
         blocked = [a for a in run.assistants if a in failed]
         if blocked:
             failed[run.id] = f"its assistant {blocked[0]} failed"
             log(f"[{position}/{len(todo)}] {run.id}: skipped, {failed[run.id]}")
             continue
-        remaining = [_estimate(timed, r) for r in todo[position - 1 :] if r.id not in failed]
-        eta = sum(x for x in remaining if x is not None)
-        unknown = sum(x is None for x in remaining)
-        if unknown == len(remaining):
-            eta_text = "ETA after the first run"
-        else:
-            eta_text = f"ETA {eta / 60:.0f} min" + (f" + {unknown} run(s) of a kind not yet timed" if unknown else "")
-        resume = states[run.id] == "interrupted"
-        log(
-            f"[{position}/{len(todo)}] {run.id}: {'resuming' if resume else 'starting'} "
-            f"({len(finished)} finished, {len(failed)} failed; {eta_text})"
-        )
-        cfg = replace(run.config, output_dir=str(directory), overwrite=not resume, resume=resume, progress=progress)
-        log_path = directory / "log.txt"
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "error.txt").unlink(missing_ok=True)
-        try:
-            with log_path.open("a") as handle:
-
-                def to_file(message: str, handle=handle) -> None:
-                    handle.write(message + "\n")
-                    handle.flush()
-
-                summary = run_distill(cfg, log=to_file)
-        except KeyboardInterrupt:
-            log(f"interrupted: run the same command again to resume {run.id} from its last checkpoint")
-            raise
-        except Exception as e:  # one failed run must not lose the others
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            detail = f"{message}\n" if isinstance(e, XKDError) else traceback.format_exc()  # a bug: keep the trace
-            write_text_atomically(directory / "error.txt", detail)
-            failed[run.id] = message
-            log(f"[{position}/{len(todo)}] {run.id}: failed: {message} (details in {directory / 'error.txt'})")
-            continue
+        with run_lock(directory) as locked:
+            if not locked:
+                skipped.append(run.id)
+                log(f"[{position}/{len(todo)}] {run.id}: skipped, another process is running it")
+                continue
+            state = run_state(directory)  # another process may have finished it since the study started
+            if state == "finished":
+                finished.add(run.id)
+                continue
+            upcoming = [r for r in todo[position - 1 :] if r.id not in failed]
+            log(
+                f"[{position}/{len(todo)}] {run.id}: {'resuming' if state == 'interrupted' else 'starting'} "
+                f"({len(finished)} finished, {len(failed)} failed; {_eta(timed, upcoming)})"
+            )
+            try:
+                summary = _run_one(plan, run, state == "interrupted", progress, log)
+            except Exception as e:  # one failed run must not lose the others
+                failed[run.id] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                where = plan.run_dir(run) / "error.txt"
+                log(f"[{position}/{len(todo)}] {run.id}: failed: {failed[run.id]} (details in {where})")
+                continue
         finished.add(run.id)
         timed.append((run.group, summary["wall_seconds"]))
         main = next(iter(summary["validation"].values()), {})
@@ -446,4 +445,53 @@ def run_study(
             f"[{position}/{len(todo)}] {run.id}: done in {summary['wall_seconds'] / 60:.1f} min, "
             f"validation {metric} {100 * main.get(metric, float('nan')):.2f}"
         )
-    return {"finished": len(finished), "total": len(everything), "failed": failed}
+    return {"finished": len(finished), "total": len(everything), "failed": failed, "elsewhere": skipped}
+
+
+@contextmanager
+def run_lock(directory: Path, wait: bool = False) -> Iterator[bool]:
+    """An exclusive lock on a run directory, so that study processes working on one grid (e.g. one per GPU,
+    each with its own --only) never train the same run twice; yields False when another process holds it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _eta(timed: list, upcoming: list[PlannedRun]) -> str:
+    remaining = [_estimate(timed, r) for r in upcoming]
+    unknown = sum(x is None for x in remaining)
+    if unknown == len(remaining):
+        return "ETA after the first run"
+    eta = sum(x for x in remaining if x is not None)
+    return f"ETA {eta / 60:.0f} min" + (f" + {unknown} run(s) of a kind not yet timed" if unknown else "")
+
+
+def _run_one(plan: StudyPlan, run: PlannedRun, resume: bool, progress: bool, log: Log) -> dict[str, Any]:
+    """Start or resume one run, its log in RUN/log.txt; a failure leaves RUN/error.txt and raises."""
+    directory = plan.run_dir(run)
+    cfg = replace(run.config, output_dir=str(directory), overwrite=not resume, resume=resume, progress=progress)
+    (directory / "error.txt").unlink(missing_ok=True)
+    try:
+        with (directory / "log.txt").open("a") as handle:
+
+            def to_file(message: str) -> None:
+                handle.write(message + "\n")
+                handle.flush()
+
+            return run_distill(cfg, log=to_file)
+    except KeyboardInterrupt:
+        log(f"interrupted: run the same command again to resume {run.id} from its last checkpoint")
+        raise
+    except Exception as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        detail = f"{message}\n" if isinstance(e, XKDError) else traceback.format_exc()  # a bug: keep the trace
+        write_text_atomically(directory / "error.txt", detail)
+        raise
