@@ -118,7 +118,7 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     assert group["test accuracy"]["ci95"] == pytest.approx(confidence_interval(values)[2], nan_ok=True)
     report = (out / "report.md").read_text()
     assert "## bert1" in report and "## cnn" in report and "| takd | 2 |" in report
-    for plot in ("accuracy_test_accuracy.png", "learning_curves.png", "teacher_heads.png"):
+    for plot in ("accuracy_test_accuracy.png", "accuracy_vs_compute.png", "learning_curves.png", "teacher_heads.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     assert list((out / "plots").glob("attention_bert1*cg*universal.png"))
 

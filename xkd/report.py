@@ -265,6 +265,34 @@ def accuracy_figure(groups: list[dict[str, Any]], metric: str, teacher_value: fl
     return out
 
 
+def compute_figure(groups: list[dict[str, Any]], metric: str, out: Path) -> Path | None:
+    """Accuracy against total training compute (TAKD rows include their assistants), one colour per student."""
+    points = [g for g in groups if g[metric]["values"] and g.get("total_flops")]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    panels = sorted({_group_label(g, ("teacher", "student")) for g in points})
+    for colour, panel in enumerate(panels):
+        members = [g for g in points if _group_label(g, ("teacher", "student")) == panel]
+        for g in members:
+            stat = g[metric]
+            error = 0 if math.isnan(stat["ci95"]) else stat["ci95"]
+            ax.errorbar(g["total_flops"], stat["mean"], yerr=error, fmt="o", capsize=3, color=f"C{colour}")
+            ax.annotate(_group_label(g, ("method", "hyperparameters")), (g["total_flops"], stat["mean"]),
+                        textcoords="offset points", xytext=(4, 3), fontsize=7)  # fmt: skip
+        ax.plot([], [], "o", color=f"C{colour}", label=panel or "student")
+    ax.set_xscale("log")
+    ax.set_xlabel("total training FLOPs per run (log scale; TAKD includes its assistant)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(f"{metric} against compute (mean, 95% CI over seeds)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure_atomically(fig, out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def learning_curves(study: dict[str, Any], out: Path) -> Path | None:
     """Validation score per epoch, mean over seeds, one panel per student, one line per method."""
     curves: dict[str, dict[str, list[list[float]]]] = {}
@@ -369,7 +397,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
         heads_figures += teacher_heads_figure(teacher, out)
         teacher_rows.append(
             [
-                name or info.get("source", ""),
+                name or "teacher",
                 info.get("path", ""),
                 ", ".join(cells),
                 f"{teacher['parameters'] / 1e6:.1f}M",
@@ -411,6 +439,9 @@ def report_study(study_dir: str | Path) -> list[Path]:
         if any(g[metric]["values"] for g in groups):
             slug = metric.replace(" ", "_")
             images.append(accuracy_figure(groups, metric, teacher_values.get(metric), plots / f"accuracy_{slug}.png"))
+    main = next((m for m in reversed(metrics) if any(g[m]["values"] for g in groups)), None)
+    cost = compute_figure(groups, main, plots / "accuracy_vs_compute.png") if main else None
+    images += [cost] if cost else []
     curves = learning_curves(study, plots / "learning_curves.png")
     images += [curves] if curves else []
     images += heads_figures
