@@ -433,6 +433,10 @@ def study_command(
         click.echo(f"{len(plan.runs)} runs, {len(plan.assistants)} assistants in {plan.directory}")
         return
     outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress, only=filters)
+    from xkd.training import process_state
+
+    if not process_state().is_main_process:
+        return
     if report:
         from xkd.report import report_study
 

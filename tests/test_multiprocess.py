@@ -44,3 +44,31 @@ def test_two_processes_match_one_process(tmp_path, task_dir):
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["processes"] == 2 and json.loads((tmp_path / "one" / "summary.json").read_text())["processes"] == 1
     assert summary["steps"] == 6 and done.stderr.count("run directory:") == 1  # one process speaks
+
+
+def test_study_under_two_processes(tmp_path, task_dir):
+    """Every process runs each run of the study together; one process speaks, writes and reports."""
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    config = tmp_path / "s.json"
+    base = {"teacher": str(teacher), "data_dir": str(task_dir), "epochs": 1, "max_length": 16, "latency": False}
+    config.write_text(
+        json.dumps(
+            {
+                "seeds": [1],
+                "base": {**base, "batch_size": 16, "student_layers": 1},
+                "methods": {"kd": {"method": "kd"}, "takd": {"method": "kd", "assistant_layers": [2]}},
+            }
+        )
+    )
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        "-m", "xkd.cli.main", "study", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("takd--s1: done") == 1 and done.stderr.count("report:") == 1
+    for run_id in ("kd--s1", "takd--s1", "assistants/ta2--s1"):
+        assert json.loads((tmp_path / "out" / "runs" / run_id / "summary.json").read_text())["processes"] == 2

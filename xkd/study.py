@@ -48,7 +48,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ from xkd.distill import (
 from xkd.errors import XKDError, closest
 from xkd.files import write_text_atomically
 from xkd.methods import get_method
-from xkd.training import Checkpoints
+from xkd.training import Checkpoints, process_state
 
 Log = Callable[[str], None]
 SECTIONS = ("teachers", "students", "methods")
@@ -377,10 +377,18 @@ def run_study(
     A failing run is recorded in its directory (`error.txt`) and the study goes on with the others; runs that
     learn from a failed assistant are skipped. Run the same command again to retry what failed.
     """
+    state = process_state()
+    # Under `accelerate launch` every process runs every run together (data parallel): only the main process
+    # speaks and writes, and run locks (meant for independent study processes) are not taken.
+    distributed = state.num_processes > 1
+    if not state.is_main_process:
+        log = _silent
     plan.directory.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_teachers(plan, log, progress)
+    with state.main_process_first():
+        prepared = prepare_teachers(plan, log, progress)
     check_unchanged(plan)
-    write_plan(plan, prepared)
+    if state.is_main_process:
+        write_plan(plan, prepared)
     everything = plan.select(only) if only else plan.all_runs()
     states = {r.id: run_state(plan.run_dir(r)) for r in everything}
     finished = {r.id for r in everything if states[r.id] == "finished"}
@@ -405,8 +413,9 @@ def run_study(
         for assistant in (a for a in plan.assistants if a.id in run.assistants and a.id not in finished):
             if assistant.id not in failed:  # trained by another process (see the lock below): wait for it
                 log(f"[{position}/{len(todo)}] {run.id}: waiting for its assistant {assistant.id} (another process)")
-                with run_lock(plan.run_dir(assistant), wait=True):
-                    pass
+                if not distributed:
+                    with run_lock(plan.run_dir(assistant), wait=True):
+                        pass
                 if run_state(plan.run_dir(assistant)) == "finished":
                     finished.add(assistant.id)
                 else:
@@ -416,7 +425,7 @@ def run_study(
             failed[run.id] = f"its assistant {blocked[0]} failed"
             log(f"[{position}/{len(todo)}] {run.id}: skipped, {failed[run.id]}")
             continue
-        with run_lock(directory) as locked:
+        with nullcontext(True) if distributed else run_lock(directory) as locked:
             if not locked:
                 skipped.append(run.id)
                 log(f"[{position}/{len(todo)}] {run.id}: skipped, another process is running it")
@@ -465,6 +474,10 @@ def run_lock(directory: Path, wait: bool = False) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _silent(message: str) -> None:
+    return None
+
+
 def _eta(timed: list, upcoming: list[PlannedRun]) -> str:
     remaining = [_estimate(timed, r) for r in upcoming]
     unknown = sum(x is None for x in remaining)
@@ -478,6 +491,7 @@ def _run_one(plan: StudyPlan, run: PlannedRun, resume: bool, progress: bool, log
     """Start or resume one run, its log in RUN/log.txt; a failure leaves RUN/error.txt and raises."""
     directory = plan.run_dir(run)
     cfg = replace(run.config, output_dir=str(directory), overwrite=not resume, resume=resume, progress=progress)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "error.txt").unlink(missing_ok=True)
     try:
         with (directory / "log.txt").open("a") as handle:
@@ -493,5 +507,6 @@ def _run_one(plan: StudyPlan, run: PlannedRun, resume: bool, progress: bool, log
     except Exception as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         detail = f"{message}\n" if isinstance(e, XKDError) else traceback.format_exc()  # a bug: keep the trace
-        write_text_atomically(directory / "error.txt", detail)
+        if process_state().is_main_process:
+            write_text_atomically(directory / "error.txt", detail)
         raise
