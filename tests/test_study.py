@@ -116,7 +116,13 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     values = [float(r["test accuracy"]) for r in rows if r["student"] == "bert1" and r["method"] == "cg"]
     assert group["test accuracy"]["values"] == pytest.approx(values)
     assert group["test accuracy"]["ci95"] == pytest.approx(confidence_interval(values)[2], nan_ok=True)
+    # Differences to the baseline ("none") are paired by seed.
+    by_seed = {(r["method"], r["seed"]): float(r["test accuracy"]) for r in rows if r["student"] == "bert1"}
+    paired = [by_seed[("cg", s)] - by_seed[("none", s)] for s in ("1", "2")]
+    assert group["test accuracy"]["delta"]["values"] == pytest.approx(paired)
+    assert "delta" not in next(g for g in groups if g["method"] == "none")["test accuracy"]
     report = (out / "report.md").read_text()
+    assert "difference to none, paired by seed" in report
     assert "## bert1" in report and "## cnn" in report and "| takd | 2 |" in report
     for plot in ("accuracy_test_accuracy.png", "accuracy_vs_compute.png", "learning_curves.png", "teacher_heads.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
@@ -236,3 +242,10 @@ def test_recipes_are_valid_studies(recipe, monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     runs = 45 if recipe == "mr-ta-study.toml" else 54
     assert f"{runs} runs" in result.output and "studies/mr-runs/cnn--kd--s42" in result.output
+
+
+def test_unknown_baseline(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    config = study_file(tmp_path, teacher, task_dir, top='baseline = "nokd"')
+    result = run("study", str(config), "--dry-run")
+    assert result.exit_code == 2 and "baseline 'nokd'" in result.output and "[methods.NAME]" in result.output

@@ -224,14 +224,15 @@ def _group_label(group: dict[str, Any], keys: tuple[str, ...]) -> str:
     return " / ".join(str(group[k]) for k in keys if group.get(k))
 
 
-def _cell(stat: dict[str, Any]) -> str:
-    if not stat["values"]:
+def _cell(stat: dict[str, Any] | None, sign: str = "") -> str:
+    """mean ± sd [95% CI]; `sign="+"` writes differences with their sign."""
+    if not stat or not stat["values"]:
         return ""
+    mean = f"{stat['mean']:{sign}.2f}"
     if math.isnan(stat["sd"]):
-        return f"{stat['mean']:.2f}"
-    return (
-        f"{stat['mean']:.2f} ± {stat['sd']:.2f} [{stat['mean'] - stat['ci95']:.2f}, {stat['mean'] + stat['ci95']:.2f}]"
-    )
+        return mean
+    low, high = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
+    return f"{mean} ± {stat['sd']:.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
 
 
 def accuracy_figure(groups: list[dict[str, Any]], metric: str, teacher_value: float | None, out: Path) -> Path:
@@ -350,9 +351,11 @@ def report_study(study_dir: str | Path) -> list[Path]:
     study = load_study(study_dir)
     paths = write_results(study_dir)
     rows = run_rows(study_dir)
-    groups = group_rows(rows)
+    baseline = study.get("baseline")
+    groups = group_rows(rows, baseline)
     metrics = metric_columns(rows)
     plots = study_dir / "plots"
+    main = next((m for m in reversed(metrics) if any(g[m]["values"] for g in groups)), None)
     done = sum(r["status"] == "finished" for r in rows)
     lines = [
         f"# Study report: {study['name']}",
@@ -366,7 +369,9 @@ def report_study(study_dir: str | Path) -> list[Path]:
         )
         + ".",
         "",
-        "Cells: mean ± sample sd over seeds [95% CI, Student's t]; costs are means per run. Wall time and total "
+        "Cells: mean ± sample sd over seeds [95% CI, Student's t]"
+        + (f"; the difference to {baseline} is taken per seed, then averaged" if baseline else "")
+        + "; costs are means per run. Wall time and total "
         "FLOPs of TAKD rows include training their assistants; a run reading the teacher cache is charged the "
         "teacher pass that built it. Total FLOPs = 3 x forward FLOPs per training example for each trained network "
         "+ 1 x for each teacher forward pass.",
@@ -412,6 +417,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
         "method",
         "n",
         *(f"{m} (%)" for m in metrics),
+        *([f"{main}: difference to {baseline}, paired by seed"] if baseline and main else []),
         "wall time",
         "trainable params",
         "teacher passes",
@@ -426,6 +432,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
                     _group_label(g, ("method", "hyperparameters")) or "run",
                     f"{g['n']}" + (f"/{g['planned']}" if g["n"] < g["planned"] else ""),
                     *(_cell(g[m]) for m in metrics),
+                    *([_cell(g[main].get("delta"), "+")] if baseline and main else []),
                     _duration(g["wall_seconds"]),
                     _flops(g["trainable_parameters"]),
                     _flops(g["teacher_forward_examples"]),
@@ -439,7 +446,6 @@ def report_study(study_dir: str | Path) -> list[Path]:
         if any(g[metric]["values"] for g in groups):
             slug = metric.replace(" ", "_")
             images.append(accuracy_figure(groups, metric, teacher_values.get(metric), plots / f"accuracy_{slug}.png"))
-    main = next((m for m in reversed(metrics) if any(g[m]["values"] for g in groups)), None)
     cost = compute_figure(groups, main, plots / "accuracy_vs_compute.png") if main else None
     images += [cost] if cost else []
     curves = learning_curves(study, plots / "learning_curves.png")

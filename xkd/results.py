@@ -98,8 +98,9 @@ def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
     return columns
 
 
-def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per group: n finished seeds; mean, sd and 95% CI half-width per metric; mean of each cost."""
+def group_rows(rows: list[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
+    """Per group: n finished seeds; mean, sd and 95% CI half-width per metric; mean of each cost; and, given a
+    baseline method, the difference to it paired by seed (same teacher, student and hyperparameters)."""
     metrics = metric_columns(rows)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -117,7 +118,37 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[cost] for r in done if r.get(cost) is not None]
             record[cost] = float(np.mean(values)) if values else None
         out.append(record)
+    if baseline is not None:
+        add_deltas(rows, out, metrics, baseline)
     return out
+
+
+def add_deltas(rows: list[dict[str, Any]], groups: list[dict[str, Any]], metrics: list[str], baseline: str) -> None:
+    """`group[metric]["delta"]`: method minus baseline, per seed both finished, with mean, sd and 95% CI.
+
+    Pairing by seed removes what the seeds share (initial weights, batch order), so the interval of the
+    difference is the right one to read "did this method help", not two overlapping intervals.
+    """
+    value = {
+        (*(r[k] for k in GROUP_KEYS), r["seed"], m): r[m]
+        for r in rows
+        if r["status"] == "finished"
+        for m in metrics
+        if r.get(m) is not None
+    }
+    for group in groups:
+        if group["method"] == baseline:
+            continue
+        base_key = (group["teacher"], group["student"], baseline, group["hyperparameters"])
+        for metric in metrics:
+            diffs = [
+                value[(*(group[k] for k in GROUP_KEYS), seed, metric)] - value[(*base_key, seed, metric)]
+                for seed in group["seeds"]
+                if (*base_key, seed, metric) in value and (*(group[k] for k in GROUP_KEYS), seed, metric) in value
+            ]
+            if diffs:
+                mean, sd, half = confidence_interval(diffs)
+                group[metric]["delta"] = {"vs": baseline, "mean": mean, "sd": sd, "ci95": half, "values": diffs}
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -132,7 +163,7 @@ def write_results(study_dir: str | Path) -> dict[str, Path]:
     """`results/runs.csv`, `results/groups.csv` and `results/groups.json` of a study; returns their paths."""
     out = Path(study_dir) / "results"
     rows = run_rows(study_dir)
-    groups = group_rows(rows)
+    groups = group_rows(rows, load_study(study_dir).get("baseline"))
     metrics = metric_columns(rows)
     run_columns = ["id", *GROUP_KEYS, "seed", "status", *metrics, "best_epoch", *COST_KEYS]
     flat = []
@@ -141,12 +172,15 @@ def write_results(study_dir: str | Path) -> dict[str, Path]:
         for metric in metrics:
             for stat in ("mean", "sd", "ci95"):
                 row[f"{metric} {stat}"] = group[metric][stat]
+            delta = group[metric].get("delta")
+            for stat in ("mean", "sd", "ci95"):
+                row[f"{metric} delta {stat}"] = delta[stat] if delta else None
         flat.append(row)
     group_columns = [
         *GROUP_KEYS,
         "n",
         "planned",
-        *(f"{m} {s}" for m in metrics for s in ("mean", "sd", "ci95")),
+        *(f"{m} {s}" for m in metrics for s in ("mean", "sd", "ci95", "delta mean", "delta sd", "delta ci95")),
         *COST_KEYS,
     ]
     paths = {"runs": out / "runs.csv", "groups": out / "groups.csv", "json": out / "groups.json"}

@@ -23,6 +23,7 @@ The file (TOML, YAML or JSON)::
     name = "mr-methods"            # optional (default: the file name)
     seeds = [42, 1, 2]
     teacher_seed = 42              # optional (default: the first seed): the shared fine-tune and heads
+    baseline = "none"              # optional (default: "none" when there is such a method): paired differences
     runs_dir = "studies/mr-runs"   # optional (default: <study dir>/runs)
     [base]                         # `xkd distill` config keys shared by every run
     task = "mr"
@@ -69,7 +70,7 @@ from xkd.training import Checkpoints, process_state
 
 Log = Callable[[str], None]
 SECTIONS = ("teachers", "students", "methods")
-TOP_KEYS = ("name", "seeds", "teacher_seed", "base", "grid", "output_dir", "runs_dir", *SECTIONS)
+TOP_KEYS = ("name", "seeds", "teacher_seed", "baseline", "base", "grid", "output_dir", "runs_dir", *SECTIONS)
 # Keys a study owns: each run's directory, seed and resumption are the study's to decide.
 RESERVED = ("output_dir", "overwrite", "resume", "seed")
 # Keys that do not change what a run computes (compared configs ignore them).
@@ -101,6 +102,7 @@ class StudyPlan:
     source: str
 
     runs_dir: Path | None = None  # where runs live (default: directory/runs); studies may share one
+    baseline: str | None = None  # the method section differences are paired against (default: "none")
 
     def run_dir(self, run: PlannedRun) -> Path:
         root = self.runs_dir or self.directory / "runs"
@@ -223,6 +225,11 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
     students = _named_tables(raw, "students", path) or {"": {}}
     methods = _named_tables(raw, "methods", path) or {"": {}}
     grid = _grid(raw, path)
+    baseline = raw.get("baseline", "none" if "none" in methods else None)
+    if baseline is not None and baseline not in methods:
+        raise XKDError(
+            f"baseline '{baseline}' in {path} is not a [methods.NAME] section{closest(str(baseline), methods)}"
+        )
     varying = {k for k in (grid[0] if grid else {}) if len({json.dumps(g[k]) for g in grid}) > 1}
 
     runs: list[PlannedRun] = []
@@ -266,7 +273,7 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
         raise XKDError(f"two runs of {path} get the same name; give the sections distinct names")
     return StudyPlan(
         name, directory, seeds, teacher_seed, {n: v for n, v in teachers.items()}, runs, list(assistants.values()),
-        str(path), runs_dir,
+        str(path), runs_dir, baseline,
     )  # fmt: skip
 
 
@@ -359,6 +366,7 @@ def write_plan(plan: StudyPlan, prepared: dict[str, Any]) -> None:
         "source": plan.source,
         "seeds": plan.seeds,
         "teacher_seed": plan.teacher_seed,
+        "baseline": plan.baseline,
         "teachers": prepared,
         "runs": [describe(r) for r in plan.runs],
         "assistants": [describe(r) for r in plan.assistants],
