@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from xkd.config import CONFIG_FIELDS, DistillConfig, coerce_value, read_mapping
+from xkd.data import load_splits
 from xkd.distill import (
     assistant_config,
     check_config,
@@ -293,8 +294,6 @@ def run_state(directory: Path) -> str:
 
 def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Fine-tune (when needed) and train pseudo heads once per teacher; point every run at the result."""
-    from xkd.data import load_splits
-
     prepared: dict[str, dict[str, Any]] = {}
     for name in plan.teachers:
         members = [r for r in plan.runs if r.group["teacher"] == name]
