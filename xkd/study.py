@@ -341,8 +341,9 @@ def check_unchanged(plan: StudyPlan) -> None:
 
 
 def _estimate(timed: list[tuple[dict[str, str], float]], run: PlannedRun) -> float | None:
-    """Seconds a run will take: the mean of finished runs of its group, else of its student, else of all."""
-    for keys in (("student", "method", "hyperparameters"), ("student",), ()):
+    """Seconds a run will take: the mean of finished runs of its group, else of its student, else unknown (a
+    mean over other students would mislead: a BERT run costs several CNN runs)."""
+    for keys in (("student", "method", "hyperparameters"), ("student",)):
         similar = [seconds for group, seconds in timed if all(group[k] == run.group[k] for k in keys)]
         if similar:
             return sum(similar) / len(similar)
