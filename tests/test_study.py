@@ -240,7 +240,7 @@ def test_recipes_are_valid_studies(recipe, monkeypatch, tmp_path):
     path = Path(__file__).resolve().parents[1] / "recipes" / recipe
     result = run("study", str(path), "--dry-run")
     assert result.exit_code == 0, result.output
-    runs = 45 if recipe == "mr-ta-study.toml" else 54
+    runs = 45 if recipe == "mr-ta-study.toml" else 66
     assert f"{runs} runs" in result.output and "studies/mr-runs/cnn--kd--s42" in result.output
 
 
@@ -249,3 +249,15 @@ def test_unknown_baseline(tmp_path, task_dir):
     config = study_file(tmp_path, teacher, task_dir, top='baseline = "nokd"')
     result = run("study", str(config), "--dry-run")
     assert result.exit_code == 2 and "baseline 'nokd'" in result.output and "[methods.NAME]" in result.output
+
+
+def test_method_limited_to_some_students(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    extra = '[methods.attention]\nmethod = "aguilar"\nstudents = ["bert1"]'
+    result = run("study", str(study_file(tmp_path, teacher, task_dir, extra)), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "14 runs" in result.output  # 2 students x 3 methods x 2 seeds, + aguilar for bert1 only
+    assert "bert1--attention--s1" in result.output and "cnn--attention" not in result.output
+    bad = extra.replace('"bert1"', '"bert"')
+    result = run("study", str(study_file(tmp_path, teacher, task_dir, bad)), "--dry-run")
+    assert result.exit_code == 2 and "names 'bert', which is not a [students.NAME] section" in result.output

@@ -32,6 +32,9 @@ The file (TOML, YAML or JSON)::
     [methods.takd]                 # one table per method setup
     method = "kd"
     assistant_layers = [3]
+    [methods.aguilar]
+    method = "aguilar"
+    students = ["bert2"]           # optional: only for these student sections
     [grid]                         # optional: hyperparameters, each a list; the cross product
     temperature = [1.0, 2.0]
 
@@ -177,6 +180,18 @@ def _named_tables(raw: dict[str, Any], section: str, path: Path) -> dict[str, di
     return {str(name): _config_values(table, f"[{section}.{name}]", path) for name, table in tables.items()}
 
 
+def _student_restrictions(raw: dict[str, Any], path: Path) -> dict[str, list[str]]:
+    """`students = [...]` in a method table limits that method to those student sections (and is removed)."""
+    restrictions = {}
+    for name, table in (raw.get("methods") or {}).items():
+        if isinstance(table, dict) and "students" in table:
+            names = table.pop("students")
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+                raise XKDError(f"[methods.{name}] students in {path} must be a list of student section names")
+            restrictions[str(name)] = names
+    return restrictions
+
+
 def _grid(raw: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     """The hyperparameter combinations; keys with one value are constants, not grid axes."""
     grid = raw.get("grid") or {}
@@ -224,6 +239,7 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
     base = _config_values(raw.get("base") or {}, "[base]", path)
     teachers = _named_tables(raw, "teachers", path) or {"": {}}
     students = _named_tables(raw, "students", path) or {"": {}}
+    only_for = _student_restrictions(raw, path)
     methods = _named_tables(raw, "methods", path) or {"": {}}
     grid = _grid(raw, path)
     baseline = raw.get("baseline", "none" if "none" in methods else None)
@@ -231,6 +247,13 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
         raise XKDError(
             f"baseline '{baseline}' in {path} is not a [methods.NAME] section{closest(str(baseline), methods)}"
         )
+    for method, names in only_for.items():
+        unknown = [n for n in names if n not in students]
+        if unknown:
+            raise XKDError(
+                f"[methods.{method}] students in {path} names '{unknown[0]}', which is not a [students.NAME] "
+                f"section{closest(unknown[0], students)}"
+            )
     varying = {k for k in (grid[0] if grid else {}) if len({json.dumps(g[k]) for g in grid}) > 1}
 
     runs: list[PlannedRun] = []
@@ -238,6 +261,8 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
     for (t_name, t_values), (s_name, s_values), (m_name, m_values), hp, seed in itertools.product(
         teachers.items(), students.items(), methods.items(), grid or [{}], seeds
     ):
+        if m_name in only_for and s_name not in only_for[m_name]:
+            continue  # the method is meant for other students (e.g. attention KL for transformers only)
         where = " / ".join(n for n in (t_name, s_name, m_name) if n) or "base"
         values = {**base, **t_values, **s_values, **m_values, **hp}
         try:
