@@ -13,109 +13,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from xkd.errors import XKDError
-from xkd.files import save_figure_atomically, write_text_atomically
-from xkd.results import GROUP_KEYS, group_rows, load_study, metric_columns, run_rows, write_results
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _last_attention(run_dir: Path) -> dict[str, dict]:
-    """term -> the last epoch's attention record of a run."""
-    path = run_dir / "attention.jsonl"
-    last: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            last[record["term"]] = record
-    return last
-
-
-def heatmap(alpha: list[list[float]], title: str, out: Path) -> Path:
-    """Rows: student layers; columns: teacher layers; cells: mean attention α."""
-    plt = _pyplot()
-    m, n = len(alpha), len(alpha[0])
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * n, 1.2 + 0.6 * m))
-    image = ax.imshow(alpha, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    for j in range(m):
-        for i in range(n):
-            ax.text(i, j, f"{alpha[j][i]:.2f}", ha="center", va="center", color="w" if alpha[j][i] < 0.6 else "k")
-    ax.set_xticks(range(n), [str(i + 1) for i in range(n)])
-    ax.set_yticks(range(m), [str(j + 1) for j in range(m)])
-    ax.set_xlabel("teacher layer")
-    ax.set_ylabel("student layer" if m > 1 else "student output")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def attention_heatmaps(run_dir: Path) -> list[Path]:
-    """One heatmap per projection term of the last epoch's mean α."""
-    return [
-        heatmap(
-            record["alpha"],
-            f"{term}: mean attention α ({record['split']}, epoch {record['epoch']})",
-            run_dir / f"attention_{term}.png",
-        )
-        for term, record in _last_attention(run_dir).items()
-    ]
-
-
-def _heads_info(teacher_summary: dict[str, Any]) -> dict[str, Any] | None:
-    heads = teacher_summary.get("heads")
-    path = Path(heads) / "pseudo_heads.json" if heads else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else None
-
-
-def _main_metric(info: dict[str, Any]) -> str:
-    metric = info.get("main_metric", "score")
-    names = [k for k in info["layer_metrics"][0] if k != "score"]
-    return names[0] if metric == "score" and len(names) == 1 else metric  # say "accuracy", not "score"
-
-
-def teacher_heads_figure(teacher_summary: dict[str, Any], out: Path) -> list[Path]:
-    """The teacher's per-layer pseudo-classifier score, with its final classifier for reference."""
-    info = _heads_info(teacher_summary)
-    if info is None:
-        return []
-    metric = _main_metric(info)
-    values = [100 * m[metric] for m in info["layer_metrics"]]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    layers = range(1, len(values) + 1)
-    ax.plot(layers, values, marker="o", label="pseudo classifier")
-    final = next(iter(teacher_summary.get("metrics", {}).values()), {}).get(metric)
-    if final is not None:
-        ax.axhline(100 * final, color="grey", linestyle="--", label="teacher classifier")
-    ax.set_xticks(list(layers))
-    ax.set_xlabel("teacher layer")
-    ax.set_ylabel(f"validation {metric} (%)")
-    ax.set_title(f"teacher pseudo classifiers on {info.get('task', '')}", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return [out]
-
-
-def teacher_heads_plot(run_dir: Path) -> list[Path]:
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        return []
-    teacher = json.loads(summary_path.read_text())["teacher"]
-    return teacher_heads_figure(teacher, run_dir / "teacher_heads.png")
+from xkd.files import write_text_atomically
+from xkd.plots import (
+    accuracy_figure,
+    attention_heatmaps,
+    compute_figure,
+    group_label,
+    learning_curves,
+    study_heatmaps,
+    teacher_heads_figure,
+    teacher_heads_plot,
+)
+from xkd.results import group_rows, load_study, metric_columns, run_rows, write_results
 
 
 def _pct(value: float | None) -> str:
@@ -220,10 +130,6 @@ def report_run(run_dir: str | Path) -> list[Path]:
     return [report, *plots]
 
 
-def _group_label(group: dict[str, Any], keys: tuple[str, ...]) -> str:
-    return " / ".join(str(group[k]) for k in keys if group.get(k))
-
-
 def _cell(stat: dict[str, Any] | None, sign: str = "") -> str:
     """mean ± sd [95% CI]; `sign="+"` writes differences with their sign."""
     if not stat or not stat["values"]:
@@ -233,116 +139,6 @@ def _cell(stat: dict[str, Any] | None, sign: str = "") -> str:
         return mean
     low, high = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
     return f"{mean} ± {stat['sd']:.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
-
-
-def accuracy_figure(groups: list[dict[str, Any]], metric: str, teacher_value: float | None, out: Path) -> Path:
-    """Mean per method with 95% CI error bars, one panel per teacher/student, seeds as dots."""
-    plt = _pyplot()
-    panels: dict[str, list[dict[str, Any]]] = {}
-    for g in groups:
-        panels.setdefault(_group_label(g, ("teacher", "student")) or "student", []).append(g)
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(1.5 + 1.3 * max(len(v) for v in panels.values()) * len(panels), 3.6), squeeze=False
-    )
-    for ax, (panel, members) in zip(axes[0], panels.items(), strict=True):
-        labels = [_group_label(g, ("method", "hyperparameters")) for g in members]
-        for x, g in enumerate(members):
-            stat = g[metric]
-            if not stat["values"]:
-                continue
-            error = 0 if math.isnan(stat["ci95"]) else stat["ci95"]
-            ax.errorbar([x], [stat["mean"]], yerr=[error], fmt="o", capsize=4, color="C0")
-            ax.scatter([x] * len(stat["values"]), stat["values"], s=10, color="grey", alpha=0.7, zorder=3)
-        if teacher_value is not None:
-            ax.axhline(teacher_value, color="grey", linestyle="--", linewidth=1, label="teacher")
-            ax.legend(fontsize=7, loc="lower right")
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_title(panel, fontsize=9)
-        ax.set_ylabel(f"{metric} (%)")
-    fig.suptitle(f"{metric}: mean and 95% CI over seeds (dots: seeds)", fontsize=9)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def compute_figure(groups: list[dict[str, Any]], metric: str, out: Path) -> Path | None:
-    """Accuracy against total training compute (TAKD rows include their assistants), one colour per student."""
-    points = [g for g in groups if g[metric]["values"] and g.get("total_flops")]
-    if not points:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    panels = sorted({_group_label(g, ("teacher", "student")) for g in points})
-    for colour, panel in enumerate(panels):
-        members = [g for g in points if _group_label(g, ("teacher", "student")) == panel]
-        for g in members:
-            stat = g[metric]
-            error = 0 if math.isnan(stat["ci95"]) else stat["ci95"]
-            ax.errorbar(g["total_flops"], stat["mean"], yerr=error, fmt="o", capsize=3, color=f"C{colour}")
-            ax.annotate(_group_label(g, ("method", "hyperparameters")), (g["total_flops"], stat["mean"]),
-                        textcoords="offset points", xytext=(4, 3), fontsize=7)  # fmt: skip
-        ax.plot([], [], "o", color=f"C{colour}", label=panel or "student")
-    ax.set_xscale("log")
-    ax.set_xlabel("total training FLOPs per run (log scale; TAKD includes its assistant)")
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(f"{metric} against compute (mean, 95% CI over seeds)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def learning_curves(study: dict[str, Any], out: Path) -> Path | None:
-    """Validation score per epoch, mean over seeds, one panel per student, one line per method."""
-    curves: dict[str, dict[str, list[list[float]]]] = {}
-    for run in study["runs"]:
-        path = Path(run["dir"]) / "metrics.jsonl"
-        if not path.is_file() or not (Path(run["dir"]) / "summary.json").is_file():
-            continue
-        records = [json.loads(line) for line in path.read_text().splitlines()]
-        split = (
-            next((k for k in records[0] if k not in ("epoch", "step", "train", "elapsed_s")), None) if records else None
-        )
-        if split is None:
-            continue
-        panel = _group_label(run["group"], ("teacher", "student")) or "student"
-        line = _group_label(run["group"], ("method", "hyperparameters")) or "run"
-        curves.setdefault(panel, {}).setdefault(line, []).append([100 * r[split]["score"] for r in records])
-    if not curves:
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
-    for ax, (panel, lines) in zip(axes[0], curves.items(), strict=True):
-        for label, series in lines.items():
-            length = min(len(s) for s in series)
-            mean = np.mean([s[:length] for s in series], axis=0)
-            ax.plot(range(1, length + 1), mean, marker="o", markersize=3, label=label)
-        ax.set_title(panel, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation score (%)")
-        ax.legend(fontsize=7)
-    fig.suptitle("learning curves (mean over seeds)", fontsize=9)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def study_heatmaps(study: dict[str, Any], plots: Path) -> list[Path]:
-    """Per group and projection term: the last epoch's α averaged over seeds."""
-    sums: dict[tuple[str, str], list[np.ndarray]] = {}
-    for run in study["runs"]:
-        for term, record in _last_attention(Path(run["dir"])).items():
-            label = _group_label(run["group"], GROUP_KEYS)
-            sums.setdefault((label, term), []).append(np.asarray(record["alpha"]))
-    outputs = []
-    for (label, term), alphas in sums.items():
-        name = "attention_" + "".join(c if c.isalnum() or c in "-_=." else "_" for c in f"{label}_{term}") + ".png"
-        title = f"{label}\n{term}: mean α over {len(alphas)} seed(s), last epoch"
-        outputs.append(heatmap(np.mean(alphas, axis=0).tolist(), title, plots / name))
-    return outputs
 
 
 def report_study(study_dir: str | Path) -> list[Path]:
@@ -412,7 +208,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
         lines += ["## Teacher", ""] + _table(["teacher", "path", "metrics (%)", "parameters"], teacher_rows) + [""]
     panels: dict[str, list[dict[str, Any]]] = {}
     for g in groups:
-        panels.setdefault(_group_label(g, ("teacher", "student")) or "all runs", []).append(g)
+        panels.setdefault(group_label(g, ("teacher", "student")) or "all runs", []).append(g)
     header = [
         "method",
         "n",
@@ -429,7 +225,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
         for g in members:
             table.append(
                 [
-                    _group_label(g, ("method", "hyperparameters")) or "run",
+                    group_label(g, ("method", "hyperparameters")) or "run",
                     f"{g['n']}" + (f"/{g['planned']}" if g["n"] < g["planned"] else ""),
                     *(_cell(g[m]) for m in metrics),
                     *([_cell(g[main].get("delta"), "+")] if baseline and main else []),
