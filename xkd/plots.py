@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from xkd.files import save_figure_atomically
 from xkd.results import GROUP_KEYS
@@ -200,6 +201,7 @@ def learning_curves(study: dict[str, Any], out: Path) -> Path | None:
             mean = np.mean([s[:length] for s in series], axis=0)
             ax.plot(range(1, length + 1), mean, marker="o", markersize=3, label=label)
         ax.set_title(panel, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation score (%)")
         ax.legend(fontsize=7)
