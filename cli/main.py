@@ -418,6 +418,7 @@ def study_command(
     """
     from xkd.errors import XKDError
     from xkd.study import load_plan, run_state, run_study
+    from xkd.training import process_state
 
     plan = load_plan(config_file, output_dir)
     filters: dict[str, set[str]] = {}
@@ -433,8 +434,6 @@ def study_command(
         click.echo(f"{len(plan.runs)} runs, {len(plan.assistants)} assistants in {plan.directory}")
         return
     outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress, only=filters)
-    from xkd.training import process_state
-
     if not process_state().is_main_process:
         return
     if report:

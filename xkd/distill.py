@@ -34,7 +34,8 @@ from xkd.evaluation import evaluate, score_logits
 from xkd.files import write_text_atomically
 from xkd.flops import flops_per_example
 from xkd.latency import cpu_latency_ms
-from xkd.methods import TermContext, get_method
+from xkd.methods import Method, TermContext, get_method
+from xkd.metrics import shown_metrics
 from xkd.options import resolve_options
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
@@ -193,10 +194,21 @@ def term_context(student, teacher, task: Task, steps_per_epoch: int | None = Non
 
 
 def ensure_teacher_heads(
-    teacher: HFEncoderClassifier, path: str, task: Task, raw: DatasetDict, cfg: DistillConfig, log: Log
-) -> str:
-    """Train the teacher's pseudo classifiers when a method needs them and none are stored; returns their dir."""
-    directory = heads_dir(path)
+    teacher: HFEncoderClassifier,
+    info: dict[str, Any],
+    needed: bool,
+    task: Task,
+    raw: DatasetDict,
+    cfg: DistillConfig,
+    log: Log,
+) -> None:
+    """Train the teacher's pseudo classifiers when they are `needed` and none are stored; `info["heads"]` then
+    names their directory whenever the teacher has them."""
+    directory = heads_dir(info["path"])
+    if teacher.pseudo_heads is not None:
+        info["heads"] = str(directory)
+    if teacher.pseudo_heads is not None or not needed:
+        return
     log(f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads ({directory})")
     heads, metrics = train_heads(
         teacher,
@@ -211,7 +223,7 @@ def ensure_teacher_heads(
     )
     heads.save(directory, **heads_info(metrics, task, max_length=cfg.max_length))
     teacher.pseudo_heads = freeze(heads).to(next(teacher.parameters()).device)
-    return str(directory)
+    info["heads"] = str(directory)
 
 
 def assistant_chain(
@@ -223,13 +235,11 @@ def assistant_chain(
     for k in cfg.assistant_layers:
         link_dir = run_dir / "assistants" / f"ta{k}"
         if cfg.resume and (link_dir / "summary.json").is_file():  # finished before the interruption
-            summary = json.loads((link_dir / "summary.json").read_text())
             log(f"teacher assistant: reusing the finished {k}-layer assistant in {link_dir}")
-            source = summary["student"]["dir"]
-            links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
-            continue
-        log(f"teacher assistant: distilling a {k}-layer BERT-k from {source} with vanilla KD")
-        summary = run_distill(assistant_config(cfg, source, k, link_dir), log)
+            summary = json.loads((link_dir / "summary.json").read_text())
+        else:
+            log(f"teacher assistant: distilling a {k}-layer BERT-k from {source} with vanilla KD")
+            summary = run_distill(assistant_config(cfg, source, k, link_dir), log)
         source = summary["student"]["dir"]
         links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
     info = {**teacher_info, "path": source, "original_teacher": teacher_info["path"], "assistants": links}
@@ -246,18 +256,17 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     method = get_method(cfg.method)
     task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples)
     teacher, info = resolve_teacher(cfg, task, raw, log)
-    if method.needs_teacher_heads and teacher.pseudo_heads is None:
-        ensure_teacher_heads(teacher, info["path"], task, raw, cfg, log)
+    ensure_teacher_heads(teacher, info, method.needs_teacher_heads, task, raw, cfg, log)
     tokenizers = {"teacher": teacher.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
     return open_teacher_cache(cfg, task, teacher, info["path"], splits, Collator(tokenizers), log)
 
 
-def check_config(cfg: DistillConfig) -> dict[str, Any]:
+def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     """Every check that needs no data or model (values, task, method and its options, student and its options);
-    returns the method's resolved options. Studies call it for every run before the first one starts."""
+    returns the task, the method and its resolved options. Studies call it for every run before the first starts."""
     cfg.validate()
-    resolve_task(cfg)
+    task = resolve_task(cfg)
     method = get_method(cfg.method)
     spec = student_spec(cfg.student)
     if spec is not None:
@@ -265,7 +274,7 @@ def check_config(cfg: DistillConfig) -> dict[str, Any]:
     else:
         plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
     shared = {k: v for k, v in (("temperature", cfg.temperature), ("alpha", cfg.alpha)) if k in method.options}
-    return method.resolve({**shared, **cfg.method_options})
+    return task, method, method.resolve({**shared, **cfg.method_options})
 
 
 def assistant_config(cfg: DistillConfig, teacher: str, layers: int, output_dir: Path) -> DistillConfig:
@@ -300,8 +309,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     state = process_state()
     if not state.is_main_process:
         log = _silent  # under `accelerate launch`, one process speaks
-    options = check_config(cfg)  # option errors before any loading
-    task, method = resolve_task(cfg), get_method(cfg.method)
+    task, method, options = check_config(cfg)  # option errors before any loading
 
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
     if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
@@ -332,10 +340,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
         if cfg.assistant_layers:
             teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
-        if method.needs_teacher_heads and teacher.pseudo_heads is None:
-            teacher_info["heads"] = ensure_teacher_heads(teacher, teacher_info["path"], task, raw, cfg, log)
-        elif teacher.pseudo_heads is not None:
-            teacher_info["heads"] = str(heads_dir(teacher_info["path"]))
+        ensure_teacher_heads(teacher, teacher_info, method.needs_teacher_heads, task, raw, cfg, log)
     teacher_seconds = time.perf_counter() - teacher_start
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
     student = configured_student(cfg, teacher, task, raw, log)
@@ -453,8 +458,7 @@ def compute_columns(
     Training a network costs about 3x its forward FLOPs per example (forward + backward), a frozen teacher 1x per
     example it runs on. FLOPs per example are counted on up to 256 validation examples batched as in training.
     A run that reads the teacher cache is charged the one teacher pass that built it (`cache_examples`), whether
-    it built the cache or reused it, so a run's cost does not depend on what ran before it; a study that shares
-    one cache across runs says how much that saves.
+    it built the cache or reused it, so a run's cost does not depend on what ran before it.
     """
     sample = split.select(range(min(256, len(split))))
     batches = list(make_loader(sample, collator, batch_size, shuffle=False, buckets=True))
@@ -499,9 +503,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows = [("", "teacher", "student")]
     for split, metrics in summary["teacher"]["metrics"].items():
         s_metrics = summary["validation"].get(split) or summary["test"].get(split, {})
-        for name, value in metrics.items():
-            if name == "score" and len(metrics) == 2:
-                continue
+        for name, value in shown_metrics(metrics).items():
             rows.append((f"{split} {name}", f"{100 * value:.2f}", f"{100 * s_metrics.get(name, float('nan')):.2f}"))
     rows.append(("layers", str(teacher["layers"]), str(student["layers"])))
     rows.append(("parameters", f"{teacher['parameters'] / 1e6:.1f}M", f"{student['parameters'] / 1e6:.1f}M"))

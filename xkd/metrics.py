@@ -30,6 +30,11 @@ def predictions(task: Task, logits: np.ndarray) -> np.ndarray:
     return logits[:, 0] if task.regression else logits.argmax(axis=-1)
 
 
+def shown_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics worth printing: `score` only when it averages several (for one metric it repeats it)."""
+    return {k: v for k, v in metrics.items() if k != "score" or len(metrics) > 2}
+
+
 def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metrics plus `score`, their mean (the number used to pick the best checkpoint)."""
     preds = predictions(task, logits)

@@ -23,6 +23,29 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out: Path) -> Path:
+    """Lay out, write atomically, and free the figure (pyplot keeps every open figure alive)."""
+    fig.tight_layout()
+    save_figure_atomically(fig, out, dpi=120)
+    _pyplot().close(fig)
+    return out
+
+
+def metric_splits(record: dict[str, Any]) -> list[str]:
+    """The evaluated splits of one `metrics.jsonl` line (every key but the bookkeeping ones)."""
+    return [k for k in record if k not in ("epoch", "step", "train", "elapsed_s")]
+
+
+def panel(group: dict[str, Any]) -> str:
+    """The plot panel / report table of a group: its teacher and student."""
+    return group_label(group, ("teacher", "student")) or "student"
+
+
+def series(group: dict[str, Any]) -> str:
+    """A group's label within its panel: its method and hyperparameters."""
+    return group_label(group, ("method", "hyperparameters")) or "run"
+
+
 def _last_attention(run_dir: Path) -> dict[str, dict]:
     """term -> the last epoch's attention record of a run."""
     path = run_dir / "attention.jsonl"
@@ -49,10 +72,7 @@ def heatmap(alpha: list[list[float]], title: str, out: Path) -> Path:
     ax.set_ylabel("student layer" if m > 1 else "student output")
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def attention_heatmaps(run_dir: Path) -> list[Path]:
@@ -98,10 +118,7 @@ def teacher_heads_figure(teacher_summary: dict[str, Any], out: Path) -> list[Pat
     ax.set_ylabel(f"validation {metric} (%)")
     ax.set_title(f"teacher pseudo classifiers on {info.get('task', '')}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return [out]
+    return [_save(fig, out)]
 
 
 def teacher_heads_plot(run_dir: Path) -> list[Path]:
@@ -121,12 +138,12 @@ def accuracy_figure(groups: list[dict[str, Any]], metric: str, teacher_value: fl
     plt = _pyplot()
     panels: dict[str, list[dict[str, Any]]] = {}
     for g in groups:
-        panels.setdefault(group_label(g, ("teacher", "student")) or "student", []).append(g)
+        panels.setdefault(panel(g), []).append(g)
     fig, axes = plt.subplots(
         1, len(panels), figsize=(1.5 + 1.3 * max(len(v) for v in panels.values()) * len(panels), 3.6), squeeze=False
     )
-    for ax, (panel, members) in zip(axes[0], panels.items(), strict=True):
-        labels = [group_label(g, ("method", "hyperparameters")) for g in members]
+    for ax, (name, members) in zip(axes[0], panels.items(), strict=True):
+        labels = [series(g) for g in members]
         for x, g in enumerate(members):
             stat = g[metric]
             if not stat["values"]:
@@ -138,13 +155,10 @@ def accuracy_figure(groups: list[dict[str, Any]], metric: str, teacher_value: fl
             ax.axhline(teacher_value, color="grey", linestyle="--", linewidth=1, label="teacher")
             ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_title(panel, fontsize=9)
+        ax.set_title(name, fontsize=9)
         ax.set_ylabel(f"{metric} (%)")
     fig.suptitle(f"{metric}: mean and 95% CI over seeds (dots: seeds)", fontsize=9)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def compute_figure(groups: list[dict[str, Any]], metric: str, out: Path) -> Path | None:
@@ -154,25 +168,22 @@ def compute_figure(groups: list[dict[str, Any]], metric: str, out: Path) -> Path
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    panels = sorted({group_label(g, ("teacher", "student")) for g in points})
-    for colour, panel in enumerate(panels):
-        members = [g for g in points if group_label(g, ("teacher", "student")) == panel]
+    names = sorted({panel(g) for g in points})
+    for colour, name in enumerate(names):
+        members = [g for g in points if panel(g) == name]
         for g in members:
             stat = g[metric]
             error = 0 if math.isnan(stat["ci95"]) else stat["ci95"]
             ax.errorbar(g["total_flops"], stat["mean"], yerr=error, fmt="o", capsize=3, color=f"C{colour}")
-            ax.annotate(group_label(g, ("method", "hyperparameters")), (g["total_flops"], stat["mean"]),
+            ax.annotate(series(g), (g["total_flops"], stat["mean"]),
                         textcoords="offset points", xytext=(4, 3), fontsize=7)  # fmt: skip
-        ax.plot([], [], "o", color=f"C{colour}", label=panel or "student")
+        ax.plot([], [], "o", color=f"C{colour}", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("total training FLOPs per run (log scale; TAKD includes its assistant)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(f"{metric} against compute (mean, 95% CI over seeds)", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def learning_curves(study: dict[str, Any], out: Path) -> Path | None:
@@ -183,33 +194,28 @@ def learning_curves(study: dict[str, Any], out: Path) -> Path | None:
         if not path.is_file() or not (Path(run["dir"]) / "summary.json").is_file():
             continue
         records = [json.loads(line) for line in path.read_text().splitlines()]
-        split = (
-            next((k for k in records[0] if k not in ("epoch", "step", "train", "elapsed_s")), None) if records else None
-        )
-        if split is None:
+        splits = metric_splits(records[0]) if records else []
+        if not splits:
             continue
-        panel = group_label(run["group"], ("teacher", "student")) or "student"
-        line = group_label(run["group"], ("method", "hyperparameters")) or "run"
-        curves.setdefault(panel, {}).setdefault(line, []).append([100 * r[split]["score"] for r in records])
+        curves.setdefault(panel(run["group"]), {}).setdefault(series(run["group"]), []).append(
+            [100 * r[splits[0]]["score"] for r in records]
+        )
     if not curves:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
-    for ax, (panel, lines) in zip(axes[0], curves.items(), strict=True):
-        for label, series in lines.items():
-            length = min(len(s) for s in series)
-            mean = np.mean([s[:length] for s in series], axis=0)
+    for ax, (name, lines) in zip(axes[0], curves.items(), strict=True):
+        for label, runs in lines.items():
+            length = min(len(r) for r in runs)
+            mean = np.mean([r[:length] for r in runs], axis=0)
             ax.plot(range(1, length + 1), mean, marker="o", markersize=3, label=label)
-        ax.set_title(panel, fontsize=9)
+        ax.set_title(name, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation score (%)")
         ax.legend(fontsize=7)
     fig.suptitle("learning curves (mean over seeds)", fontsize=9)
-    fig.tight_layout()
-    save_figure_atomically(fig, out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def study_heatmaps(study: dict[str, Any], plots: Path) -> list[Path]:

@@ -15,12 +15,15 @@ from typing import Any
 
 from xkd.errors import XKDError
 from xkd.files import write_text_atomically
+from xkd.metrics import shown_metrics
 from xkd.plots import (
     accuracy_figure,
     attention_heatmaps,
     compute_figure,
-    group_label,
     learning_curves,
+    metric_splits,
+    panel,
+    series,
     study_heatmaps,
     teacher_heads_figure,
     teacher_heads_plot,
@@ -85,9 +88,8 @@ def report_run(run_dir: str | Path) -> list[Path]:
         rows = []
         for split, metrics in s["teacher"]["metrics"].items():
             student = s["validation"].get(split) or s["test"].get(split, {})
-            for name, value in metrics.items():
-                if name != "score" or len(metrics) > 2:
-                    rows.append([f"{split} {name} (%)", _pct(value), _pct(student.get(name))])
+            for name, value in shown_metrics(metrics).items():
+                rows.append([f"{split} {name} (%)", _pct(value), _pct(student.get(name))])
         rows.append(
             ["parameters", f"{s['teacher']['parameters'] / 1e6:.1f}M", f"{s['student']['parameters'] / 1e6:.1f}M"]
         )
@@ -118,7 +120,7 @@ def report_run(run_dir: str | Path) -> list[Path]:
     if metrics_path.is_file():
         records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
         terms = list(records[0]["train"]) if records else []
-        splits = [k for k in records[0] if k not in ("epoch", "step", "train", "elapsed_s")] if records else []
+        splits = metric_splits(records[0]) if records else []
         rows = [
             [str(r["epoch"]), *(f"{r['train'][t]:.4f}" for t in terms), *(_pct(r[sp].get("score")) for sp in splits)]
             for r in records
@@ -145,10 +147,10 @@ def report_study(study_dir: str | Path) -> list[Path]:
     """Tables and plots of a study (finished runs only; unfinished ones are counted)."""
     study_dir = Path(study_dir)
     study = load_study(study_dir)
-    paths = write_results(study_dir)
-    rows = run_rows(study_dir)
     baseline = study.get("baseline")
+    rows = run_rows(study)
     groups = group_rows(rows, baseline)
+    paths = write_results(study_dir, rows, groups)
     metrics = metric_columns(rows)
     plots = study_dir / "plots"
     main = next((m for m in reversed(metrics) if any(g[m]["values"] for g in groups)), None)
@@ -190,10 +192,9 @@ def report_study(study_dir: str | Path) -> list[Path]:
         teacher = json.loads((Path(member["dir"]) / "summary.json").read_text())["teacher"]
         cells = []
         for split, values in teacher["metrics"].items():
-            for metric, value in values.items():
-                if metric != "score" or len(values) > 2:
-                    cells.append(f"{split} {metric} {_pct(value)}")
-                    teacher_values[f"{split} {metric}"] = 100 * value
+            for metric, value in shown_metrics(values).items():
+                cells.append(f"{split} {metric} {_pct(value)}")
+                teacher_values[f"{split} {metric}"] = 100 * value
         out = plots / f"teacher_heads{'_' + name if name else ''}.png"
         heads_figures += teacher_heads_figure(teacher, out)
         teacher_rows.append(
@@ -208,7 +209,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
         lines += ["## Teacher", ""] + _table(["teacher", "path", "metrics (%)", "parameters"], teacher_rows) + [""]
     panels: dict[str, list[dict[str, Any]]] = {}
     for g in groups:
-        panels.setdefault(group_label(g, ("teacher", "student")) or "all runs", []).append(g)
+        panels.setdefault(panel(g), []).append(g)
     header = [
         "method",
         "n",
@@ -220,12 +221,12 @@ def report_study(study_dir: str | Path) -> list[Path]:
         "student FLOPs/ex",
         "total FLOPs",
     ]
-    for panel, members in panels.items():
+    for name, members in panels.items():
         table = []
         for g in members:
             table.append(
                 [
-                    group_label(g, ("method", "hyperparameters")) or "run",
+                    series(g),
                     f"{g['n']}" + (f"/{g['planned']}" if g["n"] < g["planned"] else ""),
                     *(_cell(g[m]) for m in metrics),
                     *([_cell(g[main].get("delta"), "+")] if baseline and main else []),
@@ -236,7 +237,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
                     _flops(g["total_flops"]),
                 ]
             )
-        lines += [f"## {panel}", ""] + _table(header, table) + [""]
+        lines += [f"## {name}", ""] + _table(header, table) + [""]
     images: list[Path] = []
     for metric in metrics:
         if any(g[metric]["values"] for g in groups):
@@ -249,9 +250,10 @@ def report_study(study_dir: str | Path) -> list[Path]:
     images += heads_figures
     images += study_heatmaps(study, plots)
     lines += ["## Plots", "", *_images(images, study_dir), ""]
+    runs_dir = Path(study["runs"][0]["dir"]).parent if study["runs"] else study_dir / "runs"
     lines += [
         "Files: `results/runs.csv` (one row per run), `results/groups.csv` and `results/groups.json` (per group, "
-        "with the per-seed values); each run's own files are in `runs/<id>/`.",
+        f"with the per-seed values); each run's own files are in `{runs_dir}/<id>/`.",
         "",
     ]
     report = write_text_atomically(study_dir / "report.md", "\n".join(lines))

@@ -18,6 +18,7 @@ from scipy import stats
 
 from xkd.errors import XKDError
 from xkd.files import write_text_atomically
+from xkd.metrics import shown_metrics
 
 GROUP_KEYS = ("teacher", "student", "method", "hyperparameters")
 COST_KEYS = (
@@ -52,9 +53,9 @@ def load_study(study_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def run_rows(study_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per planned run: its group, seed, metrics (percent) and costs; unfinished runs have no metrics."""
-    study = load_study(study_dir)
+def run_rows(study: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per planned run of a study (its `study.json`): group, seed, metrics (percent) and costs; unfinished
+    runs have no metrics."""
     assistants = {a["id"]: _summary(Path(a["dir"])) for a in study["assistants"]}
     rows = []
     for run in study["runs"]:
@@ -66,9 +67,8 @@ def run_rows(study_dir: str | Path) -> list[dict[str, Any]]:
             continue
         for part in ("validation", "test"):
             for split, metrics in summary[part].items():
-                for metric, value in metrics.items():
-                    if metric != "score" or len(metrics) > 2:
-                        row[f"{split} {metric}"] = 100 * value
+                for metric, value in shown_metrics(metrics).items():
+                    row[f"{split} {metric}"] = 100 * value
         row["best_epoch"] = summary["best_epoch"]
         compute = summary.get("compute", {})
         links = [assistants.get(a) for a in run["assistants"]]
@@ -159,11 +159,9 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-def write_results(study_dir: str | Path) -> dict[str, Path]:
+def write_results(study_dir: str | Path, rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> dict[str, Path]:
     """`results/runs.csv`, `results/groups.csv` and `results/groups.json` of a study; returns their paths."""
     out = Path(study_dir) / "results"
-    rows = run_rows(study_dir)
-    groups = group_rows(rows, load_study(study_dir).get("baseline"))
     metrics = metric_columns(rows)
     run_columns = ["id", *GROUP_KEYS, "seed", "status", *metrics, "best_epoch", *COST_KEYS]
     flat = []

@@ -7,7 +7,7 @@ in `STUDY/runs/<id>/`, so anything that reads a run reads a study's runs. Shared
   study's `teacher_seed`; the runs then name the prepared directory, so no run fine-tunes again;
 - one teacher cache per teacher and task (its key ignores the student and seed, so the first run builds it);
 - one TAKD assistant chain per teacher, seed and chain: a method with `assistant_layers` trains its assistants
-  as runs of their own in `STUDY/assistants/`, and every student of that seed learns from the same assistant.
+  as runs of their own in `<runs dir>/assistants/`, and every student of that seed learns from the same assistant.
   The cost columns charge each TAKD run its whole chain, so the totals answer "what did this student cost".
 
 Several study files may share one `runs_dir`: a run with the same name and config is then run once and read by
@@ -90,7 +90,7 @@ class PlannedRun:
     group: dict[str, str]  # teacher, student, method, hyperparameters: everything but the seed
     seed: int
     config: DistillConfig
-    assistants: list[str] = field(default_factory=list)  # ids of the assistant runs it learns from, in order
+    assistants: list[PlannedRun] = field(default_factory=list)  # the assistant runs it learns from, in order
     kind: str = "run"  # "run", or "assistant" for a shared TAKD link
 
 
@@ -127,7 +127,7 @@ class StudyPlan:
                     f"{', '.join(sorted(known))}"
                 )
             runs = [r for r in runs if (str(r.seed) if key == "seed" else r.group[key]) in allowed]
-        needed = {a for r in runs for a in r.assistants}
+        needed = {a.id for r in runs for a in r.assistants}
         return [*(a for a in self.assistants if a.id in needed), *runs]
 
     def all_runs(self) -> list[PlannedRun]:
@@ -291,14 +291,14 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
                         list(run.assistants),
                         kind="assistant",
                     )
-                run.assistants.append(assistants[key].id)
+                run.assistants.append(assistants[key])
             run.config = replace(cfg, assistant_layers=[])
         runs.append(run)
     ids = [r.id for r in runs]
     if len(set(ids)) != len(ids):
         raise XKDError(f"two runs of {path} get the same name; give the sections distinct names")
     return StudyPlan(
-        name, directory, seeds, teacher_seed, {n: v for n, v in teachers.items()}, runs, list(assistants.values()),
+        name, directory, seeds, teacher_seed, teachers, runs, list(assistants.values()),
         str(path), runs_dir, baseline,
     )  # fmt: skip
 
@@ -327,21 +327,16 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
         task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples)
         teacher, info = resolve_teacher(first, task, raw, log)
         needs_heads = any(get_method(r.config.method).needs_teacher_heads for r in members)
-        if needs_heads and teacher.pseudo_heads is None:
-            info["heads"] = ensure_teacher_heads(teacher, info["path"], task, raw, first, log)
+        ensure_teacher_heads(teacher, info, needs_heads, task, raw, first, log)
         prepared[name] = {**info, "seconds": round(time.perf_counter() - start, 2)}
         for run in [*members, *(a for a in plan.assistants if a.group["teacher"] == name)]:
             run.config = replace(run.config, teacher=info["path"], finetune_teacher="never")
         del teacher
     # Assistant chains: each link's teacher is the previous link's saved student.
-    for link in plan.assistants:
-        if link.assistants:
-            previous = plan.run_dir(next(a for a in plan.assistants if a.id == link.assistants[-1]))
-            link.config = replace(link.config, teacher=str(previous / "student"))
-    for run in plan.runs:
+    for run in plan.all_runs():
         if run.assistants:
-            last = next(a for a in plan.assistants if a.id == run.assistants[-1])
-            run.config = replace(run.config, teacher=str(plan.run_dir(last) / "student"), finetune_teacher="never")
+            last = plan.run_dir(run.assistants[-1]) / "student"
+            run.config = replace(run.config, teacher=str(last), finetune_teacher="never")
     return prepared
 
 
@@ -383,7 +378,7 @@ def write_plan(plan: StudyPlan, prepared: dict[str, Any]) -> None:
             "dir": str(plan.run_dir(run)),
             "group": run.group,
             "seed": run.seed,
-            "assistants": run.assistants,
+            "assistants": [a.id for a in run.assistants],
         }
 
     record = {
@@ -443,7 +438,7 @@ def run_study(
     skipped: list[str] = []
     for position, run in enumerate(todo, 1):
         directory = plan.run_dir(run)
-        for assistant in (a for a in plan.assistants if a.id in run.assistants and a.id not in finished):
+        for assistant in (a for a in run.assistants if a.id not in finished):
             if assistant.id not in failed:  # trained by another process (see the lock below): wait for it
                 log(f"[{position}/{len(todo)}] {run.id}: waiting for its assistant {assistant.id} (another process)")
                 if not distributed:
@@ -453,7 +448,7 @@ def run_study(
                     finished.add(assistant.id)
                 else:
                     failed[assistant.id] = "did not finish in the other process"
-        blocked = [a for a in run.assistants if a in failed]
+        blocked = [a.id for a in run.assistants if a.id in failed]
         if blocked:
             failed[run.id] = f"its assistant {blocked[0]} failed"
             log(f"[{position}/{len(todo)}] {run.id}: skipped, {failed[run.id]}")
