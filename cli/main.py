@@ -38,7 +38,7 @@ DISTILL_OPTIONS = [
         multiple=True,
         flag="-S",
     ),
-    config_option("method", "Distillation method: none, kd or universal (see 'xkd methods')."),
+    config_option("method", "Distillation method by name ('xkd methods' lists them, their loss terms and options)."),
     config_option("temperature", "KD temperature τ (> 0) [method default: 2.0].", type=float),
     config_option("alpha", "KD weight α in [0, 1] [method default: 0.5].", type=float),
     config_option(

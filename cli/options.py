@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any
 
 import click
@@ -11,7 +11,8 @@ import click
 from xkd.config import DistillConfig
 from xkd.errors import XKDError
 
-_DEFAULTS = {f.name: f.default for f in fields(DistillConfig)}
+# Fields with a default_factory (dicts, lists) have no `.default`; build their value so help never shows MISSING.
+_DEFAULTS = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(DistillConfig)}
 
 
 def config_option(name: str, help: str, type: Any = None, multiple: bool = False, flag: str | None = None):
@@ -20,7 +21,7 @@ def config_option(name: str, help: str, type: Any = None, multiple: bool = False
     The help text shows the recipe default taken from `DistillConfig`.
     """
     default = _DEFAULTS[name]
-    shown = f" [default: {default}]" if default not in (None, [], False) else ""
+    shown = f" [default: {default}]" if default not in (None, [], {}, False) else ""
     decl = flag or f"--{name.replace('_', '-')}"
     return click.option(decl, name, type=type, default=None, multiple=multiple, help=help + shown)
 

@@ -170,12 +170,14 @@ def test_bad_data_and_teacher_label_count(tmp_path, task_dir, bert_teacher_dir):
 
 def test_help_has_examples_on_every_command():
     commands = [["distill"], ["eval"], ["inspect"], ["report"], ["tasks"], ["students"], ["methods"], ["teacher"]]
-    commands += [["teacher", "finetune"], ["teacher", "heads"]]
+    commands += [["teacher", "finetune"], ["teacher", "heads"], ["study"], ["cache"], ["export"]]
     assert "xkd distill" in run("--help").output  # the top-level help shows the quickstart command
     for command in commands:
         result = run(*command, "--help")
         assert result.exit_code == 0
         assert "Example" in result.output, command
+        # Defaults are values a person can read: never a Python object's repr (dataclass factories once leaked).
+        assert " object at 0x" not in result.output and "MISSING" not in result.output, command
 
 
 def test_listings():
