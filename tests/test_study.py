@@ -234,14 +234,20 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
     assert error.startswith("a 5-layer student cannot be initialised from a 2-layer teacher")
 
 
-@pytest.mark.parametrize("recipe", ["mr-ta-study.toml", "mr-methods.toml"])
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPE_RUNS = {"mr-ta-study.toml": 45, "mr-methods.toml": 66, "mr-cg.toml": 15}
+
+
+def test_every_recipe_is_checked():
+    assert sorted(p.name for p in RECIPES.glob("*.toml")) == sorted(RECIPE_RUNS)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPE_RUNS))
 def test_recipes_are_valid_studies(recipe, monkeypatch, tmp_path):
     monkeypatch.setenv("XKD_DATA_DIR", str(tmp_path))
-    path = Path(__file__).resolve().parents[1] / "recipes" / recipe
-    result = run("study", str(path), "--dry-run")
+    result = run("study", str(RECIPES / recipe), "--dry-run")
     assert result.exit_code == 0, result.output
-    runs = 45 if recipe == "mr-ta-study.toml" else 66
-    assert f"{runs} runs" in result.output and "studies/mr-runs/cnn--kd--s42" in result.output
+    assert f"{RECIPE_RUNS[recipe]} runs" in result.output and "studies/mr-runs/bert2--kd--s42" in result.output
 
 
 def test_unknown_baseline(tmp_path, task_dir):
