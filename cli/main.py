@@ -624,18 +624,26 @@ def students_command() -> None:
 
 @cli.command("methods")
 def methods_command() -> None:
-    """List the registered methods, their loss terms, options and defaults.
+    """List the registered methods: their loss terms (weights under the defaults), options and the students and
+    teachers they apply to.
 
     \b
     Example:
       xkd methods
     """
+    from xkd.errors import XKDError
     from xkd.methods import METHODS
 
     for name in METHODS:
         m = METHODS.get(name)
         click.echo(f"{name}: {m.summary}")
+        try:
+            terms = ", ".join(f"{term} x {weight:g}" for term, weight in m.default_terms())
+        except XKDError:  # a plugged-in method that cannot be built on the example pairing
+            terms = "depend on the student and teacher"
+        click.echo(f"    terms: {terms}")
         click.echo("    options: " + (", ".join(f"{k}={v}" for k, v in m.options.items()) or "none"))
+        click.echo(f"    applies to: {m.applies_to}")
 
 
 def saved_meta(directory: str) -> dict:

@@ -182,7 +182,12 @@ def test_help_has_examples_on_every_command():
 
 def test_listings():
     assert "mnli" in run("tasks").output
-    assert "kd" in run("methods").output and "temperature=2.0" in run("methods").output
+    methods = run("methods").output
+    assert "kd" in methods and "temperature=2.0" in methods
+    # every method shows its terms under the defaults and what it applies to
+    assert methods.count("    terms: ") == methods.count("    applies to: ") == methods.count("    options: ")
+    assert "terms: ce x 0.3, kd x 0.2, alp x 0.5" in methods  # ALP's β = 1 - η - λ convention
+    assert "no teacher" in methods and "heads=average" in methods
     assert "bert-k" in run("students").output
 
 

@@ -180,5 +180,6 @@ METHODS.add(
             "freeze": False,
         },
         needs_attentions=True,
+        applies_to="transformer students sharing the teacher's tokenizer and head count (heads=average: any count)",
     ),
 )

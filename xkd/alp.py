@@ -52,5 +52,6 @@ METHODS.add(
         "all teacher layers in hidden space (mask=buckets: NO, mask=overlap: PO)",
         make_terms=alp_terms,
         options={"temperature": 2.0, "eta": 0.2, "lam": 0.5, "mask": "all", "scale": True},
+        applies_to="any student and teacher (a learned width map when widths differ)",
     ),
 )

@@ -59,7 +59,8 @@ class Method:
 
     `options` holds the method's tunable values and their defaults; `make_terms(context, **options)` turns chosen
     values into loss terms. `needs_teacher` is False for plain fine-tuning, so no teacher is loaded or run;
-    `needs_teacher_heads` asks for the teacher's per-layer pseudo classifiers.
+    `needs_teacher_heads` asks for the teacher's per-layer pseudo classifiers. `applies_to` tells users which
+    students and teachers the method can pair before they try (`xkd methods` prints it).
     """
 
     name: str
@@ -69,6 +70,7 @@ class Method:
     needs_teacher: bool = True
     needs_teacher_heads: bool = False
     needs_attentions: bool = False
+    applies_to: str = "any student and teacher with the same labels"
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overridden by the given values; unknown names, wrong types and out-of-range values (a negative
@@ -90,7 +92,23 @@ class Method:
     def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
         return self.make_terms(context, **self.resolve(values))
 
+    def default_terms(self) -> list[tuple[str, float]]:
+        """(name, weight) of the loss terms under the default options, for listings: built from the method itself on
+        a small example pairing (2-layer student, 4-layer teacher) so the listing cannot drift from the code."""
+        return [(term.name, term.weight) for term in self.terms(EXAMPLE_CONTEXT)]
 
+
+EXAMPLE_CONTEXT = TermContext(
+    student_layers=2,
+    student_width=8,
+    teacher_layers=4,
+    teacher_width=8,
+    output_size=2,
+    student_attention_heads=2,
+    teacher_attention_heads=2,
+    shared_tokenizer=True,
+    steps_per_epoch=1,
+)
 POSITIVE_OPTIONS = {"temperature", "attention_temperature", "per_layer"}
 WEIGHT_OPTIONS = {"beta", "gamma", "attention", "cosine"}
 UNIT_OPTIONS = {"alpha", "eta", "lam"}  # shares of a convex combination
@@ -184,6 +202,7 @@ METHODS.add(
         summary="no KD: fine-tune on gold labels only (CE, or MSE for regression)",
         make_terms=lambda context: [LossTerm("ce", 1.0, gold_term)],
         needs_teacher=False,
+        applies_to="any student; no teacher",
     ),
 )
 
@@ -211,6 +230,7 @@ METHODS.add(
             LossTerm("logit_mse", 1.0 - alpha, lambda s, t, y, task: logit_mse_loss(s.logits, t.logits)),
         ],
         options={"alpha": 0.5},
+        applies_to="any student and teacher with the same labels; meant for CNN/BiLSTM students",
     ),
 )
 

@@ -52,5 +52,6 @@ METHODS.add(
         "vectors of m-1 layers, mapping skip or last (normalize=false: plain MSE)",
         make_terms=pkd_terms,
         options={"temperature": 2.0, "alpha": 0.5, "beta": 100.0, "mapping": "skip", "normalize": True},
+        applies_to="any student with fewer layers than the teacher (a learned width map when widths differ)",
     ),
 )

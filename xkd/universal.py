@@ -115,5 +115,6 @@ METHODS.add(
             "detach_attention": False,
         },
         needs_teacher_heads=True,
+        applies_to="any student and teacher (the teacher's pseudo classifiers are trained once if missing)",
     ),
 )
