@@ -2,7 +2,10 @@
 
 Efficient by construction: one frozen teacher pass stores every layer's sentence vector for the training and
 validation splits, then all heads train together on those stored vectors for several epochs (cheap matrix
-products, no transformer in the loop). Each head keeps its best epoch on validation, independently of the others.
+products, no transformer in the loop). Each head keeps its epoch of lowest validation loss, independently of the
+others.
+The heads standardise each layer's vectors with the training split's statistics (saved with them): without that,
+the nearly constant [CLS] vectors of shallow layers leave their heads at chance confidence.
 """
 
 from __future__ import annotations
@@ -63,13 +66,42 @@ def train_heads(
         )
         for name in ("train", val_name)
     }
-    x_train, y_train = stored["train"]
-    x_val, y_val = stored[val_name]
+    return fit_heads(
+        *stored["train"],
+        *stored[val_name],
+        task,
+        kind,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        log=log,
+    )
+
+
+def fit_heads(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    task: Task,
+    kind: str = "linear",
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 42,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[PseudoHeads, list[dict[str, float]]]:
+    """Heads for stored [N, L, D] layer vectors, each keeping its lowest-validation-loss epoch; the heads standardise
+    their inputs with the training split's statistics."""
     torch.manual_seed(seed)
-    heads = PseudoHeads(teacher.num_layers, teacher.layer_width, task.output_size, kind)
+    heads = PseudoHeads(x_train.shape[1], x_train.shape[2], task.output_size, kind)
+    heads.set_input_statistics(x_train.mean(0), x_train.std(0).clamp_min(1e-6))
     optimizer = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
-    best = [-np.inf] * heads.layers
+    best = [np.inf] * heads.layers
     best_metrics: list[dict[str, float]] = [{} for _ in range(heads.layers)]
     best_state = copy.deepcopy(heads.state_dict())
     for _ in tqdm(range(epochs), desc="heads", disable=not progress):
@@ -83,11 +115,14 @@ def train_heads(
             optimizer.step()
         heads.eval()
         with torch.no_grad():
-            val_logits = heads(x_val).numpy()
+            val_logits = heads(x_val)
         for layer in range(heads.layers):
-            metrics = compute_metrics(task, val_logits[:, layer], y_val.numpy())
-            if metrics[task.main_metric] > best[layer]:
-                best[layer], best_metrics[layer] = metrics[task.main_metric], metrics
+            # Kept by validation loss, not accuracy: the heads' distributions are distillation targets, so their
+            # confidence matters, and accuracy ties would keep the earliest, least confident epoch.
+            val_loss = task_loss(val_logits[:, layer], y_val, task.regression).item()
+            if val_loss < best[layer]:
+                best[layer] = val_loss
+                best_metrics[layer] = compute_metrics(task, val_logits[:, layer].numpy(), y_val.numpy())
                 for name, value in heads.state_dict().items():
                     best_state[name][layer] = value[layer]
     heads.load_state_dict(best_state)
@@ -96,5 +131,9 @@ def train_heads(
     return heads, best_metrics
 
 
+# Heads saved without this mark were trained on raw vectors (before standardisation) and are retrained on use.
+STANDARDIZED = "inputs_standardized"
+
+
 def heads_info(metrics: list[dict[str, float]], task: Task, **extra: Any) -> dict[str, Any]:
-    return {"task": task.name, "main_metric": task.main_metric, "layer_metrics": metrics, **extra}
+    return {"task": task.name, "main_metric": task.main_metric, "layer_metrics": metrics, STANDARDIZED: True, **extra}

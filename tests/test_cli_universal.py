@@ -102,3 +102,19 @@ def test_method_option_errors_are_one_line(tmp_path, task_dir, bert_teacher_dir)
     assert kd_option.exit_code == 2 and "method 'kd' has no option 'mode'" in kd_option.output
     nothing = run("report", str(tmp_path))
     assert nothing.exit_code == 2 and "holds no finished run or study" in nothing.output
+
+
+def test_heads_trained_before_standardisation_are_retrained(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    args = ["teacher", "heads", "--teacher", str(teacher), "--task", "mr", "--data-dir", str(task_dir), "--epochs", "1"]
+    assert run(*args, "--max-length", "16", "--no-progress").exit_code == 0
+    info_file = teacher / "pseudo_heads.json"
+    info = json.loads(info_file.read_text())
+    assert info.pop("inputs_standardized") is True
+    info_file.write_text(json.dumps(info))  # as written by xkd before heads saw standardised vectors
+    result = run(*distill(teacher, task_dir), "--method", "universal", "--output-dir", str(tmp_path / "u"), *QUICK)
+    assert result.exit_code == 0, result.output
+    assert "trained on unstandardised vectors: retraining them" in result.output
+    assert json.loads(info_file.read_text())["inputs_standardized"] is True
+    again = run(*distill(teacher, task_dir), "--method", "universal", "--output-dir", str(tmp_path / "v"), *QUICK)
+    assert again.exit_code == 0 and "retraining" not in again.output

@@ -37,6 +37,7 @@ from xkd.latency import cpu_latency_ms
 from xkd.methods import Method, TermContext, get_method
 from xkd.metrics import shown_metrics
 from xkd.options import resolve_options
+from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
 from xkd.tasks import Task, custom_task, get_task
@@ -51,7 +52,7 @@ from xkd.teachers import (
     load_teacher,
     train_heads,
 )
-from xkd.teachers.heads import heads_info
+from xkd.teachers.heads import STANDARDIZED, heads_info
 from xkd.teachers.hf_encoder import load_config
 from xkd.training import Checkpoints, TrainSettings, parameter_count, process_state, train
 
@@ -202,14 +203,19 @@ def ensure_teacher_heads(
     cfg: DistillConfig,
     log: Log,
 ) -> None:
-    """Train the teacher's pseudo classifiers when they are `needed` and none are stored; `info["heads"]` then
-    names their directory whenever the teacher has them."""
+    """Train the teacher's pseudo classifiers when they are `needed` and none are stored (or the stored ones predate
+    input standardisation, which left shallow heads at chance confidence); `info["heads"]` then names their
+    directory whenever the teacher has them."""
     directory = heads_dir(info["path"])
+    stale = PseudoHeads.exists(directory) and not PseudoHeads.info(directory).get(STANDARDIZED, False)
     if teacher.pseudo_heads is not None:
         info["heads"] = str(directory)
-    if teacher.pseudo_heads is not None or not needed:
+    if not needed or (teacher.pseudo_heads is not None and not stale):
         return
-    log(f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads ({directory})")
+    if stale:
+        log(f"teacher pseudo classifiers in {directory} were trained on unstandardised vectors: retraining them")
+    else:
+        log(f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads ({directory})")
     heads, metrics = train_heads(
         teacher,
         task,

@@ -43,6 +43,8 @@ class PseudoHeads(nn.Module):
             self.pool_bias = nn.Parameter(torch.zeros(layers, width))
         self.weight = nn.Parameter(torch.empty(layers, width, num_labels).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(layers, num_labels))
+        self.register_buffer("input_mean", torch.zeros(layers, width))
+        self.register_buffer("input_std", torch.ones(layers, width))
 
     def forward(self, layer_vectors: Tensor) -> Tensor:
         if layer_vectors.shape[1:] != (self.layers, self.width):
@@ -50,10 +52,22 @@ class PseudoHeads(nn.Module):
                 f"pseudo heads expect [batch, {self.layers}, {self.width}] layer vectors, got "
                 f"{list(layer_vectors.shape)}; retrain the heads for this model"
             )
-        h = layer_vectors
+        h = (layer_vectors - self.input_mean) / self.input_std
         if self.kind == "pooler":
             h = torch.tanh(torch.einsum("bld,lde->ble", h, self.pool_weight) + self.pool_bias)
         return torch.einsum("bld,ldc->blc", h, self.weight) + self.bias
+
+    @torch.no_grad()
+    def set_input_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise each layer's inputs as `(h - mean) / std` ([L, D] statistics, saved with the weights).
+
+        A shallow layer's [CLS] vector barely moves between inputs (per-dimension spread ~1e-3 against a norm ~10
+        in MiniLM's first layers): on raw vectors a linear head would need weights a thousand times larger than the
+        optimiser reaches and stays at chance confidence. The statistics are kept as buffers rather than folded
+        into the weights, because folding subtracts numbers ~1e5 in float32 and loses the signal.
+        """
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std)
 
     def config(self) -> dict[str, Any]:
         return {"layers": self.layers, "width": self.width, "num_labels": self.num_labels, "kind": self.kind}
@@ -73,7 +87,11 @@ class PseudoHeads(nn.Module):
         directory = Path(directory)
         info = json.loads((directory / INFO_FILE).read_text())
         heads = cls(info["layers"], info["width"], info["num_labels"], info.get("kind", "linear"))
-        heads.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        state = load_file(str(directory / WEIGHTS_FILE))
+        # Heads saved before input statistics existed take raw vectors: keep the identity statistics.
+        missing = set(heads.load_state_dict(state, strict=False).missing_keys) - {"input_mean", "input_std"}
+        if missing:
+            raise XKDError(f"pseudo heads in {directory} lack {', '.join(sorted(missing))}; retrain them")
         return heads
 
     @staticmethod
