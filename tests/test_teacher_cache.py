@@ -149,3 +149,32 @@ def test_collator_without_the_cached_teachers_inputs(task_dir, bert_teacher_dir)
     lean = full.without("teacher")(rows)
     assert "teacher" not in lean and torch.equal(lean["student"]["input_ids"], full(rows)["student"]["input_ids"])
     assert torch.equal(lean["index"], torch.arange(4))
+
+
+def test_a_cache_another_process_is_building_is_waited_for_then_reused(tmp_path, task_dir, bert_teacher_dir):
+    import threading
+
+    from xkd.files import file_lock
+
+    task, raw = load_splits(get_task("mr"), task_dir)
+    teacher = load_teacher(str(bert_teacher_dir), task)
+    collator = Collator({"teacher": teacher.tokenizer})
+    splits = DatasetDict({n: encode(s, task, {"teacher": teacher.tokenizer}, 16) for n, s in raw.items()})
+    logs: list[str] = []
+    opened = []
+    with file_lock(tmp_path / ".c.lock") as held:  # another process (here: this test) builds the cache
+        assert held
+        worker = threading.Thread(
+            target=lambda: opened.append(
+                open_or_build(teacher, splits, collator, tmp_path / "c", {}, 16, logs.append, progress=False)
+            )
+        )
+        worker.start()
+        worker.join(timeout=2)
+        assert worker.is_alive() and logs == [
+            f"teacher cache: another process is building {tmp_path / 'c'}; waiting for it"
+        ]
+    worker.join(timeout=60)
+    assert opened and opened[0].meta["splits"]["train"] == 64
+    with file_lock(tmp_path / ".c.lock") as free:
+        assert free  # released after the build

@@ -1,10 +1,32 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written summary, config, report or plot."""
+"""Atomic file writes (a reader, or a crash, never sees a half-written summary, config, report or plot) and file
+locks between processes that share a directory."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, wait: bool = False) -> Iterator[bool]:
+    """An exclusive lock on `path` (created if missing) held for the block; yields False when another process holds
+    it and `wait` is off. Released by the kernel if the process dies, so a crash never leaves a stale lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:

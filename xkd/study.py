@@ -44,15 +44,14 @@ name environment variables as `${NAME}`; an unset one is an error.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import os
 import re
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -68,7 +67,7 @@ from xkd.distill import (
     run_distill,
 )
 from xkd.errors import XKDError, closest
-from xkd.files import write_text_atomically
+from xkd.files import file_lock, write_text_atomically
 from xkd.methods import get_method
 from xkd.training import Checkpoints, process_state
 
@@ -485,21 +484,11 @@ def run_study(
     return {"finished": len(finished), "total": len(everything), "failed": failed, "elsewhere": skipped}
 
 
-@contextmanager
-def run_lock(directory: Path, wait: bool = False) -> Iterator[bool]:
+def run_lock(directory: Path, wait: bool = False):
     """An exclusive lock on a run directory, so that study processes working on one grid (e.g. one per GPU,
     each with its own --only) never train the same run twice; yields False when another process holds it."""
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(directory / ".lock", wait)
 
 
 def _silent(message: str) -> None:

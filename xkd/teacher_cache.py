@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xkd.data import Collator, make_loader, tokenizer_fingerprint
+from xkd.files import file_lock
 from xkd.paths import cache_root
 from xkd.trace import Trace
 
@@ -203,8 +204,30 @@ def open_or_build(
     log: Log,
     progress: bool = True,
 ) -> TeacherCache:
-    """Reuse the cache in `directory` when its fingerprint matches the teacher and data; otherwise (re)build it."""
+    """Reuse the cache in `directory` when its fingerprint matches the teacher and data; otherwise (re)build it.
+
+    Processes sharing the cache (study workers) check and build it under a lock, so one builds while the others
+    wait and then reuse it."""
     wanted = fingerprint(teacher, splits, collator, max_length)
+    lock = directory.with_name(f".{directory.name}.lock")
+    with file_lock(lock) as free:
+        if free:
+            return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress)
+    log(f"teacher cache: another process is building {directory}; waiting for it")
+    with file_lock(lock, wait=True):
+        return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress)
+
+
+def _open_or_build(
+    teacher: nn.Module,
+    splits: DatasetDict,
+    collator: Collator,
+    directory: Path,
+    meta: dict[str, Any],
+    wanted: str,
+    log: Log,
+    progress: bool,
+) -> TeacherCache:
     cache = open_cache(directory)
     if cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits):
         log(f"teacher cache: reusing {directory} ({cache.size_bytes / 2**20:.0f} MiB)")
