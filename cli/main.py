@@ -442,7 +442,7 @@ def study_command(
         click.echo(f"report: {report_study(plan.directory)[0]}", err=True)
     if outcome["elsewhere"]:
         click.echo(
-            f"{len(outcome['elsewhere'])} run(s) were left to the other process running them "
+            f"{len(outcome['elsewhere'])} run(s) are still running in other processes "
             f"({outcome['elsewhere'][0]}{', ...' if len(outcome['elsewhere']) > 1 else ''})",
             err=True,
         )

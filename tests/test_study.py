@@ -224,7 +224,7 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
         assert locked
         result = run("study", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress")
     assert "ok--kd--s1: skipped, another process is running it" in result.output
-    assert "1 run(s) were left to the other process" in result.output
+    assert "1 run(s) are still running in other processes" in result.output
     assert not (tmp_path / "out" / "runs" / "ok--kd--s1" / "summary.json").exists()
     result = run("study", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress")
     assert result.exit_code == 1

@@ -434,7 +434,7 @@ def run_study(
     order = [r for r in everything if r.kind == "run" and not r.assistants]
     order += [r for r in everything if r.kind == "assistant"] + [r for r in everything if r.assistants]
     todo = [r for r in order if r.id not in finished]
-    skipped: list[str] = []
+    skipped: list[PlannedRun] = []
     for position, run in enumerate(todo, 1):
         directory = plan.run_dir(run)
         for assistant in (a for a in run.assistants if a.id not in finished):
@@ -454,7 +454,7 @@ def run_study(
             continue
         with nullcontext(True) if distributed else run_lock(directory) as locked:
             if not locked:
-                skipped.append(run.id)
+                skipped.append(run)
                 log(f"[{position}/{len(todo)}] {run.id}: skipped, another process is running it")
                 continue
             state = run_state(directory)  # another process may have finished it since the study started
@@ -481,7 +481,14 @@ def run_study(
             f"[{position}/{len(todo)}] {run.id}: done in {summary['wall_seconds'] / 60:.1f} min, "
             f"validation {metric} {100 * main.get(metric, float('nan')):.2f}"
         )
-    return {"finished": len(finished), "total": len(everything), "failed": failed, "elsewhere": skipped}
+    # Runs left to other processes: by now some of them may have finished there; report only those still going.
+    still_running = [r.id for r in skipped if run_state(plan.run_dir(r)) != "finished"]
+    return {
+        "finished": len(finished) + len(skipped) - len(still_running),
+        "total": len(everything),
+        "failed": failed,
+        "elsewhere": still_running,
+    }
 
 
 def run_lock(directory: Path, wait: bool = False):
