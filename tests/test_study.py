@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from scipy import stats
 from tiny import run, save_tiny
 
+from xkd.pseudo_heads import PseudoHeads
 from xkd.results import confidence_interval
 from xkd.study import run_lock
 
@@ -153,6 +156,20 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     assert shared.exit_code == 0, shared.output
     assert "14 finished" in shared.output and "starting" not in shared.output
     assert (tmp_path / "other" / "report.md").is_file()
+
+    # Nor for pseudo heads retrained since: the runs that used them (here: cg) are refused, the others are not.
+    cg_run = json.loads((out / "runs" / "bert1--cg--s1" / "summary.json").read_text())
+    weights = Path(cg_run["teacher"]["heads"]) / "pseudo_heads.safetensors"
+    assert cg_run["teacher"]["heads_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    original = weights.read_bytes()
+    heads = PseudoHeads.load(weights.parent)
+    with torch.no_grad():
+        heads.bias.add_(1.0)
+    heads.save(weights.parent, **PseudoHeads.info(weights.parent))
+    retrained = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    assert retrained.exit_code == 2 and "pseudo heads were retrained since" in retrained.output
+    assert "--cg--" in retrained.output and "--none--" not in retrained.output
+    weights.write_bytes(original)
 
     # A finished run is never reused for a config the file no longer asks for.
     config.write_text(config.read_text().replace("epochs = 2", "epochs = 3"))

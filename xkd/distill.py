@@ -209,7 +209,7 @@ def ensure_teacher_heads(
     directory = heads_dir(info["path"])
     stale = PseudoHeads.exists(directory) and not PseudoHeads.info(directory).get(STANDARDIZED, False)
     if teacher.pseudo_heads is not None:
-        info["heads"] = str(directory)
+        info["heads"], info["heads_sha256"] = str(directory), PseudoHeads.fingerprint(directory)
     if not needed or (teacher.pseudo_heads is not None and not stale):
         return
     if stale:
@@ -229,7 +229,7 @@ def ensure_teacher_heads(
     )
     heads.save(directory, **heads_info(metrics, task, max_length=cfg.max_length))
     teacher.pseudo_heads = freeze(heads).to(next(teacher.parameters()).device)
-    info["heads"] = str(directory)
+    info["heads"], info["heads_sha256"] = str(directory), PseudoHeads.fingerprint(directory)
 
 
 def assistant_chain(

@@ -8,6 +8,7 @@ jointly with the student and are left out of the exported model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -97,6 +98,13 @@ class PseudoHeads(nn.Module):
     @staticmethod
     def exists(directory: str | os.PathLike) -> bool:
         return (Path(directory) / WEIGHTS_FILE).is_file() and (Path(directory) / INFO_FILE).is_file()
+
+    @staticmethod
+    def fingerprint(directory: str | os.PathLike) -> str | None:
+        """SHA-256 of the stored weights (None when there are none): runs record it, so a study can tell results
+        distilled from heads that have since been retrained."""
+        path = Path(directory) / WEIGHTS_FILE
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
     @staticmethod
     def info(directory: str | os.PathLike) -> dict[str, Any]:

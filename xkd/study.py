@@ -69,6 +69,8 @@ from xkd.distill import (
 from xkd.errors import XKDError, closest
 from xkd.files import file_lock, write_text_atomically
 from xkd.methods import get_method
+from xkd.pseudo_heads import WEIGHTS_FILE, PseudoHeads
+from xkd.teachers import heads_dir
 from xkd.training import Checkpoints, process_state
 
 Log = Callable[[str], None]
@@ -340,7 +342,8 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
 
 
 def check_unchanged(plan: StudyPlan) -> None:
-    """A finished run must have been run with the config the study asks for now."""
+    """A finished run must have been run with the config the study asks for now, and, when its method uses the
+    teacher's pseudo heads, with the heads the teacher has now (they are retrained, e.g. by a newer xkd)."""
     changed = []
     for run in plan.all_runs():
         directory = plan.run_dir(run)
@@ -349,6 +352,8 @@ def check_unchanged(plan: StudyPlan) -> None:
             continue
         old, new = _comparable(json.loads(saved.read_text())), _comparable(run.config)
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+        if not diff and run_state(directory) == "finished" and _heads_changed(run, directory):
+            diff = ["the teacher's pseudo heads were retrained since"]
         if diff:
             changed.append(f"{run.id} ({'; '.join(diff[:2])})")
     if changed:
@@ -357,6 +362,20 @@ def check_unchanged(plan: StudyPlan) -> None:
             f"now: {changed[0]}{' and more' if len(changed) > 1 else ''}; use another --output-dir, or delete "
             "those run directories to redo them"
         )
+
+
+def _heads_changed(run: PlannedRun, directory: Path) -> bool:
+    """Whether a finished run that used the teacher's pseudo heads used other heads than the stored ones: by the
+    fingerprint it recorded, or, for runs from before fingerprints were recorded, by the heads being newer."""
+    if not get_method(run.config.method).needs_teacher_heads:
+        return False
+    summary_file = directory / "summary.json"
+    teacher = json.loads(summary_file.read_text()).get("teacher", {})
+    stored = heads_dir(run.config.teacher)
+    if "heads_sha256" in teacher:
+        return teacher["heads_sha256"] != PseudoHeads.fingerprint(stored)
+    weights = stored / WEIGHTS_FILE
+    return weights.is_file() and weights.stat().st_mtime > summary_file.stat().st_mtime
 
 
 def _estimate(timed: list[tuple[dict[str, str], float]], run: PlannedRun) -> float | None:
