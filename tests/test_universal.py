@@ -51,6 +51,18 @@ def test_heads_learn_layers_whose_vectors_barely_move():
     assert margins[0] > 1.5 and margins[1] > 1.5  # confident on raw inputs: the statistics are saved with the heads
 
 
+def test_batch_norm_heads_standardise_with_batch_statistics():
+    torch.manual_seed(0)
+    heads = PseudoHeads(layers=2, width=4, num_labels=2, batch_norm=True).train()
+    x = 10 + 1e-3 * torch.randn(16, 2, 4)  # shallow-[CLS]-like: a large constant, tiny spread
+    standardised = (x - x.mean(0)) / (x.var(0, unbiased=False) + 1e-8).sqrt()
+    expected = torch.einsum("bld,ldc->blc", standardised, heads.weight) + heads.bias
+    assert torch.allclose(heads(x), expected, atol=1e-3)
+    assert heads(x).abs().mean() > 0.1  # O(1) logits from O(1e-3) variations
+    with pytest.raises(XKDError, match="unknown head_norm 'layer'"):
+        get_method("universal").terms(TermContext(2, 4, 3, 4, 2), head_norm="layer")
+
+
 def test_heads_saved_before_input_statistics_still_load(tmp_path):
     heads = PseudoHeads(layers=2, width=4, num_labels=2)
     heads.save(tmp_path)
@@ -108,9 +120,9 @@ def universal_setup(teacher_dir, **options):
     return teacher, student, terms, inputs
 
 
-@pytest.mark.parametrize("mode", ["il", "cg"])
-def test_gradients_reach_student_and_its_heads_never_the_teacher(teacher_with_heads, mode):
-    teacher, student, terms, inputs = universal_setup(teacher_with_heads[0], mode=mode)
+@pytest.mark.parametrize(("mode", "head_norm"), [("il", "none"), ("il", "batch"), ("cg", "none")])
+def test_gradients_reach_student_and_its_heads_never_the_teacher(teacher_with_heads, mode, head_norm):
+    teacher, student, terms, inputs = universal_setup(teacher_with_heads[0], mode=mode, head_norm=head_norm)
     with torch.no_grad():
         t_trace = teacher(inputs)
     loss, values = weighted_loss(terms, student(inputs), t_trace, torch.tensor([1, 0]), MR)

@@ -31,13 +31,19 @@ class PseudoHeads(nn.Module):
     """`layers` independent heads mapping [B, L, D] sentence vectors to [B, L, C] pseudo-logits.
 
     `linear`: z_l = W_l h_l + b_l. `pooler`: z_l = W_l tanh(P_l h_l + p_l) + b_l, like BERT's pooler + classifier.
+    Inputs are standardised first: with fixed statistics (`set_input_statistics`, teacher heads trained on stored
+    vectors), or, with `batch_norm`, with batch statistics (student heads, whose layers change while they train).
     """
 
-    def __init__(self, layers: int, width: int, num_labels: int, kind: str = "linear") -> None:
+    def __init__(
+        self, layers: int, width: int, num_labels: int, kind: str = "linear", batch_norm: bool = False
+    ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise XKDError(f"unknown pseudo-head kind '{kind}'; choose one of: {', '.join(KINDS)}")
         self.layers, self.width, self.num_labels, self.kind = layers, width, num_labels, kind
+        # eps far below the default 1e-5: a shallow [CLS] dimension varies by ~1e-3 (variance ~1e-6)
+        self.batch_norm = nn.BatchNorm1d(layers * width, eps=1e-8, affine=False) if batch_norm else None
         bound = 1 / math.sqrt(width)
         if kind == "pooler":
             self.pool_weight = nn.Parameter(torch.empty(layers, width, width).uniform_(-bound, bound))
@@ -53,7 +59,10 @@ class PseudoHeads(nn.Module):
                 f"pseudo heads expect [batch, {self.layers}, {self.width}] layer vectors, got "
                 f"{list(layer_vectors.shape)}; retrain the heads for this model"
             )
-        h = (layer_vectors - self.input_mean) / self.input_std
+        if self.batch_norm is not None:
+            h = self.batch_norm(layer_vectors.float().flatten(1)).view(-1, self.layers, self.width)
+        else:
+            h = (layer_vectors - self.input_mean) / self.input_std
         if self.kind == "pooler":
             h = torch.tanh(torch.einsum("bld,lde->ble", h, self.pool_weight) + self.pool_bias)
         return torch.einsum("bld,ldc->blc", h, self.weight) + self.bias

@@ -20,20 +20,38 @@ from xkd.pseudo_heads import PseudoHeads
 from xkd.trace import Trace
 
 MODES = ("il", "ca", "cg")
+# Student heads: raw layer vectors, or standardised with batch statistics (a BERT student's shallow [CLS] vectors
+# barely vary between inputs, and a head on them stays at chance confidence).
+HEAD_NORMS = ("none", "batch")
 
 
 class UniversalKD(ProjectionLoss):
     """Student pseudo heads plus the output-space projector."""
 
-    def __init__(self, context: TermContext, mode: str = "il", head: str = "linear", **projector_options) -> None:
+    def __init__(
+        self,
+        context: TermContext,
+        mode: str = "il",
+        head: str = "linear",
+        head_norm: str = "none",
+        **projector_options,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise XKDError(f"unknown universal mode '{mode}'; choose one of: {', '.join(MODES)}")
+        if head_norm not in HEAD_NORMS:
+            raise XKDError(f"unknown head_norm '{head_norm}'; choose one of: {', '.join(HEAD_NORMS)}")
         self.mode = mode
         self.student_heads = (
             None
             if mode == "cg"
-            else PseudoHeads(context.student_layers, context.student_width, context.output_size, head)
+            else PseudoHeads(
+                context.student_layers,
+                context.student_width,
+                context.output_size,
+                head,
+                batch_norm=head_norm == "batch",
+            )
         )
         self.projector = LayerProjector(
             space="output",
@@ -65,6 +83,7 @@ def universal_terms(
     gamma: float,
     mode: str,
     head: str,
+    head_norm: str,
     score: str,
     variant: str,
     mask: str,
@@ -78,6 +97,7 @@ def universal_terms(
         context,
         mode=mode,
         head=head,
+        head_norm=head_norm,
         score=score,
         variant=variant,
         mask=mask,
@@ -107,6 +127,7 @@ METHODS.add(
             "gamma": 1.0,
             "mode": "il",
             "head": "linear",
+            "head_norm": "none",
             "score": "logits",
             "variant": "logits",
             "mask": "all",
