@@ -252,7 +252,7 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-RECIPE_RUNS = {"mr-ta-study.toml": 45, "mr-methods.toml": 66}
+RECIPE_RUNS = {"mr-ta-study.toml": 45, "mr-methods.toml": 66, "mr-head-norm.toml": 9}
 
 
 def test_every_recipe_is_checked():
