@@ -264,7 +264,7 @@ def test_recipes_are_valid_studies(recipe, monkeypatch, tmp_path):
     monkeypatch.setenv("XKD_DATA_DIR", str(tmp_path))
     result = run("study", str(RECIPES / recipe), "--dry-run")
     assert result.exit_code == 0, result.output
-    assert f"{RECIPE_RUNS[recipe]} runs" in result.output and "studies/mr-runs/bert2--kd--s42" in result.output
+    assert f"{RECIPE_RUNS[recipe]} runs" in result.output and "studies/mr-runs/bert2--none--s42" in result.output
 
 
 def test_unknown_baseline(tmp_path, task_dir):
