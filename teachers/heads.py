@@ -44,40 +44,21 @@ def layer_vectors(
 
 
 def train_heads(
-    teacher: HFEncoderClassifier,
-    task: Task,
-    raw_splits: DatasetDict,
-    max_length: int,
-    kind: str = "linear",
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    seed: int = 42,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    teacher: HFEncoderClassifier, task: Task, raw_splits: DatasetDict, max_length: int, **fit_options: Any
 ) -> tuple[PseudoHeads, list[dict[str, float]]]:
-    """Train one head per teacher layer on gold labels; returns the heads and each head's validation metrics."""
+    """Train one head per teacher layer on gold labels; returns the heads and each head's validation metrics.
+    `fit_options` (kind, epochs, lr, batch_size, seed, progress, log) are `fit_heads`'s."""
     tokenizers = {"teacher": teacher.tokenizer}
     collator = Collator(tokenizers)
     val_name = task.validation_splits[0]
+    progress = fit_options.get("progress", True)
     stored = {
         name: layer_vectors(
             teacher, encode(raw_splits[name], task, tokenizers, max_length), collator, progress=progress, desc=name
         )
         for name in ("train", val_name)
     }
-    return fit_heads(
-        *stored["train"],
-        *stored[val_name],
-        task,
-        kind,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        log=log,
-    )
+    return fit_heads(*stored["train"], *stored[val_name], task, **fit_options)
 
 
 def fit_heads(

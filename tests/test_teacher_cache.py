@@ -20,11 +20,16 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_cached_trace_equals_the_online_teacher(tmp_path, task_dir, bert_teacher_dir):
+def cache_inputs(task_dir, teacher_dir, max_length: int = 16):
+    """The tiny teacher, its collator and the encoded MR splits a cache is built from (and the raw splits)."""
     task, raw = load_splits(get_task("mr"), task_dir)
-    teacher = load_teacher(str(bert_teacher_dir), task)
-    collator = Collator({"teacher": teacher.tokenizer})
-    splits = DatasetDict({n: encode(s, task, {"teacher": teacher.tokenizer}, 16) for n, s in raw.items()})
+    teacher = load_teacher(str(teacher_dir), task)
+    splits = DatasetDict({n: encode(s, task, {"teacher": teacher.tokenizer}, max_length) for n, s in raw.items()})
+    return teacher, Collator({"teacher": teacher.tokenizer}), splits, task, raw
+
+
+def test_cached_trace_equals_the_online_teacher(tmp_path, task_dir, bert_teacher_dir):
+    teacher, collator, splits, task, raw = cache_inputs(task_dir, bert_teacher_dir)
     logs: list[str] = []
     cache = open_or_build(teacher, splits, collator, tmp_path / "c", {"task": "mr"}, 16, logs.append, progress=False)
     batch = collator([splits["train"][i] for i in (5, 0, 33, 7)])  # out of file order on purpose
@@ -156,10 +161,7 @@ def test_a_cache_another_process_is_building_is_waited_for_then_reused(tmp_path,
 
     from xkd.files import file_lock
 
-    task, raw = load_splits(get_task("mr"), task_dir)
-    teacher = load_teacher(str(bert_teacher_dir), task)
-    collator = Collator({"teacher": teacher.tokenizer})
-    splits = DatasetDict({n: encode(s, task, {"teacher": teacher.tokenizer}, 16) for n, s in raw.items()})
+    teacher, collator, splits, _, _ = cache_inputs(task_dir, bert_teacher_dir)
     logs: list[str] = []
     opened = []
     with file_lock(tmp_path / ".c.lock") as held:  # another process (here: this test) builds the cache

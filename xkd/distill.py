@@ -207,29 +207,29 @@ def ensure_teacher_heads(
     input standardisation, which left shallow heads at chance confidence); `info["heads"]` then names their
     directory whenever the teacher has them."""
     directory = heads_dir(info["path"])
-    stale = PseudoHeads.exists(directory) and not PseudoHeads.info(directory).get(STANDARDIZED, False)
+    stale = needed and PseudoHeads.exists(directory) and not PseudoHeads.info(directory).get(STANDARDIZED, False)
+    if needed and (teacher.pseudo_heads is None or stale):
+        log(
+            f"teacher pseudo classifiers in {directory} were trained on unstandardised vectors: retraining them"
+            if stale
+            else f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads "
+            f"({directory})"
+        )
+        heads, metrics = train_heads(
+            teacher,
+            task,
+            raw,
+            cfg.max_length,
+            kind=cfg.teacher_heads,
+            epochs=cfg.heads_epochs,
+            seed=cfg.seed,
+            progress=cfg.progress,
+            log=log,
+        )
+        heads.save(directory, **heads_info(metrics, task, max_length=cfg.max_length))
+        teacher.pseudo_heads = freeze(heads).to(next(teacher.parameters()).device)
     if teacher.pseudo_heads is not None:
         info["heads"], info["heads_sha256"] = str(directory), PseudoHeads.fingerprint(directory)
-    if not needed or (teacher.pseudo_heads is not None and not stale):
-        return
-    if stale:
-        log(f"teacher pseudo classifiers in {directory} were trained on unstandardised vectors: retraining them")
-    else:
-        log(f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads ({directory})")
-    heads, metrics = train_heads(
-        teacher,
-        task,
-        raw,
-        cfg.max_length,
-        kind=cfg.teacher_heads,
-        epochs=cfg.heads_epochs,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        log=log,
-    )
-    heads.save(directory, **heads_info(metrics, task, max_length=cfg.max_length))
-    teacher.pseudo_heads = freeze(heads).to(next(teacher.parameters()).device)
-    info["heads"], info["heads_sha256"] = str(directory), PseudoHeads.fingerprint(directory)
 
 
 def assistant_chain(

@@ -50,8 +50,9 @@ class PseudoHeads(nn.Module):
             self.pool_bias = nn.Parameter(torch.zeros(layers, width))
         self.weight = nn.Parameter(torch.empty(layers, width, num_labels).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(layers, num_labels))
-        self.register_buffer("input_mean", torch.zeros(layers, width))
-        self.register_buffer("input_std", torch.ones(layers, width))
+        if not batch_norm:
+            self.register_buffer("input_mean", torch.zeros(layers, width))
+            self.register_buffer("input_std", torch.ones(layers, width))
 
     def forward(self, layer_vectors: Tensor) -> Tensor:
         if layer_vectors.shape[1:] != (self.layers, self.width):

@@ -345,14 +345,15 @@ def check_unchanged(plan: StudyPlan) -> None:
     """A finished run must have been run with the config the study asks for now, and, when its method uses the
     teacher's pseudo heads, with the heads the teacher has now (they are retrained, e.g. by a newer xkd)."""
     changed = []
+    fingerprints: dict[Path, str | None] = {}  # heads directory -> SHA-256, hashed once per study
     for run in plan.all_runs():
         directory = plan.run_dir(run)
-        saved = directory / "config.json"
-        if run_state(directory) == "pending" or not saved.is_file():
+        saved, state = directory / "config.json", run_state(directory)
+        if state == "pending" or not saved.is_file():
             continue
         old, new = _comparable(json.loads(saved.read_text())), _comparable(run.config)
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
-        if not diff and run_state(directory) == "finished" and _heads_changed(run, directory):
+        if not diff and state == "finished" and _heads_changed(run, directory, fingerprints):
             diff = ["the teacher's pseudo heads were retrained since"]
         if diff:
             changed.append(f"{run.id} ({'; '.join(diff[:2])})")
@@ -364,7 +365,7 @@ def check_unchanged(plan: StudyPlan) -> None:
         )
 
 
-def _heads_changed(run: PlannedRun, directory: Path) -> bool:
+def _heads_changed(run: PlannedRun, directory: Path, fingerprints: dict[Path, str | None]) -> bool:
     """Whether a finished run that used the teacher's pseudo heads used other heads than the stored ones: by the
     fingerprint it recorded, or, for runs from before fingerprints were recorded, by the heads being newer."""
     if not get_method(run.config.method).needs_teacher_heads:
@@ -373,7 +374,9 @@ def _heads_changed(run: PlannedRun, directory: Path) -> bool:
     teacher = json.loads(summary_file.read_text()).get("teacher", {})
     stored = heads_dir(run.config.teacher)
     if "heads_sha256" in teacher:
-        return teacher["heads_sha256"] != PseudoHeads.fingerprint(stored)
+        if stored not in fingerprints:
+            fingerprints[stored] = PseudoHeads.fingerprint(stored)
+        return teacher["heads_sha256"] != fingerprints[stored]
     weights = stored / WEIGHTS_FILE
     return weights.is_file() and weights.stat().st_mtime > summary_file.stat().st_mtime
 
@@ -513,7 +516,6 @@ def run_study(
 def run_lock(directory: Path, wait: bool = False):
     """An exclusive lock on a run directory, so that study processes working on one grid (e.g. one per GPU,
     each with its own --only) never train the same run twice; yields False when another process holds it."""
-    directory.mkdir(parents=True, exist_ok=True)
     return file_lock(directory / ".lock", wait)
 
 
