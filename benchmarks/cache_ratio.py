@@ -19,14 +19,15 @@ from pathlib import Path
 import click
 from datasets import DatasetDict
 
+from xkd.config import DistillConfig
 from xkd.data import Collator, encode, load_splits
-from xkd.distill import separate_roles
+from xkd.distill import separate_roles, train_settings
 from xkd.methods import get_method
 from xkd.students import build_student
 from xkd.tasks import get_task
 from xkd.teacher_cache import open_or_build
 from xkd.teachers import load_teacher
-from xkd.training import TrainSettings, train
+from xkd.training import train
 
 
 def epoch_ratio(
@@ -61,7 +62,8 @@ def epoch_ratio(
     start = time.perf_counter()
     cache = open_or_build(teacher, splits, collator, root / "cache", {}, max_length, log=lambda m: None, progress=False)
     build_seconds = time.perf_counter() - start
-    settings = TrainSettings(epochs=1, batch_size=batch_size, lr=lr, max_steps=max_steps, progress=False)
+    config = DistillConfig(epochs=1, batch_size=batch_size, lr=lr, max_steps=max_steps, progress=False)
+    settings = train_settings(config)
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, method, kwargs in (

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from xkd import __version__
+from xkd.config import DEFAULTS
 
 from .errors import XKDGroup
 from .options import apply, config_option, given, parse_pairs
@@ -39,8 +40,13 @@ DISTILL_OPTIONS = [
         flag="-S",
     ),
     config_option("method", "Distillation method by name ('xkd methods' lists them, their loss terms and options)."),
-    config_option("temperature", "KD temperature τ (> 0) [method default: 2.0].", type=float),
-    config_option("alpha", "KD weight α in [0, 1] [method default: 0.5].", type=float),
+    config_option("temperature", "KD temperature τ (> 0) of methods with a KD term [method default: 2.0].", type=float),
+    config_option(
+        "alpha",
+        "Weight α in [0, 1] of the teacher's term, CE getting 1-α, in every method with an alpha (kd, universal, "
+        "pkd, aguilar, logit-mse; alp weighs with -O eta/lam) [method default: 0.5].",
+        type=float,
+    ),
     config_option(
         "method_options",
         "A method option as KEY=VALUE, repeatable (e.g. -O gamma=2 -O score=hidden; see 'xkd methods').",
@@ -56,8 +62,11 @@ DISTILL_OPTIONS = [
     ),
     config_option("epochs", "Training epochs.", type=int),
     config_option("batch_size", "Batch size.", type=int),
+    config_option("eval_batch_size", "Batch size without gradients: evaluation, teacher caching and heads.", type=int),
     config_option(
-        "lr", "Peak learning rate (AdamW, linear warmup and decay) [default: 1e-4; CNN/BiLSTM 2e-3].", type=float
+        "lr",
+        "Peak learning rate (AdamW, linear warmup and decay) [default: the student's: 1e-4; CNN/BiLSTM 2e-3].",
+        type=float,
     ),
     config_option("warmup_ratio", "Fraction of steps spent warming up.", type=float),
     config_option("weight_decay", "AdamW weight decay.", type=float),
@@ -96,6 +105,7 @@ DISTILL_OPTIONS = [
         type=click.Choice(["linear", "pooler"]),
     ),
     config_option("heads_epochs", "Epochs when training the teacher's pseudo classifiers.", type=int),
+    config_option("heads_lr", "Learning rate when training the teacher's pseudo classifiers.", type=float),
     config_option("output_dir", "Run directory [default: runs/<task>-<student><k>-<method>-<time>]."),
     config_option("overwrite", "Replace the results already in --output-dir.", flag="--overwrite/--no-overwrite"),
     config_option("data_dir", "Directory of train/validation/test .tsv/.csv/.jsonl/.parquet files."),
@@ -294,13 +304,13 @@ def teacher() -> None:
 @click.option("--task", required=True, help="Task name (see 'xkd tasks').")
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Where to save [default: runs/teacher-...].")
 @click.option("--data-dir", type=click.Path(), help="Directory of train/validation/test files.")
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--max-length", type=int, default=64, show_default=True)
+@click.option("--epochs", type=int, default=DEFAULTS.teacher_epochs, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
+@click.option("--lr", type=float, default=DEFAULTS.teacher_lr, show_default=True)
+@click.option("--max-length", type=int, default=DEFAULTS.max_length, show_default=True)
 @click.option("--max-steps", type=int, help="Stop after this many steps (quick runs).")
 @click.option("--max-examples", type=int, help="Use at most this many examples per split (quick runs).")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--overwrite/--no-overwrite", default=False, help="Replace a teacher already in --output-dir.")
 @click.option("--progress/--no-progress", default=True)
 def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_dir: str | None, **options) -> None:
@@ -343,13 +353,19 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
 @teacher.command("heads")
 @click.option("--teacher", "teacher_path", required=True, help="A fine-tuned teacher (directory or hub id).")
 @click.option("--task", required=True, help="Task name (see 'xkd tasks').")
-@click.option("--kind", type=click.Choice(["linear", "pooler"]), default="linear", show_default=True)
-@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs over the stored layer vectors.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--kind", type=click.Choice(["linear", "pooler"]), default=DEFAULTS.teacher_heads, show_default=True)
+@click.option(
+    "--epochs", type=int, default=DEFAULTS.heads_epochs, show_default=True, help="Epochs over the stored layer vectors."
+)
+@click.option("--lr", type=float, default=DEFAULTS.heads_lr, show_default=True)
 @click.option("--data-dir", type=click.Path(), help="Directory of train/validation/test files.")
-@click.option("--max-length", type=int, help="Maximum tokens [default: the teacher's training length, else 64].")
+@click.option(
+    "--max-length",
+    type=int,
+    help=f"Maximum tokens [default: the teacher's training length, else {DEFAULTS.max_length}].",
+)
 @click.option("--max-examples", type=int, help="Use at most this many examples per split (quick runs).")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--progress/--no-progress", default=True)
 def teacher_heads(teacher_path, task, kind, epochs, lr, data_dir, max_length, max_examples, seed, progress) -> None:
     """Train a pseudo classifier on every layer of a fine-tuned teacher, its body frozen.
@@ -372,7 +388,7 @@ def teacher_heads(teacher_path, task, kind, epochs, lr, data_dir, max_length, ma
         raise XKDError("--epochs must be at least 1 and --lr > 0")
     spec, raw = load_splits(get_task(task), data_dir, max_examples)
     model = load_teacher(teacher_path, spec)
-    length = max_length or int(model.meta.get("max_length", 64))
+    length = max_length or int(model.meta.get("max_length", DEFAULTS.max_length))
     heads, metrics = train_heads(
         model,
         spec,
@@ -437,7 +453,7 @@ def study_command(
     if not process_state().is_main_process:
         return
     if report:
-        from xkd.report import report_study
+        from xkd.study.report import report_study
 
         click.echo(f"report: {report_study(plan.directory)[0]}", err=True)
     if outcome["elsewhere"]:
@@ -466,7 +482,7 @@ def report_command(run_dir: str) -> None:
       xkd report runs/mr-bert-k2-universal-20260101-120000
       xkd report studies/mr-methods
     """
-    from xkd.report import report_run
+    from xkd.study.report import report_run
 
     for path in report_run(run_dir):
         click.echo(str(path))
@@ -477,7 +493,7 @@ def report_command(run_dir: str) -> None:
 @click.option("--task", required=True, help="Task name (see 'xkd tasks').")
 @click.option("--split", "split_names", multiple=True, help="Split(s) to score [default: validation and test].")
 @click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS.eval_batch_size, show_default=True)
 @click.option("--max-length", type=int, help="Maximum tokens [default: the length the model was trained with].")
 @click.option("--max-examples", type=int, help="Score at most this many examples per split.")
 @click.option("--text-column", "text_columns", multiple=True, help="Custom task: a text column (twice for pairs).")
@@ -556,12 +572,12 @@ def export_command(model_dir: str, onnx_path: str | None, opset: int, overwrite:
 
 @cli.command("inspect")
 @click.option("--teacher", default=None, help="Teacher [default: the quickstart's].")
-@click.option("--student", default="bert-k", show_default=True)
-@click.option("--task", default="mr", show_default=True)
-@click.option("--student-layers", type=int, default=2, show_default=True)
+@click.option("--student", default=DEFAULTS.student, show_default=True)
+@click.option("--task", default=DEFAULTS.task, show_default=True)
+@click.option("--student-layers", type=int, default=DEFAULTS.student_layers, show_default=True)
 @click.option("-S", "student_options", multiple=True, help="A student option as KEY=VALUE, repeatable.")
 @click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
-@click.option("--max-length", type=int, default=64, show_default=True)
+@click.option("--max-length", type=int, default=DEFAULTS.max_length, show_default=True)
 def inspect_command(teacher, student, task, student_layers, student_options, data_dir, max_length) -> None:
     """Run one batch through a teacher and a student and print layers, shapes, sizes and applicable methods.
 
@@ -572,7 +588,7 @@ def inspect_command(teacher, student, task, student_layers, student_options, dat
       xkd inspect --student cnn --student-layers 3 -S vectors=glove.6B.50d.txt
     """
     from xkd.config import DistillConfig
-    from xkd.inspect import inspect_pair
+    from xkd.pairing import inspect_pair
 
     cfg = DistillConfig(
         task=task,
@@ -633,7 +649,9 @@ def methods_command() -> None:
     """
     from xkd.errors import XKDError
     from xkd.methods import METHODS
+    from xkd.methods.base import load_entry_point_methods
 
+    load_entry_point_methods()
     for name in METHODS:
         m = METHODS.get(name)
         click.echo(f"{name}: {m.summary}")
@@ -642,7 +660,10 @@ def methods_command() -> None:
         except XKDError:  # a plugged-in method that cannot be built on the example pairing
             terms = "depend on the student and teacher"
         click.echo(f"    terms: {terms}")
-        click.echo("    options: " + (", ".join(f"{k}={v}" for k, v in m.options.items()) or "none"))
+        specs = m.option_specs()
+        click.echo("    options: " + ("(name=default, allowed values, what it does)" if specs else "none"))
+        for spec in specs:
+            click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
         click.echo(f"    applies to: {m.applies_to}")
 
 

@@ -12,6 +12,7 @@ import re
 from transformers import AutoModelForSequenceClassification
 
 from xkd.errors import XKDError
+from xkd.layer_maps import uniform_map
 from xkd.teachers.hf_encoder import HFEncoderClassifier
 
 INITS = ("uniform", "first", "last", "random")
@@ -27,7 +28,7 @@ def teacher_layers(n: int, k: int, init: str) -> list[int]:
     if not 1 <= k <= n:
         raise XKDError(f"a {k}-layer student cannot be initialised from a {n}-layer teacher; use 1..{n} layers")
     if init == "uniform":
-        return [round((j + 1) * n / k) - 1 for j in range(k)]
+        return uniform_map(n, k)
     if init == "first":
         return list(range(k))
     if init == "last":

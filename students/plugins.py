@@ -25,21 +25,20 @@ GROUP = "xkd.students"
 REQUIRED = ("num_layers", "layer_width", "num_labels", "tokenizer", "save")
 
 
-def import_target(path: str) -> Any:
-    """`package.module:Name` -> the object; a one-line error names what could not be found."""
+def import_target(path: str, what: str = "student") -> Any:
+    """`package.module:Name` -> the object (a plug-in student or method); a one-line error names what could not be
+    found."""
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise XKDError(f"plug-in student '{path}' must look like package.module:ClassName")
+        raise XKDError(f"plug-in {what} '{path}' must look like package.module:Name")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise XKDError(
-            f"cannot import module '{module_name}' for student '{path}': {e}; is it on PYTHONPATH?"
-        ) from None
+        raise XKDError(f"cannot import module '{module_name}' for {what} '{path}': {e}; is it on PYTHONPATH?") from None
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise XKDError(f"module '{module_name}' has no '{attribute}' (student '{path}')") from None
+        raise XKDError(f"module '{module_name}' has no '{attribute}' ({what} '{path}')") from None
 
 
 def entry_point_students() -> dict[str, Any]:

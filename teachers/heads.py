@@ -19,8 +19,9 @@ import torch
 from datasets import DatasetDict
 from tqdm.auto import tqdm
 
+from xkd.config import DEFAULTS
 from xkd.data import Collator, encode, make_loader
-from xkd.losses import task_loss
+from xkd.methods.losses import task_loss
 from xkd.metrics import compute_metrics
 from xkd.pseudo_heads import PseudoHeads
 from xkd.tasks import Task
@@ -30,7 +31,12 @@ from .hf_encoder import HFEncoderClassifier
 
 @torch.no_grad()
 def layer_vectors(
-    model: HFEncoderClassifier, split, collator: Collator, batch_size: int = 128, progress: bool = True, desc: str = ""
+    model: HFEncoderClassifier,
+    split,
+    collator: Collator,
+    batch_size: int = DEFAULTS.eval_batch_size,
+    progress: bool = True,
+    desc: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every layer's sentence vector [N, L, D] (float32, CPU) and the labels [N], from one frozen pass."""
     device = next(model.parameters()).device
@@ -67,11 +73,11 @@ def fit_heads(
     x_val: torch.Tensor,
     y_val: torch.Tensor,
     task: Task,
-    kind: str = "linear",
-    epochs: int = 10,
-    lr: float = 1e-3,
+    kind: str = DEFAULTS.teacher_heads,
+    epochs: int = DEFAULTS.heads_epochs,
+    lr: float = DEFAULTS.heads_lr,
     batch_size: int = 64,
-    seed: int = 42,
+    seed: int = DEFAULTS.seed,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[PseudoHeads, list[dict[str, float]]]:

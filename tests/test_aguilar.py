@@ -7,10 +7,10 @@ import pytest
 import torch
 from tiny import QUICK, distill, run, save_tiny
 
-from xkd.aguilar import InternalLoss, active_layers
 from xkd.errors import XKDError
-from xkd.losses import attention_kl, cls_cosine_loss
 from xkd.methods import TermContext, get_method
+from xkd.methods.aguilar import InternalLoss, active_layers
+from xkd.methods.losses import attention_kl, cls_cosine_loss
 from xkd.trace import Trace
 
 
@@ -145,14 +145,14 @@ def test_end_to_end(tmp_path, task_dir, algorithm):
 @pytest.mark.parametrize("freeze", [True, False])
 def test_progressive_freeze_keeps_lower_layers_fixed(tmp_path, task_dir, monkeypatch, freeze):
     """PID with one epoch per layer: epoch 2 trains layer 2; with freeze, the embeddings and layer 1 must not move."""
-    import xkd.training
+    import xkd.training.loop
 
     saved, scores = [], iter(range(1, 100))
     monkeypatch.setattr(
-        xkd.training, "evaluate", lambda *a, **k: dict.fromkeys(("accuracy", "score"), next(scores) / 100)
+        xkd.training.loop, "evaluate", lambda *a, **k: dict.fromkeys(("accuracy", "score"), next(scores) / 100)
     )
     monkeypatch.setattr(
-        xkd.training, "save_atomically", lambda model, *a: saved.append(copy.deepcopy(model.state_dict()))
+        xkd.training.loop, "save_atomically", lambda model, *a: saved.append(copy.deepcopy(model.state_dict()))
     )
     teacher = save_tiny(tmp_path / "teacher", layers=4)
     options = ["-O", "algorithm=progressive", "-O", f"freeze={freeze}", "--student-layers", "2"]

@@ -244,13 +244,15 @@ def test_output_dir_with_results_is_refused_unless_overwrite(tmp_path, task_dir,
 def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(tmp_path, task_dir, bert_teacher_dir):
     import torch
 
+    from xkd.config import DistillConfig
     from xkd.data import Collator, encode, load_splits
+    from xkd.distill import train_settings
     from xkd.errors import XKDError
     from xkd.methods import LossTerm, get_method
     from xkd.students import build_student
     from xkd.tasks import get_task
     from xkd.teachers import load_teacher
-    from xkd.training import TrainSettings, train
+    from xkd.training import train
 
     task, raw = load_splits(get_task("mr"), task_dir)
     teacher = load_teacher(str(bert_teacher_dir), task)
@@ -264,7 +266,7 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(tmp_p
         return torch.tensor(float("nan")) if calls["n"] == 6 else student_trace.logits.sum() * 0
 
     terms = [*get_method("none").terms(), LossTerm("poison", 1.0, poisoned)]
-    settings = TrainSettings(epochs=3, batch_size=16, progress=False)  # 4 steps per epoch: NaN in epoch 2
+    settings = train_settings(DistillConfig(epochs=3, batch_size=16, progress=False))  # 4 steps/epoch: NaN in epoch 2
     with pytest.raises(XKDError, match="not finite at step 6 \\(term 'poison'\\).*best checkpoint so far is kept"):
         train(student, task, splits, Collator(tokenizers), terms, settings, tmp_path / "run")
     assert (tmp_path / "run" / "student" / "model.safetensors").is_file()

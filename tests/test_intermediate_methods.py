@@ -7,9 +7,9 @@ import torch
 
 from xkd.errors import XKDError
 from xkd.layer_maps import pkd_layers
-from xkd.losses import logit_mse_loss, pkd_loss
 from xkd.methods import TermContext, get_method, weighted_loss
-from xkd.projector import layer_mask
+from xkd.methods.losses import logit_mse_loss, pkd_loss
+from xkd.methods.projector import layer_mask
 from xkd.tasks import get_task
 from xkd.trace import Trace
 
@@ -46,8 +46,9 @@ def test_logit_mse_by_hand():
     s = torch.tensor([[1.0, 2.0], [0.5, 0.5]])
     t = torch.tensor([[0.0, 4.0], [0.5, 0.5]])
     assert logit_mse_loss(s, t).item() == pytest.approx(2.5)
+    # alpha weighs the teacher's term in every method: CE gets 1 - alpha
     terms = get_method("logit-mse").terms(alpha=0.2)
-    assert [(x.name, x.weight) for x in terms] == [("ce", 0.2), ("logit_mse", pytest.approx(0.8))]
+    assert [(x.name, x.weight) for x in terms] == [("ce", pytest.approx(0.8)), ("logit_mse", 0.2)]
 
 
 def trace(vectors, logits=None):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from xkd.losses import kd_loss, regression_kd_loss, task_loss
+from xkd.methods.losses import kd_loss, regression_kd_loss, task_loss
 
 LN3 = math.log(3.0)
 

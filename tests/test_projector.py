@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xkd.errors import XKDError
-from xkd.projector import LayerProjector, layer_mask
+from xkd.methods.projector import LayerProjector, layer_mask
 
 LN2, LN5 = math.log(2), math.log(5)
 # Student layers: z^S_1 = [0, 0], z^S_2 = [1, 0]. Teacher layers: z^T = [0, 0], [ln 2, 0], [ln 5, 0].

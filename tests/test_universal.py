@@ -167,5 +167,5 @@ def test_unknown_and_mistyped_method_options():
     with pytest.raises(XKDError, match="'gamma' should be float"):
         method.resolve({"gamma": "lots"})
     assert method.resolve({"gamma": "2", "scale": "true", "mode": "cg"})["gamma"] == 2.0
-    with pytest.raises(XKDError, match="unknown universal mode"):
+    with pytest.raises(XKDError, match="method 'universal': unknown mode 'xx'; choose one of: il, ca, cg"):
         method.terms(TermContext(2, 8, 3, 8, 2), mode="xx")

@@ -38,6 +38,7 @@ class DistillConfig:
     assistant_layers: list[int] = field(default_factory=list)  # TAKD: BERT-k teacher assistants, e.g. [4]
     epochs: int = 3
     batch_size: int = 32
+    eval_batch_size: int = 128  # validation, test, teacher labelling and caching (no gradients: larger batches)
     lr: float | None = None  # None: the student's default (1e-4 for transformers, 2e-3 for CNN/BiLSTM)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -56,6 +57,7 @@ class DistillConfig:
     teacher_lr: float = 1e-4
     teacher_heads: str = "linear"  # pseudo-classifier kind when the teacher's heads are trained on the fly
     heads_epochs: int = 10
+    heads_lr: float = 1e-3
     output_dir: str | None = None
     overwrite: bool = False  # allow an output dir that already holds a run's results
     data_dir: str | None = None
@@ -70,6 +72,7 @@ class DistillConfig:
         positive_ints = (
             "epochs",
             "batch_size",
+            "eval_batch_size",
             "student_layers",
             "max_length",
             "teacher_epochs",
@@ -83,7 +86,7 @@ class DistillConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("lr", "teacher_lr"):
+        for name in ("lr", "teacher_lr", "heads_lr"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise XKDError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.temperature is not None and not self.temperature > 0:
@@ -120,6 +123,7 @@ class DistillConfig:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
+DEFAULTS = DistillConfig()  # the one source of every default: other entry points read theirs from here
 CONFIG_FIELDS = {f.name: f for f in fields(DistillConfig)}
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 from accelerate.utils import set_seed
 from datasets import DatasetDict
 
-from xkd.config import DistillConfig
+from xkd.config import CONFIG_FIELDS, DistillConfig
 from xkd.data import (
     Collator,
     encode,
@@ -34,6 +33,7 @@ from xkd.evaluation import evaluate, score_logits
 from xkd.files import write_text_atomically
 from xkd.flops import flops_per_example
 from xkd.latency import cpu_latency_ms
+from xkd.log import Log, silent
 from xkd.methods import Method, TermContext, get_method
 from xkd.metrics import shown_metrics
 from xkd.options import resolve_options
@@ -56,7 +56,6 @@ from xkd.teachers.heads import STANDARDIZED, heads_info
 from xkd.teachers.hf_encoder import load_config
 from xkd.training import Checkpoints, TrainSettings, parameter_count, process_state, train
 
-Log = Callable[[str], None]
 RUN_FILES = ("summary.json", "metrics.jsonl", "student", "checkpoints")  # what marks a directory as holding a run
 LINK_KEYS = ("validation", "test", "train_seconds", "wall_seconds", "compute")  # what a TAKD link records
 
@@ -69,27 +68,19 @@ def resolve_task(cfg: DistillConfig) -> Task:
 
 
 def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
-    return TrainSettings(
-        epochs=cfg.teacher_epochs if teacher else cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.teacher_lr if teacher else (cfg.lr or student_lr(cfg.student)),
-        warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        max_steps=cfg.max_steps,
-        seed=cfg.seed,
-        precision=cfg.precision,
-        grad_accumulation=cfg.grad_accumulation,
-        length_buckets=cfg.length_buckets,
-        checkpoint_every=cfg.checkpoint_every,
-        keep_checkpoints=cfg.keep_checkpoints,
-        progress=cfg.progress,
-    )
+    """The optimisation settings of the student's run, or of the teacher's fine-tune (`teacher_epochs`,
+    `teacher_lr`), taken from the config: every other setting has the config's value under the same name."""
+    shared = {f.name: getattr(cfg, f.name) for f in fields(TrainSettings) if f.name in CONFIG_FIELDS}
+    epochs = cfg.teacher_epochs if teacher else cfg.epochs
+    lr = cfg.teacher_lr if teacher else (cfg.lr or student_lr(cfg.student))
+    return TrainSettings(**{**shared, "epochs": epochs, "lr": lr})
 
 
 def default_run_dir(cfg: DistillConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     student = cfg.student.rpartition(":")[2].rpartition(".")[2]  # a plug-in path names its class
-    return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{cfg.method}-{stamp}"
+    method = "+".join(part.rpartition(":")[2] for part in cfg.method.split("+"))
+    return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{method}-{stamp}"
 
 
 def data_source(cfg: DistillConfig, task: Task) -> str:
@@ -222,6 +213,7 @@ def ensure_teacher_heads(
             cfg.max_length,
             kind=cfg.teacher_heads,
             epochs=cfg.heads_epochs,
+            lr=cfg.heads_lr,
             seed=cfg.seed,
             progress=cfg.progress,
             log=log,
@@ -314,7 +306,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     wall_start = time.perf_counter()
     state = process_state()
     if not state.is_main_process:
-        log = _silent  # under `accelerate launch`, one process speaks
+        log = silent  # under `accelerate launch`, one process speaks
     task, method, options = check_config(cfg)  # option errors before any loading
 
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
@@ -413,7 +405,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         if cache is not None and cache.has(n):  # the cached logits are the teacher's own, exactly
             teacher_metrics[n] = score_logits(task, cache.logits(n), np.asarray(splits[n]["labels"]))
         else:
-            loader = make_loader(splits[n], collator, 128, shuffle=False, buckets=True)
+            loader = make_loader(splits[n], collator, cfg.eval_batch_size, shuffle=False, buckets=True)
             teacher_metrics[n] = evaluate(teacher, loader, task, role="teacher")
     summary["teacher"] = {
         **teacher_info,
@@ -487,10 +479,6 @@ def compute_columns(
         "assistant_flops": assistants,
         "total_flops": student_flops + teacher_flops + assistants,
     }
-
-
-def _silent(message: str) -> None:
-    return None
 
 
 def latency_table(teacher, student, split, collator: Collator, sizes=(1, 32)) -> dict[str, dict[str, float]]:

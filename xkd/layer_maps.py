@@ -1,4 +1,4 @@
-"""Which teacher layer a student layer is matched with, for methods that pick layers (PKD, Aguilar et al.)."""
+"""Which teacher layer a student layer is matched with: BERT-k initialisation, PKD, Aguilar et al., masks."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,15 @@ from datasets import Dataset, DatasetDict
 from torch import nn
 from tqdm.auto import tqdm
 
+from xkd.config import DEFAULTS
 from xkd.data import Collator, make_loader, tokenizer_fingerprint
 from xkd.files import file_lock
+from xkd.log import Log
 from xkd.paths import cache_root
 from xkd.trace import Trace
 
 FORMAT = 1
 FIELDS = ("logits", "layer_vectors", "pseudo_logits")
-Log = Callable[[str], None]
 
 
 def traces_root() -> Path:
@@ -134,7 +135,7 @@ def build_cache(
     collator: Collator,
     directory: Path,
     meta: dict[str, Any],
-    batch_size: int = 128,
+    batch_size: int = DEFAULTS.eval_batch_size,
     progress: bool = True,
 ) -> TeacherCache:
     """One teacher pass per split, written to a temporary directory that replaces `directory` when complete."""

@@ -16,17 +16,49 @@ state.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from xkd.errors import XKDError
 from xkd.layer_maps import uniform_map
-from xkd.losses import attention_kl, cls_cosine_loss
-from xkd.methods import METHODS, LossTerm, Method, TermContext, gold_term, module_term, soft_term
+from xkd.methods.base import (
+    LossTerm,
+    TermContext,
+    TermModule,
+    gold_term,
+    method,
+    module_term,
+    needs_context,
+    option,
+    soft_term,
+)
+from xkd.methods.kd import KDOptions
+from xkd.methods.losses import attention_kl, cls_cosine_loss
 from xkd.tasks import Task
 from xkd.trace import Trace
 
 ALGORITHMS = ("all", "progressive", "stacked")
+UNITS = ("epochs", "steps")
+HEAD_PAIRINGS = ("same", "average")
+
+
+@dataclass(frozen=True)
+class AguilarOptions(KDOptions):
+    algorithm: str = option("all", "all layers at once, progressive (PID) or stacked (SID)", choices=ALGORITHMS)
+    unit: str = option("epochs", "what per_layer counts", choices=UNITS)
+    per_layer: int = option(1, "length of each internal stage, in units", minimum=1)
+    threshold: float = option(
+        0.0, "> 0: a stage ends when its layer loss falls below it; 0: stages by count", minimum=0
+    )
+    heads: str = option(
+        "same", "same: pair heads one to one; average: average each side's heads", choices=HEAD_PAIRINGS
+    )
+    attention: float = option(1.0, "weight of the attention KL", weight=True)
+    cosine: float = option(1.0, "weight of the [CLS] 1 - cos term", weight=True)
+    kd_after_stages: bool = option(True, "KD on the logits only once the internal stages are over")
+    freeze: bool = option(False, "progressive: no updates below the layer being distilled")
 
 
 def active_layers(algorithm: str, stage: int, layers: int) -> list[int]:
@@ -38,7 +70,9 @@ def active_layers(algorithm: str, stage: int, layers: int) -> list[int]:
     return [stage] if algorithm == "progressive" else list(range(stage + 1))
 
 
-class InternalLoss(nn.Module):
+class InternalLoss(TermModule):
+    """The internal term: per mapped layer, attention KL and [CLS] 1 - cos; its stage lives in buffers."""
+
     def __init__(
         self,
         context: TermContext,
@@ -54,8 +88,6 @@ class InternalLoss(nn.Module):
         super().__init__()
         if algorithm not in ALGORITHMS:
             raise XKDError(f"unknown algorithm '{algorithm}'; choose one of: {', '.join(ALGORITHMS)}")
-        if unit not in ("epochs", "steps") or per_layer < 1:
-            raise XKDError("aguilar needs unit=epochs|steps and per_layer >= 1")
         if attention_weight > 0:
             if context.student_attention_heads is None or context.teacher_attention_heads is None:
                 raise XKDError(
@@ -68,8 +100,6 @@ class InternalLoss(nn.Module):
                     f"attention KL pairs heads one to one, but the student has {context.student_attention_heads} and "
                     f"the teacher {context.teacher_attention_heads}; pass -O heads=average"
                 )
-        if heads not in ("same", "average"):
-            raise XKDError(f"heads must be same or average, got '{heads}'")
         self.algorithm, self.threshold, self.heads = algorithm, threshold, heads
         self.freezes = freeze and algorithm == "progressive"
         self.attention_weight, self.cosine_weight = attention_weight, cosine_weight
@@ -80,6 +110,7 @@ class InternalLoss(nn.Module):
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps_in_stage", torch.zeros((), dtype=torch.long))
         self.register_buffer("loss_average", torch.full((), float("inf")))
+        self.frozen_now = 0  # layers frozen for the batch being trained (the stage before its forward moved it on)
 
     @property
     def internal_done(self) -> bool:
@@ -90,6 +121,19 @@ class InternalLoss(nn.Module):
         """How many bottom student layers (and the embeddings) get no update now: under progressive with
         `freeze`, those below the layer being distilled; none once the internal stages are over."""
         return int(self.stage) if self.freezes and not self.internal_done else 0
+
+    def start(self, student: nn.Module) -> None:
+        if self.freezes and not hasattr(student, "layer_modules"):
+            raise XKDError("freezing layers needs a student with layer_modules() (BERT-k has it); drop -O freeze=true")
+
+    def after_backward(self, student: nn.Module) -> None:
+        """Drop the gradients of the embeddings and the layers below the one being distilled (AdamW then skips
+        those parameters: no update, no weight decay)."""
+        if not self.frozen_now:
+            return
+        for layer in student.layer_modules()[: self.frozen_now + 1]:
+            for p in layer.parameters():
+                p.grad = None
 
     def layer_loss(self, student: Trace, teacher: Trace, j: int) -> Tensor:
         i = self.teacher_layers[j]
@@ -102,6 +146,8 @@ class InternalLoss(nn.Module):
         return loss
 
     def forward(self, student: Trace, teacher: Trace) -> Tensor:
+        if self.training:
+            self.frozen_now = self.frozen_layers
         layers = active_layers(self.algorithm, int(self.stage), self.layers)
         if not layers:
             return student.logits.sum() * 0
@@ -128,58 +174,28 @@ class InternalLoss(nn.Module):
             self.loss_average.fill_(float("inf"))
 
 
-def aguilar_terms(
-    context: TermContext | None,
-    temperature: float,
-    alpha: float,
-    algorithm: str,
-    unit: str,
-    per_layer: int,
-    threshold: float,
-    heads: str,
-    attention: float,
-    cosine: float,
-    kd_after_stages: bool,
-    freeze: bool,
-) -> list[LossTerm]:
-    if context is None:
-        raise XKDError("aguilar needs the student and teacher shapes to map layers")
-    module = InternalLoss(context, algorithm, unit, per_layer, threshold, heads, attention, cosine, freeze)
-    soft = soft_term(temperature)
+@method(
+    "aguilar",
+    AguilarOptions,
+    summary="Aguilar et al. 2020 internal KD: attention KL per head and query row + [CLS] 1-cos on uniformly "
+    "mapped layers; algorithms all, progressive (PID), stacked (SID); KD after the internal stages",
+    needs_attentions=True,
+    applies_to="transformer students sharing the teacher's tokenizer and head count (heads=average: any count)",
+)
+def aguilar_terms(context: TermContext | None, o: AguilarOptions) -> list[LossTerm]:
+    context = needs_context(context, "aguilar", "map layers")
+    module = InternalLoss(
+        context, o.algorithm, o.unit, o.per_layer, o.threshold, o.heads, o.attention, o.cosine, o.freeze
+    )
+    soft = soft_term(o.temperature)
 
     def gated_soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
         value = soft(student, teacher, labels, task)
-        waiting = kd_after_stages and algorithm != "all" and not module.internal_done
+        waiting = o.kd_after_stages and o.algorithm != "all" and not module.internal_done
         return value * 0 if waiting else value
 
     return [
-        LossTerm("ce", 1.0 - alpha, gold_term),
-        LossTerm("kd", alpha, gated_soft),
+        LossTerm("ce", 1.0 - o.alpha, gold_term),
+        LossTerm("kd", o.alpha, gated_soft),
         module_term("internal", 1.0, module),
     ]
-
-
-METHODS.add(
-    "aguilar",
-    Method(
-        name="aguilar",
-        summary="Aguilar et al. 2020 internal KD: attention KL per head and query row + [CLS] 1-cos on uniformly "
-        "mapped layers; algorithms all, progressive (PID), stacked (SID); KD after the internal stages",
-        make_terms=aguilar_terms,
-        options={
-            "temperature": 2.0,
-            "alpha": 0.5,
-            "algorithm": "all",
-            "unit": "epochs",
-            "per_layer": 1,
-            "threshold": 0.0,
-            "heads": "same",
-            "attention": 1.0,
-            "cosine": 1.0,
-            "kd_after_stages": True,
-            "freeze": False,
-        },
-        needs_attentions=True,
-        applies_to="transformer students sharing the teacher's tokenizer and head count (heads=average: any count)",
-    ),
-)

@@ -16,7 +16,7 @@ from typing import Any
 from xkd.errors import XKDError
 from xkd.files import write_text_atomically
 from xkd.metrics import shown_metrics
-from xkd.plots import (
+from xkd.study.plots import (
     accuracy_figure,
     attention_heatmaps,
     compute_figure,
@@ -28,7 +28,7 @@ from xkd.plots import (
     teacher_heads_figure,
     teacher_heads_plot,
 )
-from xkd.results import group_rows, load_study, metric_columns, run_rows, write_results
+from xkd.study.results import group_rows, load_study, metric_columns, run_rows, write_results
 
 
 def _pct(value: float | None) -> str:

@@ -1,6 +1,6 @@
 """Attention-based layer projection: every student layer attends over all teacher layers.
 
-One module serves two methods (see METHODS.md): Universal-KD works in OUTPUT space (pseudo-logits, KL) and ALP-KD
+One module serves two methods: Universal-KD works in OUTPUT space (pseudo-logits, KL) and ALP-KD
 in HIDDEN space (sentence vectors, MSE); `space` is a parameter, not a second implementation.
 
 For student layer j and teacher layer i, `α_ji = softmax_i(s(j, i) / T_att)` with the score `s` either
@@ -15,13 +15,17 @@ computed in float32, so it is safe under autocast.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xkd.errors import XKDError
+from xkd.layer_maps import uniform_map
+from xkd.methods.base import TermModule
 from xkd.trace import Trace
 
 SPACES = ("output", "hidden")
@@ -50,7 +54,7 @@ def layer_mask(m: int, n: int, kind: str, device: torch.device | None = None) ->
             start, end = start - 1, end + 1
         return (cols >= start) & (cols < end)
     if kind == "above":
-        partner = torch.tensor([round((j + 1) * n / m) - 1 for j in range(m)], device=device)[:, None]
+        partner = torch.tensor(uniform_map(n, m), device=device)[:, None]
         return cols >= partner
     raise XKDError(f"unknown projector mask '{kind}'; choose one of: {', '.join(MASKS)}")
 
@@ -63,14 +67,26 @@ class Projection:
     attention: Tensor
 
 
-class ProjectionLoss(nn.Module):
+class ProjectionLoss(TermModule):
     """A loss term module whose forward(student, teacher) returns a `Projection` (loss and attention α).
 
-    The training loop records the mean α of such terms over the validation split after every epoch.
+    After every epoch it records its mean α over the first validation split in `attention.jsonl` (row j: how
+    student layer j spreads over the teacher layers), which reports plot as heatmaps.
     """
+
+    epoch_log = "attention.jsonl"
 
     def forward(self, student: Trace, teacher: Trace) -> Projection:  # pragma: no cover - interface
         raise NotImplementedError
+
+    @torch.no_grad()
+    def epoch_record(self, pairs: Iterable[tuple[Trace, Trace | None]]) -> dict[str, Any]:
+        total, count = None, 0
+        for student, teacher in pairs:
+            alpha = self(student, teacher).attention.float()
+            total = alpha.sum(0) if total is None else total + alpha.sum(0)
+            count += alpha.shape[0]
+        return {"alpha": (total / max(count, 1)).cpu().tolist()}
 
 
 class LayerProjector(nn.Module):

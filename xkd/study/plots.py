@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from xkd.files import save_figure_atomically
-from xkd.results import GROUP_KEYS
+from xkd.study.results import GROUP_KEYS
 
 
 def _pyplot():

@@ -50,7 +50,6 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -68,12 +67,12 @@ from xkd.distill import (
 )
 from xkd.errors import XKDError, closest
 from xkd.files import file_lock, write_text_atomically
+from xkd.log import Log, silent
 from xkd.methods import get_method
 from xkd.pseudo_heads import WEIGHTS_FILE, PseudoHeads
 from xkd.teachers import heads_dir
 from xkd.training import Checkpoints, process_state
 
-Log = Callable[[str], None]
 SECTIONS = ("teachers", "students", "methods")
 TOP_KEYS = ("name", "seeds", "teacher_seed", "baseline", "base", "grid", "output_dir", "runs_dir", *SECTIONS)
 # Keys a study owns: each run's directory, seed and resumption are the study's to decide.
@@ -431,7 +430,7 @@ def run_study(
     # speaks and writes, and run locks (meant for independent study processes) are not taken.
     distributed = state.num_processes > 1
     if not state.is_main_process:
-        log = _silent
+        log = silent
     plan.directory.mkdir(parents=True, exist_ok=True)
     with state.main_process_first():
         prepared = prepare_teachers(plan, log, progress)
@@ -517,10 +516,6 @@ def run_lock(directory: Path, wait: bool = False):
     """An exclusive lock on a run directory, so that study processes working on one grid (e.g. one per GPU,
     each with its own --only) never train the same run twice; yields False when another process holds it."""
     return file_lock(directory / ".lock", wait)
-
-
-def _silent(message: str) -> None:
-    return None
 
 
 def _eta(timed: list, upcoming: list[PlannedRun]) -> str:

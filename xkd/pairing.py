@@ -11,7 +11,7 @@ from xkd.data import Collator, encode, load_splits
 from xkd.distill import configured_student, resolve_task, separate_roles, term_context
 from xkd.errors import XKDError
 from xkd.methods import METHODS, TermContext
-from xkd.projector import layer_mask
+from xkd.methods.projector import layer_mask
 from xkd.teachers import HFEncoderClassifier, freeze, is_sequence_classifier
 from xkd.teachers.hf_encoder import load_config
 from xkd.teachers.loading import load_teacher

@@ -1,0 +1,405 @@
+"""What a distillation method is: a named, weighted sum of loss terms built from typed options.
+
+A method is a function `(context, options) -> list[LossTerm]`, registered once by the `method` decorator with a
+frozen options dataclass. Every term is logged under its own name, so a run shows what each part of the objective
+is doing. The options dataclass is the one source of each option's type, default, allowed values and help:
+validation, `-O KEY=VALUE` parsing, `xkd methods` and the CLI help are all derived from it.
+
+Terms may carry a `TermModule`: their trainable or stateful part (pseudo heads, a projector, a stage counter),
+optimised with the student, checkpointed with the training state and never exported. Its optional hooks are the
+only way a method reaches into training, so the training loop knows no method by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from torch import Tensor, nn
+
+from xkd.errors import XKDError
+from xkd.methods.losses import kd_loss, regression_kd_loss, task_loss
+from xkd.options import parse_option, resolve_options
+from xkd.registry import Registry
+from xkd.tasks import Task
+from xkd.trace import Trace
+
+LossFn = Callable[[Trace, "Trace | None", Tensor, Task], Tensor]
+ENTRY_POINT_GROUP = "xkd.methods"
+
+
+class TermModule(nn.Module):
+    """A loss term's own module. The training loop calls these hooks on every term module that defines them
+    (plain `nn.Module`s work too); each default does nothing.
+
+    - `start(student)`: once before training; raise `XKDError` when the student cannot serve the term.
+    - `after_backward(student)`: after each backward pass, before the optimizer step (e.g. drop the gradients of
+      frozen layers).
+    - `epoch_record(pairs)`: after each epoch's validation, given an iterable of (student, teacher) traces over the
+      first validation split (eval mode, no gradients); a dict returned is appended, with the epoch, term and
+      split, to `RUN_DIR/<epoch_log>`.
+    Buffers registered on the module (a stage counter) are saved and restored with every checkpoint.
+    """
+
+    epoch_log: str | None = None
+
+    def start(self, student: nn.Module) -> None:
+        return None
+
+    def after_backward(self, student: nn.Module) -> None:
+        return None
+
+    def epoch_record(self, pairs: Iterable[tuple[Trace, Trace | None]]) -> dict[str, Any] | None:
+        return None
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One named part of a method's objective: `weight · fn(student, teacher, labels, task)`.
+
+    `module` holds the term's own trainable parts (student pseudo heads, a projector): the training loop
+    optimises them with the student and never exports them.
+    """
+
+    name: str
+    weight: float
+    fn: LossFn
+    module: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class TermContext:
+    """What a term needs to know about the models to build its trainable parts."""
+
+    student_layers: int
+    student_width: int
+    teacher_layers: int
+    teacher_width: int
+    output_size: int
+    regression: bool = False
+    student_attention_heads: int | None = None  # None: the student has no self-attention (CNN, BiLSTM)
+    teacher_attention_heads: int | None = None
+    shared_tokenizer: bool = False  # same token ids, so attention maps can be compared position by position
+    steps_per_epoch: int | None = None  # for terms whose schedule is set in epochs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    above: float | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    weight: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A field of a method's options dataclass: its default, one-line help and allowed values.
+
+    `above`: value must be > it; `minimum`/`maximum`: inclusive bounds; `weight`: a loss weight (>= 0);
+    `choices`: the allowed strings. The field's type annotation is taken from the default's type.
+    """
+    meta = {"help": help, "above": above, "minimum": 0.0 if weight else minimum, "maximum": maximum}
+    return field(default=default, metadata={**meta, "weight": weight, "choices": choices})
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One method option as users see it."""
+
+    name: str
+    default: Any
+    help: str
+    above: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    weight: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def allowed(self) -> str:
+        """The allowed values in words, for listings: '> 0', '[0, 1]', 'il|ca|cg', ..."""
+        if self.choices:
+            return "|".join(self.choices)
+        if self.above is not None:
+            return f"> {self.above:g}"
+        if self.minimum is not None and self.maximum is not None:
+            return f"[{self.minimum:g}, {self.maximum:g}]"
+        if self.minimum is not None:
+            return f">= {self.minimum:g}"
+        return type(self.default).__name__
+
+    def check(self, owner: str, value: Any) -> Any:
+        """`value` (a string from the command line, or a number from a file) as this option's type, in range."""
+        value = parse_option(owner, self.name, value, self.default)
+        if self.choices and value not in self.choices:
+            raise XKDError(f"{owner}: unknown {self.name} '{value}'; choose one of: {', '.join(self.choices)}")
+        if self.above is not None and not value > self.above:
+            raise XKDError(f"{owner}: {self.name} must be > {self.above:g}, got {value}")
+        if self.weight and not value >= 0:
+            raise XKDError(f"{owner}: {self.name} is a loss weight and must be >= 0, got {value}")
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None and not low <= value <= high:
+            raise XKDError(f"{owner}: {self.name} must lie in [{low:g}, {high:g}], got {value}")
+        if low is not None and high is None and not value >= low:
+            raise XKDError(f"{owner}: {self.name} must be >= {low:g} ({self.help}), got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base of every method's options dataclass (a method without options uses it as is)."""
+
+    @classmethod
+    def specs(cls) -> list[OptionSpec]:
+        return [
+            OptionSpec(f.name, f.default, **{k: v for k, v in f.metadata.items() if k in OPTION_META})
+            for f in fields(cls)
+        ]
+
+
+OPTION_META = ("help", "above", "minimum", "maximum", "weight", "choices")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Methods and their registry
+
+MakeTerms = Callable[[TermContext | None, Any], list[LossTerm]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered distillation method.
+
+    `make_terms(context, options)` turns chosen option values (an instance of `options_type`) into loss terms.
+    `needs_teacher` is False for plain fine-tuning, so no teacher is loaded or run; `needs_teacher_heads` asks for
+    the teacher's per-layer pseudo classifiers; `needs_attentions` for attention maps (never cached).
+    `applies_to` tells users which students and teachers the method can pair before they try (`xkd methods`).
+    """
+
+    name: str
+    summary: str
+    make_terms: MakeTerms
+    options_type: type[MethodOptions] = MethodOptions
+    needs_teacher: bool = True
+    needs_teacher_heads: bool = False
+    needs_attentions: bool = False
+    applies_to: str = "any student and teacher with the same labels"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Each option's default, by name."""
+        return {spec.name: spec.default for spec in self.option_specs()}
+
+    def option_specs(self) -> list[OptionSpec]:
+        return self.options_type.specs()
+
+    def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by the given values (None: the default); unknown names, wrong types and values out
+        of range are one-line errors."""
+        owner = f"method '{self.name}'"
+        chosen = resolve_options(owner, self.options, values)
+        return {spec.name: spec.check(owner, chosen[spec.name]) for spec in self.option_specs()}
+
+    def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
+        return self.make_terms(context, self.options_type(**self.resolve(values)))
+
+    def default_terms(self) -> list[tuple[str, float]]:
+        """(name, weight) of the loss terms under the default options, for listings: built from the method itself on
+        a small example pairing (2-layer student, 4-layer teacher) so the listing cannot drift from the code."""
+        return [(term.name, term.weight) for term in self.terms(EXAMPLE_CONTEXT)]
+
+
+EXAMPLE_CONTEXT = TermContext(
+    student_layers=2,
+    student_width=8,
+    teacher_layers=4,
+    teacher_width=8,
+    output_size=2,
+    student_attention_heads=2,
+    teacher_attention_heads=2,
+    shared_tokenizer=True,
+    steps_per_epoch=1,
+)
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def method(
+    name: str,
+    options: type[MethodOptions] = MethodOptions,
+    *,
+    summary: str,
+    needs_teacher: bool = True,
+    needs_teacher_heads: bool = False,
+    needs_attentions: bool = False,
+    applies_to: str = "any student and teacher with the same labels",
+) -> Callable[[MakeTerms], MakeTerms]:
+    """Register the decorated `make_terms(context, options)` as method `name` (the name is written once)."""
+
+    def register(make_terms: MakeTerms) -> MakeTerms:
+        METHODS.add(
+            name,
+            Method(
+                name=name,
+                summary=summary,
+                make_terms=make_terms,
+                options_type=options,
+                needs_teacher=needs_teacher,
+                needs_teacher_heads=needs_teacher_heads,
+                needs_attentions=needs_attentions,
+                applies_to=applies_to,
+            ),
+        )
+        return make_terms
+
+    return register
+
+
+def get_method(name: str) -> Method:
+    """A registered method, one from the `xkd.methods` entry-point group, one by import path
+    (`package.module:name`, importing the module registers it), or several joined with '+' (see `compose`)."""
+    if "+" in name:
+        return compose([get_method(part.strip()) for part in name.split("+")])
+    if ":" in name:
+        return _import_method(name)
+    if name not in METHODS:
+        load_entry_point_methods()
+    return METHODS.get(name)
+
+
+def load_entry_point_methods() -> None:
+    """Import the methods other packages registered under the `xkd.methods` entry-point group.
+
+    An entry point may name a module (importing it runs its `@method` decorators) or a `Method` object, which is
+    registered under the entry point's name.
+    """
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in METHODS:
+            continue
+        try:
+            loaded = entry.load()
+        except Exception as e:  # a broken plug-in must not hide the built-in methods
+            raise XKDError(f"cannot load method plug-in '{entry.name}' ({entry.value}): {e}") from None
+        if isinstance(loaded, Method) and loaded.name not in METHODS:
+            METHODS.add(entry.name, loaded)
+
+
+def _import_method(path: str) -> Method:
+    """`package.module:name`: import the module (its `@method` decorators register its methods) and return the
+    method registered as `name`, or the `Method` object or decorated function the module holds under that name."""
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise XKDError(f"plug-in method '{path}' must look like package.module:name")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise XKDError(f"cannot import module '{module_name}' for method '{path}': {e}; is it on PYTHONPATH?") from None
+    if name in METHODS:
+        return METHODS.get(name)
+    target = getattr(module, name, None)
+    if isinstance(target, Method):
+        return target
+    for registered in METHODS:
+        if target is not None and METHODS.get(registered).make_terms is target:
+            return METHODS.get(registered)
+    raise XKDError(f"module '{module_name}' registers no method '{name}'; decorate a make_terms function with @method")
+
+
+def compose(parts: list[Method]) -> Method:
+    """One method from several: the union of their options (a shared name, such as alpha, is one value, its first
+    definition wins) and of their loss terms, where a term name already given by an earlier method (ce, kd) is not
+    added again."""
+    chosen: dict[str, Any] = {}
+    for part in parts:
+        for f in fields(part.options_type):
+            chosen.setdefault(f.name, (f.name, f.type, field(default=f.default, metadata=f.metadata)))
+    name = "+".join(p.name for p in parts)
+    options_type = make_dataclass(
+        "ComposedOptions",
+        list(chosen.values()),
+        bases=(MethodOptions,),
+        frozen=True,
+        namespace={"__module__": __name__},
+    )
+
+    def make_terms(context: TermContext | None, options: Any) -> list[LossTerm]:
+        terms: list[LossTerm] = []
+        for part in parts:
+            own = part.options_type(**{f.name: getattr(options, f.name) for f in fields(part.options_type)})
+            for term in part.make_terms(context, own):
+                if all(term.name != t.name for t in terms):
+                    terms.append(term)
+        return terms
+
+    return Method(
+        name=name,
+        summary=" + ".join(p.name for p in parts),
+        make_terms=make_terms,
+        options_type=options_type,
+        needs_teacher=any(p.needs_teacher for p in parts),
+        needs_teacher_heads=any(p.needs_teacher_heads for p in parts),
+        needs_attentions=any(p.needs_attentions for p in parts),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks of terms
+
+
+def weighted_loss(
+    terms: list[LossTerm], student: Trace, teacher: Trace | None, labels: Tensor, task: Task
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The total loss and each term's unweighted value (detached), for logging."""
+    total: Tensor | None = None
+    values: dict[str, Tensor] = {}
+    for term in terms:
+        if term.weight == 0:
+            continue
+        value = term.fn(student, teacher, labels, task)
+        values[term.name] = value.detach()
+        total = term.weight * value if total is None else total + term.weight * value
+    if total is None:
+        raise XKDError("every loss term has weight 0; give at least one term a positive weight")
+    return total, values
+
+
+def module_term(name: str, weight: float, module: nn.Module) -> LossTerm:
+    """A term whose value is `module(student, teacher)`, or its `.loss` when the module returns a `Projection`;
+    the module's parameters train with the student."""
+
+    def value(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+        out = module(student, teacher)
+        return getattr(out, "loss", out)
+
+    return LossTerm(name, weight, value, module=module)
+
+
+def gold_term(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+    """CE (or MSE for regression) on gold labels: the base term every method shares."""
+    return task_loss(student.logits, labels, task.regression)
+
+
+def soft_term(temperature: float) -> LossFn:
+    """Hinton's KD on final logits at `temperature` (MSE to the teacher for regression)."""
+
+    def soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
+        if teacher is None:
+            raise XKDError("this loss term needs a teacher's outputs, but none is loaded")
+        if task.regression:
+            return regression_kd_loss(student.logits, teacher.logits)
+        return kd_loss(student.logits, teacher.logits, temperature)
+
+    return soft
+
+
+def needs_context(context: TermContext | None, method_name: str, why: str) -> TermContext:
+    """The context, or a one-line error when a method that builds modules is asked for terms without one."""
+    if context is None:
+        raise XKDError(f"{method_name} needs the student and teacher shapes to {why}")
+    return context

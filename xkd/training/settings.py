@@ -1,0 +1,32 @@
+"""The optimisation settings of one training run.
+
+They hold no defaults of their own: `xkd.distill.train_settings` fills them from a `DistillConfig`, the one place
+every option's default lives, so distillation, teacher fine-tuning and studies cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_GRAD_NORM = 1.0  # gradient clipping as in BERT's recipe; not an option
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by distillation and teacher fine-tuning."""
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    max_steps: int | None
+    seed: int
+    precision: str  # "no", "bf16" or "fp16" (accelerate's mixed precision)
+    grad_accumulation: int
+    length_buckets: bool
+    checkpoint_every: int  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    keep_checkpoints: int  # resumable checkpoints kept on disk (the newest N)
+    progress: bool
+    max_grad_norm: float = MAX_GRAD_NORM

@@ -1,0 +1,30 @@
+"""The frozen teacher's outputs for a batch: read from the teacher cache, or computed online."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from xkd.teacher_cache import TeacherCache
+from xkd.trace import Trace
+
+
+class TeacherSource:
+    """The frozen teacher's Trace for a batch: from the teacher cache when it holds the split, else online."""
+
+    def __init__(self, teacher: nn.Module | None, cache: TeacherCache | None, needs_attentions: bool) -> None:
+        self.teacher, self.cache, self.needs_attentions = teacher, cache, needs_attentions
+        self.forward_examples = 0  # examples this process ran through the teacher (the compute columns count them)
+
+    def cached(self, split: str) -> bool:
+        """Whether the cache serves `split` (attention maps are never cached)."""
+        return self.cache is not None and self.cache.has(split) and not self.needs_attentions
+
+    @torch.no_grad()
+    def __call__(self, split: str, batch: dict) -> Trace | None:
+        if self.cached(split):
+            return self.cache.trace(split, batch["index"], batch.get("teacher", {}).get("attention_mask"))
+        if self.teacher is None:
+            return None
+        self.forward_examples += int(batch["labels"].shape[0])
+        return self.teacher(batch["teacher"], output_attentions=self.needs_attentions)
