@@ -78,7 +78,7 @@ DISTILL_OPTIONS = [
     config_option("grad_accumulation", "Accumulate gradients over N batches before each optimizer step.", type=int),
     config_option(
         "length_buckets",
-        "Batch examples of similar length together (less padding) [default: on].",
+        "Batch examples of similar length together (less padding).",
         flag="--length-buckets/--no-length-buckets",
     ),
     config_option(
@@ -320,25 +320,12 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     Example:
       xkd teacher finetune --model sentence-transformers/all-MiniLM-L6-v2 --task mr --output-dir teachers/minilm-mr
     """
-    from xkd.config import DistillConfig
     from xkd.data import load_splits
     from xkd.distill import resolve_task, train_settings
     from xkd.errors import XKDError
     from xkd.teachers import finetune
 
-    cfg = DistillConfig(
-        task=task,
-        teacher=model_name,
-        data_dir=data_dir,
-        teacher_epochs=options["epochs"],
-        batch_size=options["batch_size"],
-        teacher_lr=options["lr"],
-        max_length=options["max_length"],
-        max_steps=options["max_steps"],
-        max_examples=options["max_examples"],
-        seed=options["seed"],
-        progress=options["progress"],
-    ).validate()
+    cfg = finetune_config(model_name, task, data_dir, options)
     spec, raw = load_splits(resolve_task(cfg), data_dir, cfg.max_examples)
     slug = model_name.strip("/").replace("/", "--")
     out = Path(output_dir) if output_dir else Path("runs") / f"teacher-{spec.name}-{slug}"
@@ -348,6 +335,16 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     click.echo(
         json.dumps({"output_dir": str(out), "validation": summary["validation"], "test": summary["test"]}, indent=2)
     )
+
+
+def finetune_config(model_name: str, task: str, data_dir: str | None, options: dict):
+    """`xkd teacher finetune`'s options as the distillation config whose teacher fine-tune they describe, so both
+    entry points train (and cache) the same teacher from the same defaults."""
+    from xkd.config import DistillConfig
+
+    renamed = {"epochs": "teacher_epochs", "lr": "teacher_lr"}
+    values = {renamed.get(k, k): v for k, v in options.items() if k != "overwrite" and v is not None}
+    return DistillConfig(task=task, teacher=model_name, data_dir=data_dir, **values).validate()
 
 
 @teacher.command("heads")

@@ -20,10 +20,16 @@ def config_option(name: str, help: str, type: Any = None, multiple: bool = False
 
     The help text shows the recipe default taken from `DistillConfig`.
     """
-    default = _DEFAULTS[name]
-    shown = f" [default: {default}]" if default not in (None, [], {}, False) else ""
+    shown = f" [default: {shown_default(_DEFAULTS[name])}]" if _DEFAULTS[name] not in (None, [], {}) else ""
     decl = flag or f"--{name.replace('_', '-')}"
     return click.option(decl, name, type=type, default=None, multiple=multiple, help=help + shown)
+
+
+def shown_default(value: Any) -> str:
+    """A default as the help shows it: flags as on/off."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def given(values: dict[str, Any]) -> dict[str, Any]:

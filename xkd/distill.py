@@ -302,16 +302,61 @@ def assistant_config(cfg: DistillConfig, teacher: str, layers: int, output_dir: 
 
 
 def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
-    """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`."""
+    """Run one distillation and write `config.json`, `metrics.jsonl`, `summary.json` and `student/`.
+
+    The steps: check everything that needs no model, claim the run directory, prepare the teacher (fine-tune,
+    assistants, pseudo heads), build the student and the method's terms, train (and a second stage), then
+    describe the run (teacher metrics, sizes, compute, latency).
+    """
     wall_start = time.perf_counter()
     state = process_state()
     if not state.is_main_process:
         log = silent  # under `accelerate launch`, one process speaks
     task, method, options = check_config(cfg)  # option errors before any loading
-
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
     if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
         check_teacher(cfg.teacher, task)  # fail before a run directory exists
+    run_dir = claim_run_dir(cfg)
+    log(f"run directory: {run_dir}")
+
+    teacher_start = time.perf_counter()
+    with state.main_process_first():  # fine-tunes and heads are cached: one process trains, the others load
+        teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
+        if cfg.assistant_layers:
+            teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
+        ensure_teacher_heads(teacher, teacher_info, method.needs_teacher_heads, task, raw, cfg, log)
+    teacher_info["seconds"] = round(time.perf_counter() - teacher_start, 2)
+    set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
+    student = configured_student(cfg, teacher, task, raw, log)
+    context = term_context(student, teacher, task, steps_per_epoch=math.ceil(len(raw["train"]) / cfg.batch_size))
+    terms = method.terms(context, **options)
+
+    tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
+    separate = separate_roles(student)
+    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
+    collator = Collator(tokenizers, separate)
+    cache = teacher_cache(cfg, method, task, teacher, teacher_info["path"], splits, collator, log)
+    if cache is not None:
+        teacher_info["cache"] = str(cache.directory)
+    log(
+        f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
+        f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
+    )
+    meta = {"role": "student", "task": task.name, "method": method.name, "teacher": cfg.teacher}
+    meta.update(max_length=cfg.max_length)
+    stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
+    models = (teacher, teacher_info, student, cache)
+    summary = describe_run(cfg, task, method, terms, stages, *models, splits, collator, run_dir)
+    summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
+    if state.is_main_process:
+        write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def claim_run_dir(cfg: DistillConfig) -> Path:
+    """The run directory, checked (a finished run is never overwritten by accident, an interrupted one is pointed to
+    --resume) and marked with the run's `config.json`."""
+    state = process_state()
     run_dir = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg)
     if cfg.resume:
         if (run_dir / "summary.json").exists():
@@ -331,39 +376,26 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomically(run_dir / "config.json", cfg.to_json())
-    log(f"run directory: {run_dir}")
+    return run_dir
 
-    teacher_start = time.perf_counter()
-    with state.main_process_first():  # fine-tunes and heads are cached: one process trains, the others load
-        teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
-        if cfg.assistant_layers:
-            teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
-        ensure_teacher_heads(teacher, teacher_info, method.needs_teacher_heads, task, raw, cfg, log)
-    teacher_seconds = time.perf_counter() - teacher_start
-    set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
-    student = configured_student(cfg, teacher, task, raw, log)
-    context = term_context(student, teacher, task, steps_per_epoch=math.ceil(len(raw["train"]) / cfg.batch_size))
-    terms = method.terms(context, **options)
 
-    tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
-    separate = separate_roles(student)
-    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
-    collator = Collator(tokenizers, separate)
-    cache = teacher_cache(cfg, method, task, teacher, teacher_info["path"], splits, collator, log)
-    if cache is not None:
-        teacher_info["cache"] = str(cache.directory)
-    log(
-        f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
-        f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
-    )
-    meta = {
-        "role": "student",
-        "task": task.name,
-        "method": method.name,
-        "teacher": cfg.teacher,
-        "max_length": cfg.max_length,
-    }
-    summary = train(
+def train_stages(
+    cfg: DistillConfig,
+    task: Task,
+    method: Method,
+    terms: list,
+    student,
+    teacher,
+    cache: TeacherCache | None,
+    splits: DatasetDict,
+    collator: Collator,
+    run_dir: Path,
+    meta: dict[str, Any],
+    log: Log,
+) -> list[dict[str, Any]]:
+    """Distil; then, with `second_stage_epochs`, train on gold labels only, without the teacher, from stage one's
+    best weights (the saved student changes only if stage two beats stage one on validation)."""
+    first = train(
         student,
         task,
         splits,
@@ -377,42 +409,53 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         meta=meta,
         resume=cfg.resume,
     )
-    if cfg.second_stage_epochs:
-        # Stage two: gold labels only, no teacher, starting from stage one's best weights; the saved student
-        # changes only if stage two beats stage one on validation.
-        log(f"second stage: {cfg.second_stage_epochs} epoch(s) of CE without the teacher")
-        stage_two = replace(train_settings(cfg), epochs=cfg.second_stage_epochs, max_steps=None)
-        second = train(
-            student,
-            task,
-            splits,
-            collator,
-            get_method("none").terms(),
-            stage_two,
-            run_dir / "stage2",
-            save_dir=run_dir / "student",
-            meta={**meta, "stage": 2},
-            initial_best=summary["best_score"],
-            resume=cfg.resume and Checkpoints.exist(run_dir / "stage2"),
-        )
+    if not cfg.second_stage_epochs:
+        return [first]
+    log(f"second stage: {cfg.second_stage_epochs} epoch(s) of CE without the teacher")
+    second = train(
+        student,
+        task,
+        splits,
+        collator,
+        get_method("none").terms(),
+        replace(train_settings(cfg), epochs=cfg.second_stage_epochs, max_steps=None),
+        run_dir / "stage2",
+        save_dir=run_dir / "student",
+        meta={**meta, "stage": 2},
+        initial_best=first["best_score"],
+        resume=cfg.resume and Checkpoints.exist(run_dir / "stage2"),
+    )
+    return [first, second]
+
+
+def describe_run(
+    cfg: DistillConfig,
+    task: Task,
+    method: Method,
+    terms: list,
+    stages: list[dict[str, Any]],
+    teacher,
+    teacher_info: dict[str, Any],
+    student,
+    cache: TeacherCache | None,
+    splits: DatasetDict,
+    collator: Collator,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """The run's summary: the first stage's (or a better second stage's) metrics, the teacher's metrics on the same
+    splits, both models' sizes, the method's terms, compute and latency."""
+    summary = stages[0]
+    if len(stages) > 1:
+        second = stages[1]
         summary["stage2"] = {k: second[k] for k in ("best_epoch", "validation", "test", "train_seconds")}
         if second["best_epoch"]:
             summary.update(validation=second["validation"], test=second["test"], best_score=second["best_score"])
-
-    eval_names = [n for n in (*task.validation_splits, *task.test_splits) if n in splits and is_labeled(splits[n])]
-    teacher_metrics = {}
-    for n in eval_names:
-        if cache is not None and cache.has(n):  # the cached logits are the teacher's own, exactly
-            teacher_metrics[n] = score_logits(task, cache.logits(n), np.asarray(splits[n]["labels"]))
-        else:
-            loader = make_loader(splits[n], collator, cfg.eval_batch_size, shuffle=False, buckets=True)
-            teacher_metrics[n] = evaluate(teacher, loader, task, role="teacher")
     summary["teacher"] = {
-        **teacher_info,
-        "metrics": teacher_metrics,
+        **{k: v for k, v in teacher_info.items() if k != "seconds"},
+        "metrics": teacher_metrics(cfg, task, teacher, cache, splits, collator),
         "parameters": parameter_count(teacher),
         "layers": teacher.num_layers,
-        "seconds": round(teacher_seconds, 2),
+        "seconds": teacher_info["seconds"],
     }
     summary["student"] = {
         **{k: v for k, v in getattr(student, "meta", {}).items() if k in ("vocab", "vector_coverage")},
@@ -422,23 +465,30 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         "dir": str(run_dir / "student"),
     }
     summary["method"] = {"name": method.name, "terms": {t.name: t.weight for t in terms}}
-    stages = [summary, *([second] if cfg.second_stage_epochs else [])]
+    validation = splits[task.validation_splits[0]]
+    cached_examples = cache.examples if cache is not None else 0
     summary["compute"] = compute_columns(
-        stages,
-        teacher,
-        student,
-        splits[task.validation_splits[0]],
-        collator,
-        cfg.batch_size,
-        teacher_info,
-        cache_examples=cache.examples if cache is not None else 0,
+        stages, teacher, student, validation, collator, cfg.batch_size, teacher_info, cache_examples=cached_examples
     )
     if cfg.latency:
-        summary["latency_ms"] = latency_table(teacher, student, splits[task.validation_splits[0]], collator)
-    summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
-    if state.is_main_process:
-        write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        summary["latency_ms"] = latency_table(teacher, student, validation, collator)
     return summary
+
+
+def teacher_metrics(
+    cfg: DistillConfig, task: Task, teacher, cache: TeacherCache | None, splits: DatasetDict, collator: Collator
+) -> dict[str, Any]:
+    """The teacher's metrics on every labelled validation and test split: from the cached logits (the teacher's
+    own, exactly) where the cache holds the split, else from a pass."""
+    names = [n for n in (*task.validation_splits, *task.test_splits) if n in splits and is_labeled(splits[n])]
+    metrics = {}
+    for n in names:
+        if cache is not None and cache.has(n):
+            metrics[n] = score_logits(task, cache.logits(n), np.asarray(splits[n]["labels"]))
+        else:
+            loader = make_loader(splits[n], collator, cfg.eval_batch_size, shuffle=False, buckets=True)
+            metrics[n] = evaluate(teacher, loader, task, role="teacher")
+    return metrics
 
 
 def compute_columns(

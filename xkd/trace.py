@@ -2,7 +2,7 @@
 
 Every model xkd can distil from or into returns a `Trace` from its forward pass. Losses only read traces, so any
 method works with any model that fills the fields the method needs; a new student architecture only has to fill
-this object (see `xkd.students.protocol`).
+this object (the plug-in protocol is in `xkd.students.plugins`).
 """
 
 from __future__ import annotations

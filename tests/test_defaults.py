@@ -1,0 +1,90 @@
+"""One source of every default: `DistillConfig`. The CLI, the teacher commands and the training settings derive
+theirs from it, so the same teacher trains the same way whichever command trains it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import MISSING, fields
+
+import click
+import pytest
+
+from xkd.cli.main import cli, finetune_config
+from xkd.config import DEFAULTS, DistillConfig
+from xkd.distill import train_settings
+from xkd.tasks import get_task
+from xkd.teachers.finetune import finetune_key
+from xkd.training import TrainSettings
+
+# Config fields whose option has another parameter name: --resume takes the run directory to continue.
+PARAMETER = {"resume": "resume_dir"}
+
+
+def command(*path: str) -> click.Command:
+    group = cli
+    for name in path:
+        group = group.commands[name]
+    return group
+
+
+def received(path: tuple[str, ...], args: list[str]) -> dict:
+    """The values a command's function receives for `args` (options not given: their defaults)."""
+    return command(*path).make_context(" ".join(path), list(args)).params
+
+
+def shown_default(option: click.Option) -> str | None:
+    match = re.search(r"\[default: ([^\]]*)\]", option.help or "")
+    return match.group(1) if match else None
+
+
+@pytest.mark.parametrize("field", [f.name for f in fields(DistillConfig)])
+def test_each_config_field_has_one_distill_option_showing_its_default(field):
+    params = [p for p in command("distill").params if p.name == PARAMETER.get(field, field)]
+    assert len(params) == 1, f"{field}: {len(params)} options"
+    option = params[0]
+    value = received(("distill",), [])[option.name]
+    assert value in (None, ()), f"{field}: the option must not override the config file"
+    default = getattr(DEFAULTS, field)
+    if default not in (None, [], {}) and field != "resume":
+        expected = ("on" if default else "off") if isinstance(default, bool) else str(default)
+        assert shown_default(option) == expected, f"{field}: help shows {shown_default(option)}, not {expected}"
+
+
+def test_a_distill_command_line_without_options_is_the_dataclass_default():
+    from xkd.cli.main import _distill_config
+
+    given = {k: v for k, v in received(("distill",), []).items() if k not in ("config_file", "student_config")}
+    given.pop("resume_dir")
+    assert _distill_config(None, None, given) == DistillConfig().validate()
+
+
+def test_teacher_finetune_defaults_are_those_of_distill():
+    """`xkd teacher finetune` with its defaults trains the very teacher `xkd distill` fine-tunes (same settings,
+    same cache key)."""
+    options = received(("teacher", "finetune"), ["--model", "m", "--task", "mr"])
+    options = {k: v for k, v in options.items() if k not in ("model_name", "task", "output_dir", "data_dir")}
+    from_finetune = finetune_config("m", "mr", None, options)
+    from_distill = DistillConfig(task="mr", teacher="m").validate()
+    assert train_settings(from_finetune, teacher=True) == train_settings(from_distill, teacher=True)
+    assert from_finetune.max_length == from_distill.max_length
+    keys = [finetune_key("m", get_task("mr"), "d", train_settings(c, teacher=True), c.max_length)
+            for c in (from_finetune, from_distill)]  # fmt: skip
+    assert keys[0] == keys[1]
+    assert train_settings(from_distill, teacher=True).epochs == DEFAULTS.teacher_epochs
+
+
+def test_teacher_heads_and_eval_defaults_are_the_configs():
+    heads = received(("teacher", "heads"), ["--teacher", "t", "--task", "mr"])
+    assert (heads["kind"], heads["epochs"], heads["lr"], heads["seed"]) == (
+        DEFAULTS.teacher_heads, DEFAULTS.heads_epochs, DEFAULTS.heads_lr, DEFAULTS.seed,
+    )  # fmt: skip
+    evaluation = received(("eval",), ["--model", "m", "--task", "mr"])
+    assert evaluation["batch_size"] == DEFAULTS.eval_batch_size
+
+
+def test_train_settings_have_no_defaults_of_their_own():
+    """Every setting a run can choose comes from the config; only the fixed clipping norm has a default."""
+    defaulted = [f.name for f in fields(TrainSettings) if f.default is not MISSING]
+    assert defaulted == ["max_grad_norm"]
+    settings = train_settings(DistillConfig(batch_size=8, eval_batch_size=16, seed=3))
+    assert (settings.batch_size, settings.eval_batch_size, settings.seed) == (8, 16, 3)

@@ -1,0 +1,55 @@
+"""Methods from outside xkd: by import path and through the `xkd.methods` entry-point group, end to end."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import EntryPoint
+
+import pytest
+from tiny import QUICK, distill, run
+
+import xkd.methods.base as base
+from xkd.errors import XKDError
+from xkd.methods import METHODS, get_method
+
+
+def _metrics(directory):
+    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("student", ["bert-k", "cnn"])
+def test_outside_method_by_import_path_distils_through_the_cli(tmp_path, task_dir, bert_teacher_dir, student):
+    out = tmp_path / student
+    args = [*distill(bert_teacher_dir, task_dir), "--student", student, "--student-layers", "2"]
+    result = run(*args, "--method", "plugin_cosine:last-cosine", "-O", "beta=2", *QUICK, "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == {"name": "last-cosine", "terms": {"ce": 0.5, "kd": 0.5, "cosine": 2.0}}
+    cosine = [line["train"]["cosine"] for line in _metrics(out)]
+    assert len(cosine) == 2 and all(0 < value <= 2 for value in cosine)  # 1 - cos lies in [0, 2]
+    # once imported, the method is registered by name, with its options checked like a built-in's
+    bad = run(*args, "--method", "last-cosine", "-O", "beta=-1", *QUICK, "--output-dir", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "beta is a loss weight" in bad.output and bad.output.count("\n") == 1
+    listing = run("methods").output
+    assert "last-cosine: KD + β·(1 - cos)" in listing and "terms: ce x 0.5, kd x 0.5, cosine x 1" in listing
+
+
+def test_outside_method_from_an_entry_point(tmp_path, task_dir, bert_teacher_dir, monkeypatch):
+    entry = EntryPoint(name="cosine-only", value="plugin_cosine:COSINE_ONLY", group="xkd.methods")
+    monkeypatch.setattr(base, "entry_points", lambda group: [entry] if group == "xkd.methods" else [])
+    monkeypatch.delitem(METHODS._items, "cosine-only", raising=False)
+    out = tmp_path / "run"
+    result = run(*distill(bert_teacher_dir, task_dir), "--method", "cosine-only", *QUICK, "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    assert set(_metrics(out)[0]["train"]) == {"loss", "ce", "cosine"}
+    assert "cosine-only" in METHODS
+    monkeypatch.delitem(METHODS._items, "cosine-only")
+
+
+def test_plugin_errors_are_one_line():
+    with pytest.raises(XKDError, match="cannot import module 'nowhere'"):
+        get_method("nowhere:thing")
+    with pytest.raises(XKDError, match="registers no method 'missing'"):
+        get_method("plugin_cosine:missing")
+    with pytest.raises(XKDError, match="unknown method 'cosine-onlyy'"):
+        get_method("cosine-onlyy")
