@@ -13,13 +13,13 @@ Subclassing `xkd.students.SentenceEncoderStudent` gives all of this except `enco
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
 from torch import nn
 
 from xkd.errors import XKDError
+from xkd.registry import import_plugin
 
 GROUP = "xkd.students"
 REQUIRED = ("num_layers", "layer_width", "num_labels", "tokenizer", "save")
@@ -28,17 +28,11 @@ REQUIRED = ("num_layers", "layer_width", "num_labels", "tokenizer", "save")
 def import_target(path: str, what: str = "student") -> Any:
     """`package.module:Name` -> the object (a plug-in student or method); a one-line error names what could not be
     found."""
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise XKDError(f"plug-in {what} '{path}' must look like package.module:Name")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise XKDError(f"cannot import module '{module_name}' for {what} '{path}': {e}; is it on PYTHONPATH?") from None
+    module, attribute = import_plugin(path, what)
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise XKDError(f"module '{module_name}' has no '{attribute}' ({what} '{path}')") from None
+        raise XKDError(f"module '{module.__name__}' has no '{attribute}' ({what} '{path}')") from None
 
 
 def entry_point_students() -> dict[str, Any]:

@@ -14,12 +14,12 @@ from xkd.methods import (
     Method,
     TermContext,
     TermModule,
+    gold_and_soft,
     gold_term,
     method,
     module_term,
     needs_context,
     option,
-    soft_term,
 )
 
 
@@ -44,11 +44,8 @@ class LastLayerCosine(TermModule):
 @method("last-cosine", CosineOptions, summary="KD + β·(1 - cos) between the last layers' sentence vectors")
 def last_cosine(context: TermContext | None, o: CosineOptions) -> list[LossTerm]:
     context = needs_context(context, "last-cosine", "size its map")
-    return [
-        LossTerm("ce", 1 - o.alpha, gold_term),
-        LossTerm("kd", o.alpha, soft_term(o.temperature)),
-        module_term("cosine", o.beta, LastLayerCosine(context.student_width, context.teacher_width)),
-    ]
+    cosine = LastLayerCosine(context.student_width, context.teacher_width)
+    return [*gold_and_soft(o), module_term("cosine", o.beta, cosine)]  # (1-α)·CE + α·KD + β·cosine
 
 
 # Not registered by a decorator: an entry point of the `xkd.methods` group may name a Method object instead.

@@ -171,6 +171,15 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     assert "--cg--" in retrained.output and "--none--" not in retrained.output
     weights.write_bytes(original)
 
+    # Runs recorded before a config key existed count that key at its default: reused, not refused.
+    for saved in (out / "runs").rglob("config.json"):
+        if (saved.parent / "summary.json").is_file():
+            values = json.loads(saved.read_text())
+            del values["eval_batch_size"], values["heads_lr"]
+            saved.write_text(json.dumps(values))
+    older = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    assert older.exit_code == 0 and "starting" not in older.output, older.output
+
     # A finished run is never reused for a config the file no longer asks for.
     config.write_text(config.read_text().replace("epochs = 2", "epochs = 3"))
     changed = run("study", str(config), "--output-dir", str(out), "--no-progress")

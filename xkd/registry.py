@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Generic, TypeVar
 
-from xkd.errors import unknown
+from xkd.errors import XKDError, unknown
 
 T = TypeVar("T")
+
+
+def import_plugin(path: str, what: str) -> tuple[ModuleType, str]:
+    """`package.module:name` -> (the imported module, name), for plug-in students and methods; a one-line error
+    when the path is malformed or the module cannot be imported."""
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise XKDError(f"plug-in {what} '{path}' must look like package.module:Name")
+    try:
+        return importlib.import_module(module_name), name
+    except ImportError as e:
+        raise XKDError(f"cannot import module '{module_name}' for {what} '{path}': {e}; is it on PYTHONPATH?") from None
 
 
 class Registry(Generic[T]):

@@ -12,7 +12,6 @@ only way a method reaches into training, so the training loop knows no method by
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, make_dataclass
 from importlib.metadata import entry_points
@@ -23,7 +22,7 @@ from torch import Tensor, nn
 from xkd.errors import XKDError
 from xkd.methods.losses import kd_loss, regression_kd_loss, task_loss
 from xkd.options import parse_option, resolve_options
-from xkd.registry import Registry
+from xkd.registry import Registry, import_plugin
 from xkd.tasks import Task
 from xkd.trace import Trace
 
@@ -293,13 +292,7 @@ def load_entry_point_methods() -> None:
 def _import_method(path: str) -> Method:
     """`package.module:name`: import the module (its `@method` decorators register its methods) and return the
     method registered as `name`, or the `Method` object or decorated function the module holds under that name."""
-    module_name, _, name = path.partition(":")
-    if not module_name or not name:
-        raise XKDError(f"plug-in method '{path}' must look like package.module:name")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise XKDError(f"cannot import module '{module_name}' for method '{path}': {e}; is it on PYTHONPATH?") from None
+    module, name = import_plugin(path, "method")
     if name in METHODS:
         return METHODS.get(name)
     target = getattr(module, name, None)
@@ -308,7 +301,9 @@ def _import_method(path: str) -> Method:
     for registered in METHODS:
         if target is not None and METHODS.get(registered).make_terms is target:
             return METHODS.get(registered)
-    raise XKDError(f"module '{module_name}' registers no method '{name}'; decorate a make_terms function with @method")
+    raise XKDError(
+        f"module '{module.__name__}' registers no method '{name}'; decorate a make_terms function with @method"
+    )
 
 
 def compose(parts: list[Method]) -> Method:

@@ -25,6 +25,11 @@ class LogitMSEOptions(MethodOptions):
     alpha: float = option(0.5, ALPHA_HELP, minimum=0, maximum=1)
 
 
+def gold_and_soft(o: KDOptions) -> list[LossTerm]:
+    """The pair every KD method starts from: (1 - alpha)·CE on gold labels + alpha·KD at the temperature."""
+    return [LossTerm("ce", 1.0 - o.alpha, gold_term), LossTerm("kd", o.alpha, soft_term(o.temperature))]
+
+
 @method(
     "none",
     summary="no KD: fine-tune on gold labels only (CE, or MSE for regression)",
@@ -42,7 +47,7 @@ def no_kd(context: TermContext | None, options: MethodOptions) -> list[LossTerm]
     "MSE to the teacher for regression",
 )
 def vanilla_kd(context: TermContext | None, o: KDOptions) -> list[LossTerm]:
-    return [LossTerm("ce", 1.0 - o.alpha, gold_term), LossTerm("kd", o.alpha, soft_term(o.temperature))]
+    return gold_and_soft(o)
 
 
 @method(

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from xkd.layer_maps import PKD_MAPPINGS, pkd_layers
-from xkd.methods.base import LossTerm, TermContext, gold_term, method, module_term, needs_context, option, soft_term
-from xkd.methods.kd import KDOptions
+from xkd.methods.base import LossTerm, TermContext, method, module_term, needs_context, option
+from xkd.methods.kd import KDOptions, gold_and_soft
 from xkd.methods.losses import pkd_loss
 from xkd.trace import Trace
 
@@ -48,8 +48,4 @@ class PatientLoss(nn.Module):
 )
 def pkd_terms(context: TermContext | None, o: PKDOptions) -> list[LossTerm]:
     module = PatientLoss(needs_context(context, "pkd", "map layers"), o.mapping, o.normalize)
-    return [
-        LossTerm("ce", 1.0 - o.alpha, gold_term),
-        LossTerm("kd", o.alpha, soft_term(o.temperature)),
-        module_term("pkd", o.beta, module),
-    ]
+    return [*gold_and_soft(o), module_term("pkd", o.beta, module)]

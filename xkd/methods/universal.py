@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from xkd.errors import XKDError
-from xkd.methods.base import LossTerm, TermContext, gold_term, method, module_term, needs_context, option, soft_term
-from xkd.methods.kd import KDOptions
+from xkd.methods.base import LossTerm, TermContext, method, module_term, needs_context, option
+from xkd.methods.kd import KDOptions, gold_and_soft
 from xkd.methods.projector import MASKS, SCORES, VARIANTS, LayerProjector, Projection, ProjectionLoss
 from xkd.pseudo_heads import KINDS, PseudoHeads
 from xkd.trace import Trace
@@ -95,8 +95,4 @@ class UniversalKD(ProjectionLoss):
 )
 def universal_terms(context: TermContext | None, o: UniversalOptions) -> list[LossTerm]:
     module = UniversalKD(needs_context(context, "universal", "build its heads"), o)
-    return [
-        LossTerm("ce", 1.0 - o.alpha, gold_term),
-        LossTerm("kd", o.alpha, soft_term(o.temperature)),
-        module_term("universal", o.gamma, module),
-    ]
+    return [*gold_and_soft(o), module_term("universal", o.gamma, module)]

@@ -350,7 +350,9 @@ def check_unchanged(plan: StudyPlan) -> None:
         saved, state = directory / "config.json", run_state(directory)
         if state == "pending" or not saved.is_file():
             continue
-        old, new = _comparable(json.loads(saved.read_text())), _comparable(run.config)
+        # A key added to the config after the run was recorded counts at its default value.
+        old = {**_comparable(DistillConfig()), **_comparable(json.loads(saved.read_text()))}
+        new = _comparable(run.config)
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
         if not diff and state == "finished" and _heads_changed(run, directory, fingerprints):
             diff = ["the teacher's pseudo heads were retrained since"]
