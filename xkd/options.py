@@ -1,8 +1,13 @@
-"""Typed `KEY=VALUE` options for methods and students: each option's default fixes its type."""
+"""Typed `KEY=VALUE` options for methods, students and augmentation recipes: each option's default fixes its type.
+
+Methods and augmentation recipes declare their options as a frozen dataclass of `option(...)` fields (default,
+allowed values, one-line help); parsing, validation, listings and help are derived from it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from xkd.errors import XKDError, closest
@@ -38,3 +43,94 @@ def resolve_options(owner: str, defaults: Mapping[str, Any], values: Mapping[str
         if value is not None:
             chosen[key] = parse_option(owner, key, value, defaults[key])
     return chosen
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    above: float | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    weight: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A field of a method's options dataclass: its default, one-line help and allowed values.
+
+    `above`: value must be > it; `minimum`/`maximum`: inclusive bounds; `weight`: a loss weight (>= 0);
+    `choices`: the allowed strings. The field's type annotation is taken from the default's type.
+    """
+    meta = {"help": help, "above": above, "minimum": 0.0 if weight else minimum, "maximum": maximum}
+    return field(default=default, metadata={**meta, "weight": weight, "choices": choices})
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One method option as users see it."""
+
+    name: str
+    default: Any
+    help: str
+    above: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    weight: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def allowed(self) -> str:
+        """The allowed values in words, for listings: '> 0', '[0, 1]', 'il|ca|cg', ..."""
+        if self.choices:
+            return "|".join(self.choices)
+        if self.above is not None:
+            return f"> {self.above:g}"
+        if self.minimum is not None and self.maximum is not None:
+            return f"[{self.minimum:g}, {self.maximum:g}]"
+        if self.minimum is not None:
+            return f">= {self.minimum:g}"
+        return type(self.default).__name__
+
+    def check(self, owner: str, value: Any) -> Any:
+        """`value` (a string from the command line, or a number from a file) as this option's type, in range."""
+        value = parse_option(owner, self.name, value, self.default)
+        if self.choices and value not in self.choices:
+            raise XKDError(f"{owner}: unknown {self.name} '{value}'; choose one of: {', '.join(self.choices)}")
+        if self.above is not None and not value > self.above:
+            raise XKDError(f"{owner}: {self.name} must be > {self.above:g}, got {value}")
+        if self.weight and not value >= 0:
+            raise XKDError(f"{owner}: {self.name} is a loss weight and must be >= 0, got {value}")
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None and not low <= value <= high:
+            raise XKDError(f"{owner}: {self.name} must lie in [{low:g}, {high:g}], got {value}")
+        if low is not None and high is None and not value >= low:
+            raise XKDError(f"{owner}: {self.name} must be >= {low:g} ({self.help}), got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of an options dataclass whose fields are `option(...)`s."""
+
+    @classmethod
+    def specs(cls) -> list[OptionSpec]:
+        return [
+            OptionSpec(f.name, f.default, **{k: v for k, v in f.metadata.items() if k in OPTION_META})
+            for f in fields(cls)
+        ]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {spec.name: spec.default for spec in cls.specs()}
+
+    @classmethod
+    def resolve(cls, owner: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by `values` (None: the default), each parsed and checked; unknown names, wrong types
+        and values out of range are one-line errors."""
+        chosen = resolve_options(owner, cls.defaults(), values)
+        return {spec.name: spec.check(owner, chosen[spec.name]) for spec in cls.specs()}
+
+    @classmethod
+    def build(cls, owner: str, values: Mapping[str, Any]) -> Options:
+        return cls(**cls.resolve(owner, values))
+
+
+OPTION_META = ("help", "above", "minimum", "maximum", "weight", "choices")

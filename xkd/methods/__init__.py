@@ -23,11 +23,11 @@ from xkd.methods.base import (
     method,
     module_term,
     needs_context,
-    option,
     soft_term,
     weighted_loss,
 )
 from xkd.methods.kd import KDOptions, gold_and_soft
+from xkd.options import option
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")  # each method module registers its methods

@@ -23,19 +23,10 @@ from torch import Tensor, nn
 
 from xkd.errors import XKDError
 from xkd.layer_maps import uniform_map
-from xkd.methods.base import (
-    LossTerm,
-    TermContext,
-    TermModule,
-    gold_term,
-    method,
-    module_term,
-    needs_context,
-    option,
-    soft_term,
-)
+from xkd.methods.base import LossTerm, TermContext, TermModule, gold_term, method, module_term, needs_context, soft_term
 from xkd.methods.kd import KDOptions
 from xkd.methods.losses import attention_kl, cls_cosine_loss
+from xkd.options import option
 from xkd.tasks import Task
 from xkd.trace import Trace
 

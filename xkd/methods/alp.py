@@ -19,10 +19,10 @@ from xkd.methods.base import (
     method,
     module_term,
     needs_context,
-    option,
     soft_term,
 )
 from xkd.methods.projector import MASKS, LayerProjector, Projection, ProjectionLoss
+from xkd.options import option
 from xkd.trace import Trace
 
 

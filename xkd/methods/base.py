@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from xkd.errors import XKDError
 from xkd.methods.losses import kd_loss, regression_kd_loss, task_loss
-from xkd.options import parse_option, resolve_options
+from xkd.options import Options, OptionSpec
 from xkd.registry import Registry, import_plugin
 from xkd.tasks import Task
 from xkd.trace import Trace
@@ -85,84 +85,9 @@ class TermContext:
     steps_per_epoch: int | None = None  # for terms whose schedule is set in epochs
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Options
-
-
-def option(
-    default: Any,
-    help: str,
-    *,
-    above: float | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    weight: bool = False,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    """A field of a method's options dataclass: its default, one-line help and allowed values.
-
-    `above`: value must be > it; `minimum`/`maximum`: inclusive bounds; `weight`: a loss weight (>= 0);
-    `choices`: the allowed strings. The field's type annotation is taken from the default's type.
-    """
-    meta = {"help": help, "above": above, "minimum": 0.0 if weight else minimum, "maximum": maximum}
-    return field(default=default, metadata={**meta, "weight": weight, "choices": choices})
-
-
 @dataclass(frozen=True)
-class OptionSpec:
-    """One method option as users see it."""
-
-    name: str
-    default: Any
-    help: str
-    above: float | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    weight: bool = False
-    choices: tuple[str, ...] | None = None
-
-    def allowed(self) -> str:
-        """The allowed values in words, for listings: '> 0', '[0, 1]', 'il|ca|cg', ..."""
-        if self.choices:
-            return "|".join(self.choices)
-        if self.above is not None:
-            return f"> {self.above:g}"
-        if self.minimum is not None and self.maximum is not None:
-            return f"[{self.minimum:g}, {self.maximum:g}]"
-        if self.minimum is not None:
-            return f">= {self.minimum:g}"
-        return type(self.default).__name__
-
-    def check(self, owner: str, value: Any) -> Any:
-        """`value` (a string from the command line, or a number from a file) as this option's type, in range."""
-        value = parse_option(owner, self.name, value, self.default)
-        if self.choices and value not in self.choices:
-            raise XKDError(f"{owner}: unknown {self.name} '{value}'; choose one of: {', '.join(self.choices)}")
-        if self.above is not None and not value > self.above:
-            raise XKDError(f"{owner}: {self.name} must be > {self.above:g}, got {value}")
-        if self.weight and not value >= 0:
-            raise XKDError(f"{owner}: {self.name} is a loss weight and must be >= 0, got {value}")
-        low, high = self.minimum, self.maximum
-        if low is not None and high is not None and not low <= value <= high:
-            raise XKDError(f"{owner}: {self.name} must lie in [{low:g}, {high:g}], got {value}")
-        if low is not None and high is None and not value >= low:
-            raise XKDError(f"{owner}: {self.name} must be >= {low:g} ({self.help}), got {value}")
-        return value
-
-
-@dataclass(frozen=True)
-class MethodOptions:
+class MethodOptions(Options):
     """Base of every method's options dataclass (a method without options uses it as is)."""
-
-    @classmethod
-    def specs(cls) -> list[OptionSpec]:
-        return [
-            OptionSpec(f.name, f.default, **{k: v for k, v in f.metadata.items() if k in OPTION_META})
-            for f in fields(cls)
-        ]
-
-
-OPTION_META = ("help", "above", "minimum", "maximum", "weight", "choices")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,9 +126,7 @@ class Method:
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overridden by the given values (None: the default); unknown names, wrong types and values out
         of range are one-line errors."""
-        owner = f"method '{self.name}'"
-        chosen = resolve_options(owner, self.options, values)
-        return {spec.name: spec.check(owner, chosen[spec.name]) for spec in self.option_specs()}
+        return self.options_type.resolve(f"method '{self.name}'", values)
 
     def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
         return self.make_terms(context, self.options_type(**self.resolve(values)))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xkd.methods.base import LossTerm, MethodOptions, TermContext, gold_term, method, option, soft_term
+from xkd.methods.base import LossTerm, MethodOptions, TermContext, gold_term, method, soft_term
 from xkd.methods.losses import logit_mse_loss
+from xkd.options import option
 
 ALPHA_HELP = "weight of the teacher's term; the gold-label CE gets 1 - alpha"
 

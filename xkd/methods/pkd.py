@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from xkd.layer_maps import PKD_MAPPINGS, pkd_layers
-from xkd.methods.base import LossTerm, TermContext, method, module_term, needs_context, option
+from xkd.methods.base import LossTerm, TermContext, method, module_term, needs_context
 from xkd.methods.kd import KDOptions, gold_and_soft
 from xkd.methods.losses import pkd_loss
+from xkd.options import option
 from xkd.trace import Trace
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from xkd.errors import XKDError
-from xkd.methods.base import LossTerm, TermContext, method, module_term, needs_context, option
+from xkd.methods.base import LossTerm, TermContext, method, module_term, needs_context
 from xkd.methods.kd import KDOptions, gold_and_soft
 from xkd.methods.projector import MASKS, SCORES, VARIANTS, LayerProjector, Projection, ProjectionLoss
+from xkd.options import option
 from xkd.pseudo_heads import KINDS, PseudoHeads
 from xkd.trace import Trace
 
