@@ -53,6 +53,26 @@ DISTILL_OPTIONS = [
         multiple=True,
         flag="-O",
     ),
+    config_option(
+        "transfer",
+        "Unlabelled text the teacher labels for the student: .txt (one text per line) or a table with the task's "
+        "text column(s); repeatable. Texts in validation/test or train, and repeats, are dropped and counted.",
+        multiple=True,
+    ),
+    config_option("augment", "Augmentation recipe adding a transfer set: none, tang, tinybert ('xkd augment --help')."),
+    config_option("augment_factor", "Augmented examples per training example.", type=int),
+    config_option(
+        "augment_options",
+        "An augmentation option as KEY=VALUE, repeatable (e.g. -A p_mask=0.1 -A vectors=glove.txt; 'xkd augment').",
+        multiple=True,
+        flag="-A",
+    ),
+    config_option("augment_mlm", "tinybert: a masked LM (directory or hub id) proposing word replacements."),
+    config_option(
+        "transfer_dtype",
+        "Storage of the teacher's outputs on the transfer set: float32, or float16 (half the disk).",
+        type=click.Choice(["float32", "float16"]),
+    ),
     config_option("second_stage_epochs", "CE-only epochs without the teacher after distillation.", type=int),
     config_option(
         "assistant_layers",
@@ -195,7 +215,7 @@ def _distill_config(config_file: str | None, student_config: str | None, options
 
     file_values = read_config_file(config_file) if config_file else {}
     values = given(options)
-    for key in ("method_options", "student_options"):
+    for key in ("method_options", "student_options", "augment_options"):
         if key in values:
             values[key] = parse_pairs(values[key])
     if student_config:
@@ -597,6 +617,69 @@ def inspect_command(teacher, student, task, student_layers, student_options, dat
         **({"teacher": teacher} if teacher else {}),
     ).validate()
     click.echo(json.dumps(inspect_pair(cfg), indent=2))
+
+
+@cli.command("augment")
+@click.option("--augment", "recipe_name", help="Recipe: tang or tinybert [default: list the recipes].")
+@click.option("--task", default=DEFAULTS.task, show_default=True, help="Task whose training texts are augmented.")
+@click.option("--augment-factor", "factor", type=int, default=DEFAULTS.augment_factor, show_default=True)
+@click.option("-A", "pairs", multiple=True, help="A recipe option as KEY=VALUE, repeatable.")
+@click.option("--augment-mlm", "mlm", help="tinybert: a masked LM proposing replacements.")
+@click.option("-n", "shown", type=int, default=5, show_default=True, help="Training examples shown with copies.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the whole set (.tsv/.csv/.jsonl/.parquet).")
+@click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
+@click.option("--text-column", "text_columns", multiple=True, help="Custom task: a text column (twice for pairs).")
+@click.option("--max-examples", type=int, help="Augment at most this many training examples.")
+@click.option("--progress/--no-progress", default=True)
+def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir, text_columns, max_examples, progress):
+    """Make (or show) the augmented transfer set `xkd distill --augment` would use; it is cached and reused.
+
+    Without --augment, list the recipes with their options.
+
+    \b
+    Examples:
+      xkd augment
+      xkd augment --task mr --augment tang -n 5
+      xkd augment --task mr --augment tinybert -A vectors=glove.6B.50d.txt --out mr-tinybert.parquet
+    """
+    from xkd.config import DistillConfig
+    from xkd.data import load_splits, write_table
+    from xkd.distill import resolve_task
+    from xkd.transfer.augment import RECIPES, augmented_set
+    from xkd.transfer.sets import augment_values, check_transfer
+
+    if not recipe_name:
+        for name in RECIPES:
+            recipe = RECIPES.get(name)
+            click.echo(f"{name}: {recipe.summary}")
+            for spec in recipe.options_type.specs():
+                click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
+        return
+    cfg = DistillConfig(
+        task=task,
+        data_dir=data_dir,
+        text_columns=list(text_columns) or None,
+        augment=recipe_name,
+        augment_factor=factor,
+        augment_options=parse_pairs(list(pairs)),
+        augment_mlm=mlm,
+        max_examples=max_examples,
+    ).validate()
+    check_transfer(cfg)
+    spec, raw = load_splits(resolve_task(cfg), data_dir, max_examples)
+    train = raw["train"].select_columns(list(spec.text_columns)).to_pandas()
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    frame, path = augmented_set(spec, train, recipe_name, augment_values(cfg), factor, log, progress)
+    if out:
+        write_table(frame, Path(out))
+        click.echo(f"wrote {len(frame)} augmented rows to {out}", err=True)
+    for row in range(min(shown, len(train))):
+        copies = frame[frame["source"] == row].head(3)
+        for column in spec.text_columns:
+            click.echo(f"{train[column].iloc[row]}")
+            for text in copies[column]:
+                click.echo(f"  -> {text}")
+    click.echo(f"{len(frame)} rows in {path}", err=True)
 
 
 @cli.command("tasks")

@@ -32,6 +32,23 @@ def _rows(path: Path, binary: bool):
                 yield parts[0], np.asarray(parts[1:], dtype=np.float32)
 
 
+def read_word_vectors(path: str | os.PathLike, binary: bool | None = None) -> tuple[list[str], np.ndarray]:
+    """Every word of a vector file and its vector [V, d] (the first vector of a word given twice), for neighbour
+    search over the whole vocabulary."""
+    path = Path(path)
+    if not path.is_file():
+        raise XKDError(f"word-vector file {path} does not exist; pass a GloVe or word2vec file")
+    words, rows, seen = [], [], set()
+    for word, vector in _rows(path, path.suffix == ".bin" if binary is None else binary):
+        if word not in seen and (not rows or len(vector) == len(rows[0])):
+            seen.add(word)
+            words.append(word)
+            rows.append(vector)
+    if not rows:
+        raise XKDError(f"{path} holds no word vectors; check its format (GloVe text, word2vec text or .bin)")
+    return words, np.stack(rows).astype(np.float32)
+
+
 def load_word_vectors(
     path: str | os.PathLike, vocab: dict[str, int], binary: bool | None = None, seed: int = 0
 ) -> tuple[torch.Tensor, float]:

@@ -34,6 +34,12 @@ class DistillConfig:
     temperature: float | None = None  # None: the method's default
     alpha: float | None = None
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 2.0, "score": "hidden"}
+    transfer: list[str] = field(default_factory=list)  # unlabelled text files the teacher labels (.txt or tables)
+    augment: str = "none"  # augmentation recipe making a transfer set from the training texts: tang, tinybert
+    augment_factor: int = 20  # augmented examples per training example (Tang et al.'s and TinyBERT's N)
+    augment_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"p_mask": 0.1, "vectors": "glove.txt"}
+    augment_mlm: str | None = None  # tinybert: a masked LM proposing replacements
+    transfer_dtype: str = "float32"  # how the teacher's outputs on the transfer set are stored (float16: half)
     second_stage_epochs: int = 0  # CE-only epochs without the teacher after distillation
     assistant_layers: list[int] = field(default_factory=list)  # TAKD: BERT-k teacher assistants, e.g. [4]
     epochs: int = 3
@@ -78,6 +84,7 @@ class DistillConfig:
             "teacher_epochs",
             "heads_epochs",
             "grad_accumulation",
+            "augment_factor",
         )
         for name in positive_ints:
             if getattr(self, name) < 1:
@@ -111,6 +118,7 @@ class DistillConfig:
             "precision": ("no", "bf16", "fp16"),
             "teacher_heads": ("linear", "pooler"),
             "teacher_cache": ("auto", "off"),
+            "transfer_dtype": ("float32", "float16"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -202,6 +210,6 @@ def build_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> Dis
     Method and student options merge key by key, so `-O gamma=2` keeps the file's other method options.
     """
     merged = {**file_values, **cli_values}
-    for key in ("method_options", "student_options"):
+    for key in ("method_options", "student_options", "augment_options"):
         merged[key] = {**file_values.get(key, {}), **cli_values.get(key, {})}
     return DistillConfig(**merged).validate()

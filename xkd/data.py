@@ -58,6 +58,22 @@ def read_table(path: Path) -> pd.DataFrame:
         raise XKDError(f"cannot parse {path}: {first}; check the file's format matches its suffix") from None
 
 
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a table in the format its suffix names (TSV with quoting off, as `read_table` reads it)."""
+    if path.suffix not in SUFFIXES:
+        raise XKDError(f"{path} must end in {', '.join(SUFFIXES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".tsv":
+        frame.to_csv(path, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
 def _first_undecodable_line(path: Path) -> int:
     # The parser's error offset is relative to its read buffer, so find the line ourselves.
     with path.open("rb") as f:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from accelerate.utils import set_seed
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 
 from xkd.config import CONFIG_FIELDS, DistillConfig
 from xkd.data import (
@@ -41,7 +41,7 @@ from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
 from xkd.tasks import Task, custom_task, get_task
-from xkd.teacher_cache import TeacherCache, cache_dir, open_or_build
+from xkd.teacher_cache import FIELDS, Storage, TeacherCache, cache_dir, open_or_build, split_key
 from xkd.teachers import (
     HFEncoderClassifier,
     cached_finetune,
@@ -55,6 +55,8 @@ from xkd.teachers import (
 from xkd.teachers.heads import STANDARDIZED, heads_info
 from xkd.teachers.hf_encoder import load_config
 from xkd.training import Checkpoints, TrainSettings, parameter_count, process_state, train
+from xkd.transfer.sets import SPLIT as TRANSFER
+from xkd.transfer.sets import build_transfer, check_transfer
 
 RUN_FILES = ("summary.json", "metrics.jsonl", "student", "checkpoints")  # what marks a directory as holding a run
 LINK_KEYS = ("validation", "test", "train_seconds", "wall_seconds", "compute")  # what a TAKD link records
@@ -97,7 +99,45 @@ def teacher_cache(
     if method.needs_attentions:
         log(f"teacher cache: not used: {method.name} needs attention maps, which are never cached; teacher runs online")
         return None
-    return open_teacher_cache(cfg, task, teacher, teacher_path, splits, collator, log)
+    cache = open_teacher_cache(cfg, task, teacher, teacher_path, splits, collator, log)
+    if TRANSFER not in splits:
+        return cache
+    storage = Storage(tuple(f for f in FIELDS if f in ("logits", *method.teacher_fields)), cfg.transfer_dtype)
+    transfer = open_transfer_cache(cfg, task, teacher, teacher_path, splits[TRANSFER], collator, storage, log)
+    return cache.joined(transfer, "train", TRANSFER)
+
+
+def open_transfer_cache(
+    cfg: DistillConfig, task: Task, teacher, teacher_path: str, split, collator, storage: Storage, log: Log
+) -> TeacherCache:
+    """The teacher's outputs on a transfer set, in a cache of its own keyed by the set's content (runs on the same
+    set share it; gold-only runs keep theirs)."""
+    source = f"transfer:{split_key(split, collator)}"
+    directory = cache_dir(teacher_path, task.name, source, cfg.max_length)
+    meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": source}
+    with process_state().main_process_first():
+        return open_or_build(
+            teacher,
+            DatasetDict({TRANSFER: split}),
+            collator,
+            directory,
+            meta,
+            cfg.max_length,
+            log,
+            progress=cfg.progress,
+            storage=storage,
+        )
+
+
+def with_transfer_rows(splits: DatasetDict) -> DatasetDict:
+    """The splits training reads: the transfer rows appended to the training split (their `index` continuing after
+    the gold rows', as in the joined teacher cache), and no transfer split of their own."""
+    if TRANSFER not in splits:
+        return splits
+    train, extra = splits["train"], splits[TRANSFER]
+    extra = extra.map(lambda b: {"index": [i + len(train) for i in b["index"]]}, batched=True)
+    rest = {n: s for n, s in splits.items() if n not in ("train", TRANSFER)}
+    return DatasetDict({"train": concatenate_datasets([train, extra]), **rest})
 
 
 def open_teacher_cache(
@@ -105,6 +145,7 @@ def open_teacher_cache(
 ) -> TeacherCache:
     """The cache of this teacher's outputs on the splits training reads (train, validation, labelled test)."""
     names = [n for n in splits if n == "train" or n in task.validation_splits or is_labeled(splits[n])]
+    names = [n for n in names if n != TRANSFER]  # a transfer set has a cache of its own
     source = data_source(cfg, task)
     directory = cache_dir(teacher_path, task.name, source, cfg.max_length)
     meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": source}
@@ -271,6 +312,7 @@ def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
         resolve_options(f"student '{cfg.student}'", spec.options, cfg.student_options)
     else:
         plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
+    check_transfer(cfg)
     shared = {k: v for k, v in (("temperature", cfg.temperature), ("alpha", cfg.alpha)) if k in method.options}
     return task, method, method.resolve({**shared, **cfg.method_options})
 
@@ -326,9 +368,13 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
             teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
         ensure_teacher_heads(teacher, teacher_info, method.needs_teacher_heads, task, raw, cfg, log)
     teacher_info["seconds"] = round(time.perf_counter() - teacher_start, 2)
+    transfer, transfer_report = build_transfer(cfg, task, raw, teacher.tokenizer.mask_token, log)
+    if transfer is not None:
+        raw = DatasetDict({**raw, TRANSFER: transfer})
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
     student = configured_student(cfg, teacher, task, raw, log)
-    context = term_context(student, teacher, task, steps_per_epoch=math.ceil(len(raw["train"]) / cfg.batch_size))
+    rows = len(raw["train"]) + (len(transfer) if transfer is not None else 0)
+    context = term_context(student, teacher, task, steps_per_epoch=math.ceil(rows / cfg.batch_size))
     terms = method.terms(context, **options)
 
     tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
@@ -338,15 +384,20 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     cache = teacher_cache(cfg, method, task, teacher, teacher_info["path"], splits, collator, log)
     if cache is not None:
         teacher_info["cache"] = str(cache.directory)
+    splits = with_transfer_rows(splits)
     log(
         f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
         f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
+        + (f" ({len(transfer)} of them transfer rows without gold labels)" if transfer is not None else "")
     )
     meta = {"role": "student", "task": task.name, "method": method.name, "teacher": cfg.teacher}
     meta.update(max_length=cfg.max_length)
     stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
     models = (teacher, teacher_info, student, cache)
     summary = describe_run(cfg, task, method, terms, stages, *models, splits, collator, run_dir)
+    summary["data"] = {"train": len(raw["train"]), "transfer": len(transfer) if transfer is not None else 0}
+    if transfer_report is not None:
+        summary["data"]["transfer_set"] = transfer_report
     summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
     if state.is_main_process:
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -62,6 +62,15 @@ def _hash_column(h: Any, split: Dataset, column: str) -> None:
     h.update(str(array.dtype).encode() + array.tobytes())
 
 
+def split_key(split: Dataset, collator: Collator) -> str:
+    """A short hash of the teacher's token ids of a split: what names a transfer set's cache directory."""
+    h = hashlib.sha1()
+    source = collator.aliases["teacher"]
+    for column in sorted(c for c in split.column_names if c.startswith(f"{source}__")):
+        _hash_column(h, split, column)
+    return h.hexdigest()[:16]
+
+
 def fingerprint(teacher: nn.Module, splits: DatasetDict, collator: Collator, max_length: int) -> str:
     """What the cached outputs are a function of: weights, heads, tokenizer, token ids, labels and max length."""
     h = hashlib.sha1(f"format={FORMAT};max_length={max_length}".encode())
@@ -76,6 +85,57 @@ def fingerprint(teacher: nn.Module, splits: DatasetDict, collator: Collator, max
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Storage:
+    """Which teacher outputs a cache stores, and at what precision (a large transfer set may keep only the logits
+    the method reads, in float16)."""
+
+    fields: tuple[str, ...] = FIELDS
+    dtype: str = "float32"
+
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> Storage:
+        return cls(tuple(meta.get("fields", FIELDS)), meta.get("dtype", "float32"))
+
+    def holds(self, wanted: Storage) -> bool:
+        return set(self.fields) >= set(wanted.fields) and self.dtype == wanted.dtype
+
+    def union(self, other: Storage) -> Storage:
+        return Storage(tuple(f for f in FIELDS if f in self.fields or f in other.fields), self.dtype)
+
+    def describe(self) -> str:
+        return f"{', '.join(self.fields)} as {self.dtype}"
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"fields": self.fields, "dtype": self.dtype}
+
+
+class StackedArray:
+    """Row-wise concatenation of arrays (memory-mapped ones stay on disk), indexable by an array of row numbers:
+    the training split of a run with a transfer set is the gold rows followed by the transfer rows."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0, *(len(p) for p in parts)])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.nbytes = sum(p.nbytes for p in parts)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.float32)
+        for k in np.unique(part):
+            picked = part == k
+            out[picked] = self.parts[k][rows[picked] - self.offsets[k]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[np.arange(len(self))] if dtype is None else self[np.arange(len(self))].astype(dtype)
+
+
 @dataclass
 class TeacherCache:
     """Memory-mapped teacher outputs per split; `trace` rebuilds the teacher's Trace for a batch of examples."""
@@ -88,18 +148,29 @@ class TeacherCache:
         return split in self.arrays
 
     def trace(self, split: str, index: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Trace:
-        """The teacher's Trace for examples `index` of `split`, on the device of `index`."""
+        """The teacher's Trace for examples `index` of `split`, on the device of `index` (float32 whatever the
+        storage). A field the cache does not store (layer vectors of a transfer set no method reads) is empty."""
         rows = index.cpu().numpy()
-        fields = {name: torch.from_numpy(array[rows]).to(index.device) for name, array in self.arrays[split].items()}
+        fields = {
+            name: torch.from_numpy(np.asarray(array[rows])).to(index.device).float()
+            for name, array in self.arrays[split].items()
+        }
         return Trace(
             logits=fields["logits"],
-            layer_vectors=fields["layer_vectors"],
+            layer_vectors=fields.get("layer_vectors", torch.zeros(len(rows), 0, 0, device=index.device)),
             pseudo_logits=fields.get("pseudo_logits"),
             attention_mask=attention_mask,
         )
 
     def logits(self, split: str) -> np.ndarray:
         return np.asarray(self.arrays[split]["logits"])
+
+    def joined(self, other: TeacherCache, split: str, other_split: str) -> TeacherCache:
+        """This cache with `split` extended by the rows of `other`'s `other_split` (indices continue after this
+        split's rows), keeping the fields both store."""
+        mine, theirs = self.arrays[split], other.arrays[other_split]
+        stacked = {f: StackedArray([mine[f], theirs[f]]) for f in mine if f in theirs}
+        return TeacherCache(self.directory, self.meta, {**self.arrays, split: stacked})
 
     @property
     def examples(self) -> int:
@@ -137,8 +208,11 @@ def build_cache(
     meta: dict[str, Any],
     batch_size: int = DEFAULTS.eval_batch_size,
     progress: bool = True,
+    fields: tuple[str, ...] = FIELDS,
+    dtype: str = "float32",
 ) -> TeacherCache:
-    """One teacher pass per split, written to a temporary directory that replaces `directory` when complete."""
+    """One teacher pass per split, written to a temporary directory that replaces `directory` when complete.
+    Only `fields` are stored, as `dtype`."""
     start = time.perf_counter()
     work = directory.with_name(f"{directory.name}.building-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
@@ -152,13 +226,13 @@ def build_cache(
         for batch in tqdm(loader, desc=f"cache {name}", disable=not progress):
             trace = teacher({k: v.to(device) for k, v in batch["teacher"].items()})
             index = batch["index"].numpy()
-            for field in FIELDS:
+            for field in fields:
                 value = getattr(trace, field)
                 if value is None:
                     continue
                 if field not in files:
                     shape = (len(split), *value.shape[1:])
-                    files[field] = np.lib.format.open_memmap(work / name / f"{field}.npy", "w+", np.float32, shape)
+                    files[field] = np.lib.format.open_memmap(work / name / f"{field}.npy", "w+", dtype, shape)
                 files[field][index] = value.float().cpu().numpy()
         for array in files.values():
             array.flush()
@@ -168,6 +242,8 @@ def build_cache(
         **meta,
         "format": FORMAT,
         "splits": {name: len(split) for name, split in splits.items()},
+        "fields": list(fields),
+        "dtype": dtype,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "build_seconds": round(time.perf_counter() - start, 2),
     }
@@ -204,8 +280,11 @@ def open_or_build(
     max_length: int,
     log: Log,
     progress: bool = True,
+    storage: Storage = Storage(),
 ) -> TeacherCache:
-    """Reuse the cache in `directory` when its fingerprint matches the teacher and data; otherwise (re)build it.
+    """Reuse the cache in `directory` when its fingerprint matches the teacher and data and it stores the wanted
+    fields at the wanted precision; otherwise (re)build it (keeping the fields it stored before, so runs of
+    different methods do not rebuild it in turn).
 
     Processes sharing the cache (study workers) check and build it under a lock, so one builds while the others
     wait and then reuse it."""
@@ -213,10 +292,10 @@ def open_or_build(
     lock = directory.with_name(f".{directory.name}.lock")
     with file_lock(lock) as free:
         if free:
-            return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress)
+            return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage)
     log(f"teacher cache: another process is building {directory}; waiting for it")
     with file_lock(lock, wait=True):
-        return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress)
+        return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage)
 
 
 def _open_or_build(
@@ -228,12 +307,17 @@ def _open_or_build(
     wanted: str,
     log: Log,
     progress: bool,
+    storage: Storage,
 ) -> TeacherCache:
     cache = open_cache(directory)
-    if cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits):
+    same = cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits)
+    if same and Storage.of(cache.meta).holds(storage):
         log(f"teacher cache: reusing {directory} ({cache.size_bytes / 2**20:.0f} MiB)")
         return cache
-    if cache is not None:
+    if same:
+        storage = storage.union(Storage.of(cache.meta))
+        log(f"teacher cache: {directory} lacks {storage.describe()}; building it again with them")
+    elif cache is not None:
         log(
             f"teacher cache: {directory} does not match this teacher and data (fingerprint "
             f"{str(cache.meta.get('fingerprint'))[:12]} != {wanted[:12]}: weights, heads, tokenizer or data changed); "
@@ -241,7 +325,8 @@ def _open_or_build(
         )
     else:
         log(f"teacher cache: one teacher pass over {', '.join(splits)} into {directory}")
-    cache = build_cache(teacher, splits, collator, directory, {**meta, "fingerprint": wanted}, progress=progress)
+    meta = {**meta, "fingerprint": wanted}
+    cache = build_cache(teacher, splits, collator, directory, meta, progress=progress, **storage.as_kwargs())
     log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
     return cache
 

@@ -59,6 +59,7 @@ class ALPLoss(ProjectionLoss):
     summary="ALP-KD (Passban et al. 2021): (1-η-λ)·CE + η·KD + λ·Σ_j MSE(h^S_j, Σ_i α_ji h^T_i), attention over "
     "all teacher layers in hidden space (mask=buckets: NO, mask=overlap: PO)",
     applies_to="any student and teacher (a learned width map when widths differ)",
+    teacher_fields=("logits", "layer_vectors"),
 )
 def alp_terms(context: TermContext | None, o: ALPOptions) -> list[LossTerm]:
     context = needs_context(context, "alp", "build its projector")

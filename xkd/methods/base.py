@@ -93,6 +93,7 @@ class MethodOptions(Options):
 # ---------------------------------------------------------------------------------------------------------------
 # Methods and their registry
 
+ALL_TEACHER_FIELDS = ("logits", "layer_vectors", "pseudo_logits")
 MakeTerms = Callable[[TermContext | None, Any], list[LossTerm]]
 
 
@@ -104,6 +105,8 @@ class Method:
     `needs_teacher` is False for plain fine-tuning, so no teacher is loaded or run; `needs_teacher_heads` asks for
     the teacher's per-layer pseudo classifiers; `needs_attentions` for attention maps (never cached).
     `applies_to` tells users which students and teachers the method can pair before they try (`xkd methods`).
+    `teacher_fields` names the parts of the teacher's `Trace` the terms read, so a large transfer set's cache stores
+    only those (a plug-in that does not say is assumed to read them all).
     """
 
     name: str
@@ -114,6 +117,7 @@ class Method:
     needs_teacher_heads: bool = False
     needs_attentions: bool = False
     applies_to: str = "any student and teacher with the same labels"
+    teacher_fields: tuple[str, ...] = ALL_TEACHER_FIELDS
 
     @property
     def options(self) -> dict[str, Any]:
@@ -161,6 +165,7 @@ def method(
     needs_teacher_heads: bool = False,
     needs_attentions: bool = False,
     applies_to: str = "any student and teacher with the same labels",
+    teacher_fields: tuple[str, ...] = ALL_TEACHER_FIELDS,
 ) -> Callable[[MakeTerms], MakeTerms]:
     """Register the decorated `make_terms(context, options)` as method `name` (the name is written once)."""
 
@@ -176,6 +181,7 @@ def method(
                 needs_teacher_heads=needs_teacher_heads,
                 needs_attentions=needs_attentions,
                 applies_to=applies_to,
+                teacher_fields=teacher_fields,
             ),
         )
         return make_terms
@@ -263,6 +269,7 @@ def compose(parts: list[Method]) -> Method:
         needs_teacher=any(p.needs_teacher for p in parts),
         needs_teacher_heads=any(p.needs_teacher_heads for p in parts),
         needs_attentions=any(p.needs_attentions for p in parts),
+        teacher_fields=tuple(f for f in ALL_TEACHER_FIELDS if any(f in p.teacher_fields for p in parts)),
     )
 
 

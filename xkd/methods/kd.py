@@ -36,6 +36,7 @@ def gold_and_soft(o: KDOptions) -> list[LossTerm]:
     summary="no KD: fine-tune on gold labels only (CE, or MSE for regression)",
     needs_teacher=False,
     applies_to="any student; no teacher",
+    teacher_fields=(),
 )
 def no_kd(context: TermContext | None, options: MethodOptions) -> list[LossTerm]:
     return [LossTerm("ce", 1.0, gold_term)]
@@ -46,6 +47,7 @@ def no_kd(context: TermContext | None, options: MethodOptions) -> list[LossTerm]
     KDOptions,
     summary="vanilla KD (Hinton 2015): (1-α)·CE + α·τ²·KL(teacher ‖ student) on final logits; "
     "MSE to the teacher for regression",
+    teacher_fields=("logits",),
 )
 def vanilla_kd(context: TermContext | None, o: KDOptions) -> list[LossTerm]:
     return gold_and_soft(o)
@@ -56,6 +58,7 @@ def vanilla_kd(context: TermContext | None, o: KDOptions) -> list[LossTerm]:
     LogitMSEOptions,
     summary="logit MSE (Tang et al. 2019, BERT -> BiLSTM): (1-α)·CE + α·‖z^T - z^S‖²",
     applies_to="any student and teacher with the same labels; meant for CNN/BiLSTM students",
+    teacher_fields=("logits",),
 )
 def logit_mse(context: TermContext | None, o: LogitMSEOptions) -> list[LossTerm]:
     return [

@@ -6,12 +6,24 @@ distributions lose the small differences KD learns from.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
+def gold_rows(labels: Tensor, regression: bool) -> Tensor:
+    """Which rows carry a gold label: transfer rows carry none (label -1 for classification, NaN for regression)."""
+    return ~torch.isnan(labels) if regression else labels >= 0
+
+
 def task_loss(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
-    """Cross-entropy on gold labels, or MSE to the gold value for regression (logits [B, 1])."""
+    """Cross-entropy on gold labels, or MSE to the gold value for regression (logits [B, 1]), averaged over the
+    rows that have a gold label; 0 (with a gradient path) for a batch of transfer rows only."""
+    gold = gold_rows(labels, regression)
+    if not bool(gold.all()):
+        if not bool(gold.any()):
+            return logits.float().sum() * 0.0
+        logits, labels = logits[gold], labels[gold]
     if regression:
         return F.mse_loss(logits.float().squeeze(-1), labels.float())
     return F.cross_entropy(logits.float(), labels.long())

@@ -46,6 +46,7 @@ class PatientLoss(nn.Module):
     summary="Patient KD (Sun et al. 2019): (1-α)·CE + α·KD + β·Σ_j MSE(ĥ^S_j, ĥ^T_map(j)) on L2-normalised [CLS] "
     "vectors of m-1 layers, mapping skip or last (normalize=false: plain MSE)",
     applies_to="any student with fewer layers than the teacher (a learned width map when widths differ)",
+    teacher_fields=("logits", "layer_vectors"),
 )
 def pkd_terms(context: TermContext | None, o: PKDOptions) -> list[LossTerm]:
     module = PatientLoss(needs_context(context, "pkd", "map layers"), o.mapping, o.normalize)
