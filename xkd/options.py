@@ -130,7 +130,14 @@ class Options:
 
     @classmethod
     def build(cls, owner: str, values: Mapping[str, Any]) -> Options:
-        return cls(**cls.resolve(owner, values))
+        """The options object, each value checked, then the checks across values (`check`)."""
+        built = cls(**cls.resolve(owner, values))
+        built.check(owner)
+        return built
+
+    def check(self, owner: str) -> None:
+        """Checks that involve several options (override it); raise `XKDError` with the fix."""
+        return None
 
 
 OPTION_META = ("help", "above", "minimum", "maximum", "weight", "choices")

@@ -98,11 +98,13 @@ class TangOptions(AugmentOptions):
     classes: int = option(50, "word classes clustered from the vectors", minimum=2)
     mask_token: str = option("[MASK]", "what a masked word becomes (the teacher's mask token: <mask> for RoBERTa)")
 
+    def check(self, owner: str) -> None:
+        if self.p_mask + self.p_pos > 1:
+            raise XKDError(f"{owner} needs p_mask + p_pos <= 1, got {self.p_mask} and {self.p_pos}")
+
 
 @recipe("tang", TangOptions, "Tang et al. 2019: mask, same-class swap, n-gram sampling")
 def tang(vocabulary: Vocabulary, o: TangOptions) -> Augmenter:
-    if o.p_mask + o.p_pos > 1:
-        raise XKDError(f"tang needs p_mask + p_pos <= 1, got {o.p_mask} and {o.p_pos}")
     classes = word_classes(vocabulary, o.vectors, o.classes)
     members = {c: np.flatnonzero(classes == c) for c in np.unique(classes)}
     cumulative = {c: np.cumsum(vocabulary.counts[m]) for c, m in members.items()}  # unigram draws by bisection
@@ -162,11 +164,13 @@ class TinyBERTOptions(AugmentOptions):
     vectors: str = option("", "word-vector file (GloVe/word2vec) for cosine neighbours")
     mlm: str = option("", "masked LM (directory or hub id) proposing replacements for single-piece words")
 
+    def check(self, owner: str) -> None:
+        if not self.vectors and not self.mlm:
+            raise XKDError(f"{owner} needs word vectors (-A vectors=glove.txt) or a masked LM (--augment-mlm MODEL)")
+
 
 @recipe("tinybert", TinyBERTOptions, "TinyBERT (Jiao et al. 2020): replace words by GloVe neighbours or an MLM's")
 def tinybert(vocabulary: Vocabulary, o: TinyBERTOptions) -> Augmenter:
-    if not o.vectors and not o.mlm:
-        raise XKDError("tinybert needs word vectors (-A vectors=glove.txt) or a masked LM (--augment-mlm MODEL)")
     candidates = nearest_neighbours(vocabulary.words, o.vectors, o.k) if o.vectors else {}
     mlm = MaskedLMCandidates(o.mlm, o.k) if o.mlm else None
 
