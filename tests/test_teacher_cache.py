@@ -180,3 +180,36 @@ def test_a_cache_another_process_is_building_is_waited_for_then_reused(tmp_path,
     assert opened and opened[0].meta["splits"]["train"] == 64
     with file_lock(tmp_path / ".c.lock") as free:
         assert free  # released after the build
+
+
+def test_an_interrupted_labelling_pass_continues_and_ends_with_the_same_files(tmp_path, task_dir, bert_teacher_dir,
+                                                                               monkeypatch):  # fmt: skip
+    import xkd.teacher_cache as teacher_cache
+
+    teacher, collator, splits, _, _ = cache_inputs(task_dir, bert_teacher_dir)
+    monkeypatch.setattr(teacher_cache, "SAVE_EVERY_SECONDS", 0.0)  # record progress after every batch
+    whole = open_or_build(teacher, splits, collator, tmp_path / "whole", {}, 16, print, progress=False, batch_size=8)
+
+    class Interrupted(Exception):
+        pass
+
+    calls = {"n": 0}
+    forward = teacher.forward
+
+    def flaky(*args, **kwargs):  # the fifth batch never finishes (a Ctrl-C or a kill)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupted
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(teacher, "forward", flaky)
+    with pytest.raises(Interrupted):
+        open_or_build(teacher, splits, collator, tmp_path / "cut", {}, 16, print, progress=False, batch_size=8)
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.building" / "progress.json").is_file()
+    calls["n"] = -1000  # no more failures; count the batches the resumed pass runs
+    resumed = open_or_build(teacher, splits, collator, tmp_path / "cut", {}, 16, print, progress=False, batch_size=8)
+    assert calls["n"] + 1000 == 16 - 4  # 128 examples in batches of 8: the 4 written before are not run again
+    assert not (tmp_path / "cut.building").exists()
+    for split in whole.arrays:
+        for field, array in whole.arrays[split].items():
+            assert np.array_equal(np.asarray(array), np.asarray(resumed.arrays[split][field])), (split, field)

@@ -99,6 +99,13 @@ def teacher_cache(
     if method.needs_attentions:
         log(f"teacher cache: not used: {method.name} needs attention maps, which are never cached; teacher runs online")
         return None
+    return open_caches(cfg, method, task, teacher, teacher_path, splits, collator, log)
+
+
+def open_caches(
+    cfg: DistillConfig, method, task: Task, teacher, teacher_path: str, splits: DatasetDict, collator, log: Log
+) -> TeacherCache:
+    """The gold splits' cache, joined with the transfer set's (which stores only what `method` reads) if any."""
     cache = open_teacher_cache(cfg, task, teacher, teacher_path, splits, collator, log)
     if TRANSFER not in splits:
         return cache
@@ -126,6 +133,7 @@ def open_transfer_cache(
             log,
             progress=cfg.progress,
             storage=storage,
+            batch_size=cfg.eval_batch_size,
         )
 
 
@@ -159,6 +167,7 @@ def open_teacher_cache(
             cfg.max_length,
             log,
             progress=cfg.progress,
+            batch_size=cfg.eval_batch_size,
         )
 
 
@@ -292,13 +301,17 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     method needs them), so the runs find the cache under the same key and fingerprint.
     """
     cfg.validate()
+    check_transfer(cfg)
     method = get_method(cfg.method)
     task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples)
     teacher, info = resolve_teacher(cfg, task, raw, log)
     ensure_teacher_heads(teacher, info, method.needs_teacher_heads, task, raw, cfg, log)
+    transfer, _ = build_transfer(cfg, task, raw, teacher.tokenizer.mask_token, log)
+    if transfer is not None:
+        raw = DatasetDict({**raw, TRANSFER: transfer})
     tokenizers = {"teacher": teacher.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
-    return open_teacher_cache(cfg, task, teacher, info["path"], splits, Collator(tokenizers), log)
+    return open_caches(cfg, method, task, teacher, info["path"], splits, Collator(tokenizers), log)
 
 
 def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:

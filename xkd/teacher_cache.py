@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from xkd.config import DEFAULTS
 from xkd.data import Collator, make_loader, tokenizer_fingerprint
-from xkd.files import file_lock
+from xkd.files import file_lock, write_text_atomically
 from xkd.log import Log
 from xkd.paths import cache_root
 from xkd.trace import Trace
@@ -199,6 +199,9 @@ def open_cache(directory: Path) -> TeacherCache | None:
     return TeacherCache(directory, meta, arrays)
 
 
+SAVE_EVERY_SECONDS = 30.0  # how much labelling an interruption may cost at most
+
+
 @torch.no_grad()
 def build_cache(
     teacher: nn.Module,
@@ -211,32 +214,24 @@ def build_cache(
     fields: tuple[str, ...] = FIELDS,
     dtype: str = "float32",
 ) -> TeacherCache:
-    """One teacher pass per split, written to a temporary directory that replaces `directory` when complete.
-    Only `fields` are stored, as `dtype`."""
-    start = time.perf_counter()
-    work = directory.with_name(f"{directory.name}.building-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    device = next(teacher.parameters()).device
+    """One teacher pass per split, written to a work directory that replaces `directory` when complete. Only
+    `fields` are stored, as `dtype`.
+
+    Resumable: the work directory records how many batches of each split are written (`progress.json`, saved after
+    the arrays are flushed, at least every `SAVE_EVERY_SECONDS`), so a pass that was interrupted or killed continues
+    where it stopped when the same cache is asked for again; batches come in a fixed order (by length), and a work
+    directory left by another teacher, data or storage is started over.
+    """
+    work = directory.with_name(f"{directory.name}.building")
+    identity = {"fingerprint": meta.get("fingerprint"), "fields": list(fields), "dtype": dtype, "batch": batch_size}
+    done = _resumable(work, identity)
+    elapsed = done.pop("seconds", 0.0)
+    start = time.perf_counter() - elapsed
     was_training = teacher.training
     teacher.eval()
     for name, split in splits.items():
-        (work / name).mkdir(parents=True)
-        files: dict[str, np.ndarray] = {}
-        loader = make_loader(split, collator, batch_size, shuffle=False, buckets=True)
-        for batch in tqdm(loader, desc=f"cache {name}", disable=not progress):
-            trace = teacher({k: v.to(device) for k, v in batch["teacher"].items()})
-            index = batch["index"].numpy()
-            for field in fields:
-                value = getattr(trace, field)
-                if value is None:
-                    continue
-                if field not in files:
-                    shape = (len(split), *value.shape[1:])
-                    files[field] = np.lib.format.open_memmap(work / name / f"{field}.npy", "w+", dtype, shape)
-                files[field][index] = value.float().cpu().numpy()
-        for array in files.values():
-            array.flush()
-        del files
+        state = {"work": work, "identity": identity, "done": done, "start": start}
+        _label_split(teacher, name, split, collator, batch_size, progress, fields, dtype, state)
     teacher.train(was_training)
     meta = {
         **meta,
@@ -247,12 +242,82 @@ def build_cache(
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "build_seconds": round(time.perf_counter() - start, 2),
     }
+    (work / "progress.json").unlink(missing_ok=True)
     (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(work, directory)
     cache = open_cache(directory)
     assert cache is not None
     return cache
+
+
+def _resumable(work: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """Batches already written per split (and the seconds spent) when `work` holds an interrupted pass of the same
+    cache; otherwise an empty work directory and nothing done."""
+    progress_file = work / "progress.json"
+    if progress_file.is_file():
+        saved = json.loads(progress_file.read_text())
+        if saved.get("identity") == identity:
+            return {**saved["done"], "seconds": saved.get("seconds", 0.0)}
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return {}
+
+
+def _label_split(
+    teacher: nn.Module,
+    name: str,
+    split: Dataset,
+    collator: Collator,
+    batch_size: int,
+    progress: bool,
+    fields: tuple[str, ...],
+    dtype: str,
+    state: dict[str, Any],
+) -> None:
+    """Write the teacher's outputs on one split into `<work>/<name>/<field>.npy`, skipping the batches a previous,
+    interrupted pass wrote; the bar shows texts per second and the time left."""
+    work, done = state["work"], state["done"]
+    (work / name).mkdir(parents=True, exist_ok=True)
+    device = next(teacher.parameters()).device
+    loader = make_loader(split, collator, batch_size, shuffle=False, buckets=True)
+    skip = done.get(name, 0)
+    files = {
+        f: np.load(work / name / f"{f}.npy", mmap_mode="r+")
+        for f in fields
+        if skip and (work / name / f"{f}.npy").is_file()
+    }
+    bar = tqdm(total=len(split), desc=f"teacher labels {name}", unit=" texts", disable=not progress, dynamic_ncols=True)
+    saved_at = time.perf_counter()
+    for number, batch in enumerate(loader):
+        if number < skip:
+            bar.update(len(batch["index"]))
+            continue
+        trace = teacher({k: v.to(device) for k, v in batch["teacher"].items()})
+        index = batch["index"].numpy()
+        for field in fields:
+            value = getattr(trace, field)
+            if value is None:
+                continue
+            if field not in files:
+                shape = (len(split), *value.shape[1:])
+                files[field] = np.lib.format.open_memmap(work / name / f"{field}.npy", "w+", dtype, shape)
+            files[field][index] = value.float().cpu().numpy()
+        bar.update(len(index))
+        done[name] = number + 1
+        if time.perf_counter() - saved_at > SAVE_EVERY_SECONDS:
+            _save_progress(files, state)
+            saved_at = time.perf_counter()
+    bar.close()
+    _save_progress(files, state)
+
+
+def _save_progress(files: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+    """Flush the arrays, then record what they hold (in that order: the record never runs ahead of the data)."""
+    for array in files.values():
+        array.flush()
+    record = {"identity": state["identity"], "done": state["done"], "seconds": time.perf_counter() - state["start"]}
+    write_text_atomically(state["work"] / "progress.json", json.dumps(record))
 
 
 def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, root: Path | None = None) -> Path:
@@ -281,6 +346,7 @@ def open_or_build(
     log: Log,
     progress: bool = True,
     storage: Storage = Storage(),
+    batch_size: int = DEFAULTS.eval_batch_size,
 ) -> TeacherCache:
     """Reuse the cache in `directory` when its fingerprint matches the teacher and data and it stores the wanted
     fields at the wanted precision; otherwise (re)build it (keeping the fields it stored before, so runs of
@@ -292,10 +358,12 @@ def open_or_build(
     lock = directory.with_name(f".{directory.name}.lock")
     with file_lock(lock) as free:
         if free:
-            return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage)
+            return _open_or_build(
+                teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size
+            )
     log(f"teacher cache: another process is building {directory}; waiting for it")
     with file_lock(lock, wait=True):
-        return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage)
+        return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size)
 
 
 def _open_or_build(
@@ -308,6 +376,7 @@ def _open_or_build(
     log: Log,
     progress: bool,
     storage: Storage,
+    batch_size: int,
 ) -> TeacherCache:
     cache = open_cache(directory)
     same = cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits)
@@ -326,7 +395,7 @@ def _open_or_build(
     else:
         log(f"teacher cache: one teacher pass over {', '.join(splits)} into {directory}")
     meta = {**meta, "fingerprint": wanted}
-    cache = build_cache(teacher, splits, collator, directory, meta, progress=progress, **storage.as_kwargs())
+    cache = build_cache(teacher, splits, collator, directory, meta, batch_size, progress, **storage.as_kwargs())
     log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
     return cache
 
