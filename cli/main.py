@@ -251,10 +251,13 @@ def cache_build(config_file: str | None, student_config: str | None, **options) 
       xkd cache build --config recipe.toml
     """
     from xkd.distill import build_teacher_cache
+    from xkd.processes import process_state
 
     cfg = _distill_config(config_file, student_config, options)
-    built = build_teacher_cache(cfg, log=lambda m: click.echo(m, err=True))
-    click.echo(json.dumps({"dir": str(built.directory), **built.meta}, indent=2))
+    main = process_state().is_main_process  # under `accelerate launch`, every process labels and one speaks
+    built = build_teacher_cache(cfg, log=(lambda m: click.echo(m, err=True)) if main else (lambda m: None))
+    if main:
+        click.echo(json.dumps({"dir": str(built.directory), **built.meta}, indent=2))
 
 
 @cache.command("info")
@@ -450,8 +453,8 @@ def study_command(
       xkd study recipes/mr-methods.toml
     """
     from xkd.errors import XKDError
+    from xkd.processes import process_state
     from xkd.study import load_plan, run_state, run_study
-    from xkd.training import process_state
 
     plan = load_plan(config_file, output_dir)
     filters: dict[str, set[str]] = {}

@@ -72,3 +72,37 @@ def test_study_under_two_processes(tmp_path, task_dir):
     assert done.stderr.count("takd--s1: done") == 1 and done.stderr.count("report:") == 1
     for run_id in ("kd--s1", "takd--s1", "assistants/ta2--s1"):
         assert json.loads((tmp_path / "out" / "runs" / run_id / "summary.json").read_text())["processes"] == 2
+
+
+def test_two_processes_label_a_transfer_set_as_one(tmp_path, task_dir):
+    """Under `accelerate launch` each process labels its share of the batches and one writes: the cache files are
+    those of a single process."""
+    import numpy as np
+
+    teacher = save_tiny(tmp_path / "teacher", dropout=0.0)
+    extra = tmp_path / "extra.txt"
+    extra.write_text(
+        "\n".join(f"the film {'really ' * (i % 7)}was {'good' if i % 2 else 'dull'} {i}" for i in range(90))
+    )
+    args = ["cache", "build", "--teacher", str(teacher), "--data-dir", str(task_dir), "--method", "kd",
+            "--transfer", str(extra), "--max-length", "16", "--eval-batch-size", "8", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    single = subprocess.run([sys.executable, "-m", "xkd.cli.main", *args], env={**env, "XKD_CACHE_DIR": str(
+        tmp_path / "one")}, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), "-m", "xkd.cli.main", *args,
+    ]  # fmt: skip
+    two = subprocess.run(launch, env={**env, "XKD_CACHE_DIR": str(tmp_path / "two")}, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count('"fingerprint"') == 1  # one process speaks
+    caches = {}
+    for name in ("one", "two"):
+        (transfer,) = [p for p in (tmp_path / name / "traces").glob("*") if (p / "transfer").is_dir()]
+        caches[name] = {f.name: np.load(f) for f in (transfer / "transfer").iterdir()}
+    assert set(caches["one"]) == set(caches["two"]) == {"logits.npy"}
+    assert caches["one"]["logits.npy"].shape[0] == 90
+    np.testing.assert_allclose(caches["two"]["logits.npy"], caches["one"]["logits.npy"], rtol=0, atol=1e-6)

@@ -225,6 +225,7 @@ def _bad_files(tmp_path):
         (["-A", "p_mask=0.2"], "add --augment tang|tinybert"),
         (["--augment", "tang", "-A", "p_mask=2"], "p_mask must lie in [0, 1]"),
         (["--augment", "tang", "--augment-mlm", "m"], "use --augment tinybert"),
+        (["--augment", "tang", "--method", "none"], "method 'none' learns from gold labels only"),
     ],
 )
 def test_bad_transfer_input_is_one_line(tmp_path, task_dir, bert_teacher_dir, args, message):

@@ -37,6 +37,7 @@ from xkd.log import Log, silent
 from xkd.methods import Method, TermContext, get_method
 from xkd.metrics import shown_metrics
 from xkd.options import resolve_options
+from xkd.processes import process_state
 from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
@@ -54,7 +55,7 @@ from xkd.teachers import (
 )
 from xkd.teachers.heads import STANDARDIZED, heads_info
 from xkd.teachers.hf_encoder import load_config
-from xkd.training import Checkpoints, TrainSettings, parameter_count, process_state, train
+from xkd.training import Checkpoints, TrainSettings, parameter_count, train
 from xkd.transfer.sets import SPLIT as TRANSFER
 from xkd.transfer.sets import build_transfer, check_transfer
 
@@ -122,19 +123,18 @@ def open_transfer_cache(
     source = f"transfer:{split_key(split, collator)}"
     directory = cache_dir(teacher_path, task.name, source, cfg.max_length)
     meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": source}
-    with process_state().main_process_first():
-        return open_or_build(
-            teacher,
-            DatasetDict({TRANSFER: split}),
-            collator,
-            directory,
-            meta,
-            cfg.max_length,
-            log,
-            progress=cfg.progress,
-            storage=storage,
-            batch_size=cfg.eval_batch_size,
-        )
+    return open_or_build(
+        teacher,
+        DatasetDict({TRANSFER: split}),
+        collator,
+        directory,
+        meta,
+        cfg.max_length,
+        log,
+        progress=cfg.progress,
+        storage=storage,
+        batch_size=cfg.eval_batch_size,
+    )
 
 
 def with_transfer_rows(splits: DatasetDict) -> DatasetDict:
@@ -157,18 +157,18 @@ def open_teacher_cache(
     source = data_source(cfg, task)
     directory = cache_dir(teacher_path, task.name, source, cfg.max_length)
     meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": source}
-    with process_state().main_process_first():  # one process builds, the others then open it
-        return open_or_build(
-            teacher,
-            DatasetDict({n: splits[n] for n in names}),
-            collator,
-            directory,
-            meta,
-            cfg.max_length,
-            log,
-            progress=cfg.progress,
-            batch_size=cfg.eval_batch_size,
-        )
+    # Under several processes all label their share and one writes (see `build_cache`).
+    return open_or_build(
+        teacher,
+        DatasetDict({n: splits[n] for n in names}),
+        collator,
+        directory,
+        meta,
+        cfg.max_length,
+        log,
+        progress=cfg.progress,
+        batch_size=cfg.eval_batch_size,
+    )
 
 
 def resolve_teacher(
@@ -326,6 +326,11 @@ def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     else:
         plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
     check_transfer(cfg)
+    if (cfg.transfer or cfg.augment != "none") and not method.needs_teacher:
+        raise XKDError(
+            f"method '{method.name}' learns from gold labels only, so a transfer set (rows without labels) gives it "
+            "nothing; use a method with a teacher (kd, logit-mse, universal, ...) or drop --transfer/--augment"
+        )
     shared = {k: v for k, v in (("temperature", cfg.temperature), ("alpha", cfg.alpha)) if k in method.options}
     return task, method, method.resolve({**shared, **cfg.method_options})
 

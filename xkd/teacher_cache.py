@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from xkd.data import Collator, make_loader, tokenizer_fingerprint
 from xkd.files import file_lock, write_text_atomically
 from xkd.log import Log
 from xkd.paths import cache_root
+from xkd.processes import process_state
 from xkd.trace import Trace
 
 FORMAT = 1
@@ -213,26 +215,36 @@ def build_cache(
     progress: bool = True,
     fields: tuple[str, ...] = FIELDS,
     dtype: str = "float32",
-) -> TeacherCache:
+) -> TeacherCache | None:
     """One teacher pass per split, written to a work directory that replaces `directory` when complete. Only
     `fields` are stored, as `dtype`.
+
+    Under `accelerate launch` every process calls it: each labels its share of the batches and the main process
+    writes (it returns the cache; the others return None and open it once the main process is done).
 
     Resumable: the work directory records how many batches of each split are written (`progress.json`, saved after
     the arrays are flushed, at least every `SAVE_EVERY_SECONDS`), so a pass that was interrupted or killed continues
     where it stopped when the same cache is asked for again; batches come in a fixed order (by length), and a work
     directory left by another teacher, data or storage is started over.
     """
+    group = process_state()
     work = directory.with_name(f"{directory.name}.building")
     identity = {"fingerprint": meta.get("fingerprint"), "fields": list(fields), "dtype": dtype, "batch": batch_size}
-    done = _resumable(work, identity)
-    elapsed = done.pop("seconds", 0.0)
-    start = time.perf_counter() - elapsed
+    identity["processes"] = group.num_processes  # rounds of batches are dealt by process count
+    done = _resumable(work, identity) if group.is_main_process else {}
+    if group.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        done = broadcast_object_list([done])[0]
+    start = time.perf_counter() - done.pop("seconds", 0.0)
     was_training = teacher.training
     teacher.eval()
     for name, split in splits.items():
-        state = {"work": work, "identity": identity, "done": done, "start": start}
+        state = {"work": work, "identity": identity, "done": done, "start": start, "group": group}
         _label_split(teacher, name, split, collator, batch_size, progress, fields, dtype, state)
     teacher.train(was_training)
+    if not group.is_main_process:
+        return None  # the main process writes the cache; callers open it after waiting for it
     meta = {
         **meta,
         "format": FORMAT,
@@ -276,40 +288,65 @@ def _label_split(
     state: dict[str, Any],
 ) -> None:
     """Write the teacher's outputs on one split into `<work>/<name>/<field>.npy`, skipping the batches a previous,
-    interrupted pass wrote; the bar shows texts per second and the time left."""
-    work, done = state["work"], state["done"]
-    (work / name).mkdir(parents=True, exist_ok=True)
+    interrupted pass wrote; the bar shows texts per second and the time left.
+
+    Under several processes the batches are dealt out in rounds (process p labels batch round·P + p); each round's
+    outputs are gathered to the main process, which alone writes files."""
+    work, done, group = state["work"], state["done"], state["group"]
+    rank, world, main = group.process_index, group.num_processes, group.is_main_process
     device = next(teacher.parameters()).device
-    loader = make_loader(split, collator, batch_size, shuffle=False, buckets=True)
-    skip = done.get(name, 0)
-    files = {
-        f: np.load(work / name / f"{f}.npy", mmap_mode="r+")
-        for f in fields
-        if skip and (work / name / f"{f}.npy").is_file()
-    }
-    bar = tqdm(total=len(split), desc=f"teacher labels {name}", unit=" texts", disable=not progress, dynamic_ncols=True)
+    order = list(make_loader(split, collator, batch_size, shuffle=False, buckets=True).batch_sampler)
+    first_round = done.get(name, 0) // world
+    files = _open_split_files(work / name, fields, resume=first_round > 0) if main else {}
+    bar = tqdm(total=len(split), desc=f"teacher labels {name}", unit=" texts", disable=not (progress and main),
+               dynamic_ncols=True, initial=sum(len(b) for b in order[: first_round * world]))  # fmt: skip
     saved_at = time.perf_counter()
-    for number, batch in enumerate(loader):
-        if number < skip:
-            bar.update(len(batch["index"]))
-            continue
-        trace = teacher({k: v.to(device) for k, v in batch["teacher"].items()})
-        index = batch["index"].numpy()
-        for field in fields:
-            value = getattr(trace, field)
-            if value is None:
-                continue
-            if field not in files:
-                shape = (len(split), *value.shape[1:])
-                files[field] = np.lib.format.open_memmap(work / name / f"{field}.npy", "w+", dtype, shape)
-            files[field][index] = value.float().cpu().numpy()
-        bar.update(len(index))
-        done[name] = number + 1
-        if time.perf_counter() - saved_at > SAVE_EVERY_SECONDS:
+    for start in range(first_round * world, len(order), world):
+        mine = start + rank
+        outputs = _label_batch(teacher, collator, split, order[mine], fields, device) if mine < len(order) else None
+        for rows, values in _gathered(outputs, group):
+            _write_rows(files, work / name, len(split), rows, values, dtype)
+            bar.update(len(rows))
+        done[name] = min(start + world, len(order))
+        if main and time.perf_counter() - saved_at > SAVE_EVERY_SECONDS:
             _save_progress(files, state)
             saved_at = time.perf_counter()
     bar.close()
-    _save_progress(files, state)
+    if main:
+        _save_progress(files, state)
+
+
+def _open_split_files(directory: Path, fields: tuple[str, ...], resume: bool) -> dict[str, np.ndarray]:
+    directory.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        return {}
+    return {f: np.load(directory / f"{f}.npy", mmap_mode="r+") for f in fields if (directory / f"{f}.npy").is_file()}
+
+
+def _label_batch(teacher, collator, split, rows: list[int], fields, device) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The teacher's outputs on the given rows: (row numbers, field -> float32 array)."""
+    batch = collator([split[i] for i in rows])
+    trace = teacher({k: v.to(device) for k, v in batch["teacher"].items()})
+    values = {f: getattr(trace, f).float().cpu().numpy() for f in fields if getattr(trace, f) is not None}
+    return batch["index"].numpy(), values
+
+
+def _gathered(outputs, group) -> list:
+    """This round's outputs of every process, on the main process (others get an empty list)."""
+    if group.num_processes == 1:
+        return [outputs] if outputs is not None else []
+    from accelerate.utils import gather_object
+
+    everything = gather_object([outputs])
+    return [o for o in everything if o is not None] if group.is_main_process else []
+
+
+def _write_rows(files, directory: Path, rows_total: int, rows: np.ndarray, values: dict, dtype: str) -> None:
+    for field, value in values.items():
+        if field not in files:
+            shape = (rows_total, *value.shape[1:])
+            files[field] = np.lib.format.open_memmap(directory / f"{field}.npy", "w+", dtype, shape)
+        files[field][rows] = value
 
 
 def _save_progress(files: dict[str, np.ndarray], state: dict[str, Any]) -> None:
@@ -356,36 +393,27 @@ def open_or_build(
     wait and then reuse it."""
     wanted = fingerprint(teacher, splits, collator, max_length)
     lock = directory.with_name(f".{directory.name}.lock")
+    job = (teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size)
+    if process_state().num_processes > 1:
+        return _open_or_build_together(lock, *job)
     with file_lock(lock) as free:
         if free:
-            return _open_or_build(
-                teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size
-            )
+            return _open_or_build(*job)
     log(f"teacher cache: another process is building {directory}; waiting for it")
     with file_lock(lock, wait=True):
-        return _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size)
+        return _open_or_build(*job)
 
 
-def _open_or_build(
-    teacher: nn.Module,
-    splits: DatasetDict,
-    collator: Collator,
-    directory: Path,
-    meta: dict[str, Any],
-    wanted: str,
-    log: Log,
-    progress: bool,
-    storage: Storage,
-    batch_size: int,
-) -> TeacherCache:
+def _plan(directory: Path, splits: DatasetDict, wanted: str, storage: Storage, log: Log):
+    """(the cache to reuse, None) or (None, the storage to build with), said in the log."""
     cache = open_cache(directory)
     same = cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits)
     if same and Storage.of(cache.meta).holds(storage):
         log(f"teacher cache: reusing {directory} ({cache.size_bytes / 2**20:.0f} MiB)")
-        return cache
+        return cache, None
     if same:
         storage = storage.union(Storage.of(cache.meta))
-        log(f"teacher cache: {directory} lacks {storage.describe()}; building it again with them")
+        log(f"teacher cache: {directory} lacks some of {storage.describe()}; building it again with them")
     elif cache is not None:
         log(
             f"teacher cache: {directory} does not match this teacher and data (fingerprint "
@@ -394,9 +422,38 @@ def _open_or_build(
         )
     else:
         log(f"teacher cache: one teacher pass over {', '.join(splits)} into {directory}")
+    return None, storage
+
+
+def _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size):
+    cache, storage = _plan(directory, splits, wanted, storage, log)
+    if cache is not None:
+        return cache
     meta = {**meta, "fingerprint": wanted}
     cache = build_cache(teacher, splits, collator, directory, meta, batch_size, progress, **storage.as_kwargs())
     log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
+    return cache
+
+
+def _open_or_build_together(lock, teacher, splits, collator, directory, meta, wanted, log, progress, storage, size):
+    """Under several processes: the main process decides (holding the lock other studies' processes respect), all
+    label their share when a pass is needed, and all open the result."""
+    from accelerate.utils import broadcast_object_list
+
+    group = process_state()
+    with file_lock(lock, wait=True) if group.is_main_process else nullcontext(True):
+        plan = [_plan(directory, splits, wanted, storage, log)[1]] if group.is_main_process else [None]
+        plan = broadcast_object_list(plan)
+        reuse = [plan[0] is None]
+        if plan[0] is not None:
+            meta = {**meta, "fingerprint": wanted}
+            build_cache(teacher, splits, collator, directory, meta, size, progress, **plan[0].as_kwargs())
+        group.wait_for_everyone()
+    cache = open_cache(directory)
+    if cache is None:
+        raise RuntimeError(f"teacher cache {directory} is missing after it was built")
+    if not reuse[0]:
+        log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
     return cache
 
 

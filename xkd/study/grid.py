@@ -69,9 +69,10 @@ from xkd.errors import XKDError, closest
 from xkd.files import file_lock, write_text_atomically
 from xkd.log import Log, silent
 from xkd.methods import get_method
+from xkd.processes import process_state
 from xkd.pseudo_heads import WEIGHTS_FILE, PseudoHeads
 from xkd.teachers import heads_dir
-from xkd.training import Checkpoints, process_state
+from xkd.training import Checkpoints
 
 SECTIONS = ("teachers", "students", "methods")
 TOP_KEYS = ("name", "seeds", "teacher_seed", "baseline", "base", "grid", "output_dir", "runs_dir", *SECTIONS)

@@ -1,9 +1,8 @@
 """Training: the loop (`loop`), what a checkpoint holds (`state`), the files it writes (`checkpoints`), its
-settings, where the teacher's outputs come from, and the process group."""
+settings, and where the teacher's outputs come from."""
 
 from xkd.training.checkpoints import Checkpoints, save_atomically
 from xkd.training.loop import parameter_count, train
-from xkd.training.processes import process_state, use_cpu
 from xkd.training.settings import TrainSettings
 from xkd.training.state import TrainState
 from xkd.training.teacher_source import TeacherSource
@@ -14,8 +13,6 @@ __all__ = [
     "TrainSettings",
     "TrainState",
     "parameter_count",
-    "process_state",
     "save_atomically",
     "train",
-    "use_cpu",
 ]

@@ -29,11 +29,11 @@ from xkd.data import Collator, is_labeled, make_loader
 from xkd.errors import XKDError
 from xkd.evaluation import evaluate
 from xkd.methods.base import LossTerm, TermModule, weighted_loss
+from xkd.processes import use_cpu
 from xkd.tasks import Task
 from xkd.teacher_cache import TeacherCache
 from xkd.trace import Trace
 from xkd.training.checkpoints import Checkpoints, drop_epochs_from, save_atomically
-from xkd.training.processes import use_cpu
 from xkd.training.settings import TrainSettings
 from xkd.training.state import TrainState
 from xkd.training.teacher_source import TeacherSource
