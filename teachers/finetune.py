@@ -18,7 +18,7 @@ from typing import Any
 from datasets import DatasetDict
 
 from xkd.data import Collator, encode
-from xkd.files import write_text_atomically
+from xkd.files import file_lock, write_text_atomically
 from xkd.methods import get_method
 from xkd.paths import cache_root
 from xkd.tasks import Task
@@ -95,10 +95,18 @@ def cached_finetune(
     directory = cache_root() / "teachers" / f"{task.name}--{slug}--{key}"
     if (directory / METRICS_FILE).is_file():
         return directory, json.loads((directory / METRICS_FILE).read_text()), True
-    log(f"fine-tuning teacher {model_name} on {task.name} (cached afterwards in {directory})")
-    work = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    _, summary = finetune(model_name, task, raw_splits, settings, max_length, work)
-    shutil.rmtree(directory, ignore_errors=True)
-    work.rename(directory)
+    # Processes that want the same teacher (two runs started side by side) fine-tune it once: one trains in the
+    # work directory while the others wait for the lock, then find the finished copy.
+    with file_lock(directory.with_name(f".{directory.name}.lock")) as free:
+        if not free:
+            log(f"teacher: another process is fine-tuning {model_name} into {directory}; waiting for it")
+    with file_lock(directory.with_name(f".{directory.name}.lock"), wait=True):
+        if (directory / METRICS_FILE).is_file():
+            return directory, json.loads((directory / METRICS_FILE).read_text()), True
+        log(f"fine-tuning teacher {model_name} on {task.name} (cached afterwards in {directory})")
+        work = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(work, ignore_errors=True)
+        _, summary = finetune(model_name, task, raw_splits, settings, max_length, work)
+        shutil.rmtree(directory, ignore_errors=True)
+        work.rename(directory)
     return directory, summary, False

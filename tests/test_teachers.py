@@ -59,3 +59,35 @@ def test_label_count_mismatch_and_bare_encoder_and_missing_path(tmp_path):
         load_teacher(str(bare), get_task("mr"))
     with pytest.raises(XKDError, match="not a local directory"):
         load_teacher(str(tmp_path / "missing"), get_task("mr"))
+
+
+def test_a_teacher_another_process_is_fine_tuning_is_waited_for_then_reused(tmp_path, task_dir):
+    """Two runs wanting the same fine-tuned teacher: the second waits for the first's lock and reuses its copy
+    instead of fine-tuning into the same work directory."""
+    import threading
+
+    from xkd.config import DistillConfig
+    from xkd.data import load_splits
+    from xkd.distill import train_settings
+    from xkd.files import file_lock
+    from xkd.paths import cache_root
+    from xkd.tasks import get_task
+    from xkd.teachers.finetune import cached_finetune, finetune, finetune_key
+
+    base = save_tiny(tmp_path / "base", bare=True)
+    task, raw = load_splits(get_task("mr"), task_dir)
+    settings = train_settings(DistillConfig(teacher_epochs=1, batch_size=16, progress=False), teacher=True)
+    key = finetune_key(str(base), task, "d", settings, 16)
+    directory = cache_root() / "teachers" / f"mr--{str(base).strip('/').replace('/', '--')}--{key}"
+    logs, result = [], {}
+    with file_lock(directory.with_name(f".{directory.name}.lock")):  # "another process" is fine-tuning
+        waiter = threading.Thread(
+            target=lambda: result.update(out=cached_finetune(str(base), task, raw, settings, 16, "d", logs.append))
+        )
+        waiter.start()
+        waiter.join(timeout=2)
+        assert waiter.is_alive() and any("waiting for it" in line for line in logs)
+        finetune(str(base), task, raw, settings, 16, directory)  # ... and finishes its copy
+    waiter.join(timeout=60)
+    path, _, cached = result["out"]
+    assert path == directory and cached and not any(line.startswith("fine-tuning") for line in logs)
