@@ -295,3 +295,40 @@ def test_method_limited_to_some_students(tmp_path, task_dir):
     bad = extra.replace('"bert1"', '"bert"')
     result = run("study", str(study_file(tmp_path, teacher, task_dir, bad)), "--dry-run")
     assert result.exit_code == 2 and "names 'bert', which is not a [students.NAME] section" in result.output
+
+
+def test_a_transfer_set_shared_by_runs_is_labelled_once_for_all_their_methods(tmp_path, task_dir):
+    teacher = save_tiny(tmp_path / "teacher", layers=2)
+    extra = tmp_path / "extra.txt"
+    extra.write_text(
+        "\n".join(f"the film {'really ' * (i % 5)}was {'good' if i % 2 else 'dull'} {i}" for i in range(30))
+    )
+    config = tmp_path / "transfer.toml"
+    config.write_text(
+        f"""
+seeds = [1]
+[base]
+task = "mr"
+teacher = "{teacher}"
+data_dir = "{task_dir}"
+epochs = 1
+batch_size = 16
+max_length = 16
+latency = false
+student = "bert-k"
+student_layers = 1
+transfer = ["{extra}"]
+[methods.kd]
+method = "kd"
+[methods.pkd]
+method = "pkd"
+"""
+    )
+    result = run("study", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "transfer set for 2 run(s): labelled once for kd, pkd" in result.output
+    assert result.output.count("teacher cache: one teacher pass over transfer") == 1
+    assert "building it again" not in result.output
+    for name in ("kd", "pkd"):
+        summary = json.loads((tmp_path / "out" / "runs" / f"{name}--s1" / "summary.json").read_text())
+        assert summary["data"]["transfer"] == 30

@@ -59,6 +59,7 @@ from xkd.config import CONFIG_FIELDS, DistillConfig, coerce_value, read_mapping
 from xkd.data import load_splits
 from xkd.distill import (
     assistant_config,
+    build_teacher_cache,
     check_config,
     ensure_teacher_heads,
     resolve_task,
@@ -341,6 +342,30 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
     return prepared
 
 
+# What a transfer set's teacher cache depends on: runs equal in these share one.
+TRANSFER_KEYS = (
+    *("teacher", "task", "data_dir", "text_columns", "label_column", "max_length", "max_examples"),
+    *("transfer", "augment", "augment_factor", "augment_options", "augment_mlm", "transfer_dtype"),
+)
+
+
+def prepare_transfer_sets(runs: list[PlannedRun], log: Log, progress: bool = True) -> None:
+    """Label each transfer set the runs share once, with every teacher output any of its runs reads (so a kd run
+    does not store logits only and a later Universal-KD run label the whole set again)."""
+    groups: dict[str, list[PlannedRun]] = {}
+    for run in runs:
+        cfg = run.config
+        if cfg.transfer or cfg.augment != "none":
+            key = json.dumps({k: getattr(cfg, k) for k in TRANSFER_KEYS}, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(run)
+    for members in groups.values():
+        methods = [get_method(r.config.method) for r in members]
+        names = sorted({m.name for m in methods if m.needs_teacher and not m.needs_attentions})
+        if names:
+            log(f"transfer set for {len(members)} run(s): labelled once for {', '.join(names)}")
+            build_teacher_cache(replace(members[0].config, method="+".join(names), progress=progress), log)
+
+
 def check_unchanged(plan: StudyPlan) -> None:
     """A finished run must have been run with the config the study asks for now, and, when its method uses the
     teacher's pseudo heads, with the heads the teacher has now (they are retrained, e.g. by a newer xkd)."""
@@ -458,6 +483,7 @@ def run_study(
     order = [r for r in everything if r.kind == "run" and not r.assistants]
     order += [r for r in everything if r.kind == "assistant"] + [r for r in everything if r.assistants]
     todo = [r for r in order if r.id not in finished]
+    prepare_transfer_sets(todo, log, progress)
     skipped: list[PlannedRun] = []
     for position, run in enumerate(todo, 1):
         directory = plan.run_dir(run)
