@@ -655,8 +655,7 @@ def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir,
         for name in RECIPES:
             recipe = RECIPES.get(name)
             click.echo(f"{name}: {recipe.summary}")
-            for spec in recipe.options_type.specs():
-                click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
+            _echo_options(recipe.options_type.specs())
         return
     cfg = DistillConfig(
         task=task,
@@ -745,9 +744,14 @@ def methods_command() -> None:
         click.echo(f"    terms: {terms}")
         specs = m.option_specs()
         click.echo("    options: " + ("(name=default, allowed values, what it does)" if specs else "none"))
-        for spec in specs:
-            click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
+        _echo_options(specs)
         click.echo(f"    applies to: {m.applies_to}")
+
+
+def _echo_options(specs) -> None:
+    """One line per option: name=default, allowed values, what it does (methods and augmentation recipes)."""
+    for spec in specs:
+        click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
 
 
 def saved_meta(directory: str) -> dict:

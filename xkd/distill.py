@@ -59,6 +59,7 @@ from xkd.training import Checkpoints, TrainSettings, parameter_count, train
 from xkd.transfer.sets import SPLIT as TRANSFER
 from xkd.transfer.sets import build_transfer, check_transfer
 
+ALL_OUTPUTS = Storage()  # gold splits: every output, float32
 RUN_FILES = ("summary.json", "metrics.jsonl", "student", "checkpoints")  # what marks a directory as holding a run
 LINK_KEYS = ("validation", "test", "train_seconds", "wall_seconds", "compute")  # what a TAKD link records
 
@@ -121,20 +122,16 @@ def open_transfer_cache(
     """The teacher's outputs on a transfer set, in a cache of its own keyed by the set's content (runs on the same
     set share it; gold-only runs keep theirs)."""
     source = f"transfer:{split_key(split, collator)}"
+    return _open_cache(cfg, task, teacher, teacher_path, source, DatasetDict({TRANSFER: split}), collator, log, storage)
+
+
+def _open_cache(cfg, task, teacher, teacher_path, source, splits, collator, log, storage=ALL_OUTPUTS) -> TeacherCache:
+    """The cache of `splits` under the key of this teacher, task, data source and length. Under several processes
+    all label their share and one writes (see `build_cache`)."""
     directory = cache_dir(teacher_path, task.name, source, cfg.max_length)
     meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": source}
-    return open_or_build(
-        teacher,
-        DatasetDict({TRANSFER: split}),
-        collator,
-        directory,
-        meta,
-        cfg.max_length,
-        log,
-        progress=cfg.progress,
-        storage=storage,
-        batch_size=cfg.eval_batch_size,
-    )
+    options = {"progress": cfg.progress, "storage": storage, "batch_size": cfg.eval_batch_size}
+    return open_or_build(teacher, splits, collator, directory, meta, cfg.max_length, log, **options)
 
 
 def with_transfer_rows(splits: DatasetDict) -> DatasetDict:
@@ -154,21 +151,8 @@ def open_teacher_cache(
     """The cache of this teacher's outputs on the splits training reads (train, validation, labelled test)."""
     names = [n for n in splits if n == "train" or n in task.validation_splits or is_labeled(splits[n])]
     names = [n for n in names if n != TRANSFER]  # a transfer set has a cache of its own
-    source = data_source(cfg, task)
-    directory = cache_dir(teacher_path, task.name, source, cfg.max_length)
-    meta = {"teacher": teacher_path, "task": task.name, "max_length": cfg.max_length, "data": source}
-    # Under several processes all label their share and one writes (see `build_cache`).
-    return open_or_build(
-        teacher,
-        DatasetDict({n: splits[n] for n in names}),
-        collator,
-        directory,
-        meta,
-        cfg.max_length,
-        log,
-        progress=cfg.progress,
-        batch_size=cfg.eval_batch_size,
-    )
+    splits = DatasetDict({n: splits[n] for n in names})
+    return _open_cache(cfg, task, teacher, teacher_path, data_source(cfg, task), splits, collator, log)
 
 
 def resolve_teacher(
