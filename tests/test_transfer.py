@@ -44,16 +44,17 @@ def transfer_file(tmp_path, rows: int = 40, seed: int = 5):
 
 
 def test_ce_skips_rows_without_gold_labels():
-    # Rows 1 and 3 are labelled: CE = (ln(1 + e^-2) + ln 2) / 2 = (0.1269280 + 0.6931472) / 2 = 0.4100376.
+    # Rows 1 and 3 are labelled, over a batch of 4: CE = (ln(1 + e^-2) + ln 2) / 4 = (0.1269280 + 0.6931472) / 4.
     labels = torch.tensor([UNLABELED, 0, UNLABELED, 1])
     logits = torch.tensor([[5.0, -5.0], [2.0, 0.0], [1.0, 1.0], [0.0, 0.0]], requires_grad=True)
-    assert task_loss(logits, labels, regression=False).item() == pytest.approx(0.4100376, abs=1e-6)
+    assert task_loss(logits, labels, regression=False).item() == pytest.approx(0.2050188, abs=1e-6)
     none = task_loss(logits, torch.full((4,), UNLABELED), regression=False)
     none.backward()
     assert none.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
-    # Regression: NaN marks a transfer row; MSE over the others: ((1-3)² + (0-0)²) / 2 = 2.
+    # Regression: NaN marks a transfer row; squared errors of the others over the batch: ((1-3)² + 0²) / 3 = 4/3.
     values = torch.tensor([[1.0], [7.0], [0.0]])
-    assert task_loss(values, torch.tensor([3.0, float("nan"), 0.0]), regression=True).item() == pytest.approx(2.0)
+    mse = task_loss(values, torch.tensor([3.0, float("nan"), 0.0]), regression=True)
+    assert mse.item() == pytest.approx(4 / 3)
 
 
 # -------------------------------------------------------------------------------------- reading and cleaning

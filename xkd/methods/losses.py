@@ -18,15 +18,20 @@ def gold_rows(labels: Tensor, regression: bool) -> Tensor:
 
 def task_loss(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
     """Cross-entropy on gold labels, or MSE to the gold value for regression (logits [B, 1]), averaged over the
-    rows that have a gold label; 0 (with a gradient path) for a batch of transfer rows only."""
+    batch with rows without a gold label (transfer rows) counting 0.
+
+    Dividing by the batch, not by the labelled rows, weighs every row alike: a labelled row adds CE to the teacher
+    terms every row gets. (Averaging over the few labelled rows of a mostly-transfer batch would weigh each of them
+    tens of times more than a transfer row, and overfit the gold data.)"""
     gold = gold_rows(labels, regression)
-    if not bool(gold.all()):
-        if not bool(gold.any()):
-            return logits.float().sum() * 0.0
-        logits, labels = logits[gold], labels[gold]
+    if bool(gold.all()):
+        if regression:
+            return F.mse_loss(logits.float().squeeze(-1), labels.float())
+        return F.cross_entropy(logits.float(), labels.long())
+    logits, rows = logits[gold].float(), len(labels)
     if regression:
-        return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels.long())
+        return F.mse_loss(logits.squeeze(-1), labels[gold].float(), reduction="sum") / rows
+    return F.cross_entropy(logits, labels[gold].long(), reduction="sum") / rows
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
