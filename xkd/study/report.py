@@ -110,8 +110,13 @@ def report_run(run_dir: str | Path) -> list[Path]:
         if compute:
             lines += [
                 f"Wall time {s['wall_seconds'] / 60:.1f} min (student training {s['train_seconds']:.0f} s); training "
-                f"compute {_flops(compute['total_flops'])}FLOPs ({compute['train_examples']} training examples, "
-                f"{compute['teacher_forward_examples']} teacher forward passes"
+                f"compute {_flops(compute['total_flops'])}FLOPs ({compute['train_examples']} training examples"
+                + (
+                    f" over {s['data']['train']} gold and {s['data']['transfer']} transfer rows"
+                    if s.get("data")
+                    else ""
+                )
+                + f", {compute['teacher_forward_examples']} teacher forward passes"
                 + (f", assistants {_flops(compute['assistant_flops'])}FLOPs" if compute["assistant_flops"] else "")
                 + ").",
                 "",
@@ -215,6 +220,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
         "n",
         *(f"{m} (%)" for m in metrics),
         *([f"{main}: difference to {baseline}, paired by seed"] if baseline and main else []),
+        "training rows",
         "wall time",
         "trainable params",
         "teacher passes",
@@ -230,6 +236,7 @@ def report_study(study_dir: str | Path) -> list[Path]:
                     f"{g['n']}" + (f"/{g['planned']}" if g["n"] < g["planned"] else ""),
                     *(_cell(g[m]) for m in metrics),
                     *([_cell(g[main].get("delta"), "+")] if baseline and main else []),
+                    _flops(g["train_rows"]),
                     _duration(g["wall_seconds"]),
                     _flops(g["trainable_parameters"]),
                     _flops(g["teacher_forward_examples"]),

@@ -22,6 +22,7 @@ from xkd.metrics import shown_metrics
 
 GROUP_KEYS = ("teacher", "student", "method", "hyperparameters")
 COST_KEYS = (
+    "train_rows",  # gold + transfer rows per epoch
     "wall_seconds",
     "trainable_parameters",
     "student_parameters",
@@ -70,6 +71,8 @@ def run_rows(study: dict[str, Any]) -> list[dict[str, Any]]:
                 for metric, value in shown_metrics(metrics).items():
                     row[f"{split} {metric}"] = 100 * value
         row["best_epoch"] = summary["best_epoch"]
+        data = summary.get("data")  # runs from before transfer sets did not record it
+        row["train_rows"] = data["train"] + data["transfer"] if data else None
         compute = summary.get("compute", {})
         links = [assistants.get(a) for a in run["assistants"]]
         if any(link is None for link in links):
