@@ -170,7 +170,7 @@ def test_bad_data_and_teacher_label_count(tmp_path, task_dir, bert_teacher_dir):
 
 def test_help_has_examples_on_every_command():
     commands = [["distill"], ["eval"], ["inspect"], ["report"], ["tasks"], ["students"], ["methods"], ["teacher"]]
-    commands += [["teacher", "finetune"], ["teacher", "heads"], ["study"], ["cache"], ["export"]]
+    commands += [["teacher", "finetune"], ["teacher", "heads"], ["study"], ["cache"], ["export"], ["augment"]]
     assert "xkd distill" in run("--help").output  # the top-level help shows the quickstart command
     for command in commands:
         result = run(*command, "--help")
@@ -189,6 +189,8 @@ def test_listings():
     assert "terms: ce x 0.3, kd x 0.2, alp x 0.5" in methods  # ALP's β = 1 - η - λ convention
     assert "no teacher" in methods and "heads=average" in methods
     assert "bert-k" in run("students").output
+    recipes = run("augment").output  # without --augment: the recipes and their options
+    assert "tang: Tang et al. 2019" in recipes and "p_mask=0.1" in recipes and "k=15" in recipes
 
 
 def test_same_seed_same_run(tmp_path, task_dir, bert_teacher_dir):

@@ -84,7 +84,8 @@ def default_run_dir(cfg: DistillConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     student = cfg.student.rpartition(":")[2].rpartition(".")[2]  # a plug-in path names its class
     method = "+".join(part.rpartition(":")[2] for part in cfg.method.split("+"))
-    return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{method}-{stamp}"
+    data = (f"-{cfg.augment}{cfg.augment_factor}" if cfg.augment != "none" else "") + ("-transfer" * bool(cfg.transfer))
+    return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{method}{data}-{stamp}"
 
 
 def data_source(cfg: DistillConfig, task: Task) -> str:
