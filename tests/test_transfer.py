@@ -235,3 +235,29 @@ def test_bad_transfer_input_is_one_line(tmp_path, task_dir, bert_teacher_dir, ar
     result = run(*distill(bert_teacher_dir, task_dir), *args, *QUICK, "--output-dir", str(tmp_path / "run"))
     assert result.exit_code == 2, result.output
     assert message.format(d=d) in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_pairs_augment_both_texts_and_compare_as_pairs(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    pairs = get_task("mrpc")
+    a, b = pairs.text_columns
+    train = pd.DataFrame({a: ["the film was good", "a dull plot"], b: ["the movie is fine", "the cast is weak"]})
+    _, options = resolve_recipe("tang", {"p_mask": 1.0, "p_pos": 0.0, "p_ng": 0.0})
+    made = augment_texts(pairs, train, "tang", options, 2, progress=False)
+    assert list(made.columns) == [a, b, "source"] and len(made) == 4
+    assert all(set(t.split()) == {"[MASK]"} for c in (a, b) for t in made[c])
+    splits = DatasetDict({
+        "train": Dataset.from_pandas(train.assign(labels=[1, 0])),
+        "validation": Dataset.from_dict({a: ["x"], b: ["y"], "labels": [0]}),
+        "test": Dataset.from_dict({a: ["p"], b: ["q"], "labels": [1]}),
+    })  # fmt: skip
+    # the same first sentence with another second one is a new pair; only whole pairs leak or repeat
+    frame = pd.DataFrame({a: ["x", "x", "the film was good", "x"], b: ["y", "z", "the movie is fine", "z"]})
+    kept, report = clean_transfer(pairs, [frame], splits)
+    assert kept.values.tolist() == [["x", "z"]]
+    assert (report["dropped_in_validation_or_test"], report["dropped_in_train"], report["dropped_duplicates"]) == (
+        1,
+        1,
+        1,
+    )
