@@ -261,3 +261,14 @@ def test_pairs_augment_both_texts_and_compare_as_pairs(tmp_path):
         1,
         1,
     )
+
+
+def test_attention_methods_run_the_teacher_online_on_transfer_rows(tmp_path, task_dir, bert_teacher_dir):
+    extra = transfer_file(tmp_path, rows=20)
+    args = [*distill(bert_teacher_dir, task_dir), "--method", "aguilar", "--transfer", str(extra), *QUICK]
+    result = run(*args, "--output-dir", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    summary = _summary(tmp_path / "run")
+    assert summary["data"]["transfer"] == 20 and "attention maps" in result.output
+    # the online teacher ran on every training row, gold and transfer, in both epochs
+    assert summary["compute"]["teacher_online_examples"] == 2 * (64 + 20)
