@@ -71,3 +71,12 @@ def test_zero_weight_terms_are_skipped_and_all_zero_is_an_error():
 def test_unknown_method_suggests_closest():
     with pytest.raises(XKDError, match="did you mean 'kd'"):
         get_method("kdd")
+
+
+def test_checks_across_options_run_when_options_resolve_and_in_compositions():
+    # ALP refuses eta + lam > 1 when the options are resolved (a run's config check), not only when terms are built
+    with pytest.raises(XKDError, match="method 'alp' needs eta \\+ lam <= 1"):
+        get_method("alp").resolve({"eta": 0.7, "lam": 0.5})
+    with pytest.raises(XKDError, match="eta \\+ lam <= 1"):
+        get_method("universal+alp").resolve({"eta": 0.7, "lam": 0.5})
+    assert get_method("universal+alp").resolve({"eta": 0.3})["lam"] == 0.5

@@ -137,8 +137,11 @@ def test_masked_lm_candidates(tmp_path):
     sizes = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
     config = BertConfig(vocab_size=len(tokenizer), **sizes)
     BertForMaskedLM(config).save_pretrained(tmp_path / "mlm")
-    _, replaced = _augment("tinybert", {"mlm": str(tmp_path / "mlm"), "p": 1.0, "k": 3}, factor=1, rows=4)
+    train, replaced = _augment("tinybert", {"mlm": str(tmp_path / "mlm"), "p": 1.0, "k": 3}, factor=1, rows=4)
     assert all(w in WORDS for t in replaced["sentence"] for w in t.split())  # proposals are real words
+    changed = [a != b for s, t in zip(train["sentence"], replaced["sentence"], strict=True) for a, b in
+               zip(s.split(), t.split(), strict=True)]  # fmt: skip
+    assert sum(changed) > len(changed) // 2  # with p = 1, most words were replaced by a proposal
 
 
 # ------------------------------------------------------------------------------------------------- end to end

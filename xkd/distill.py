@@ -291,7 +291,7 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples)
     teacher, info = resolve_teacher(cfg, task, raw, log)
     ensure_teacher_heads(teacher, info, method.needs_teacher_heads, task, raw, cfg, log)
-    transfer, _ = build_transfer(cfg, task, raw, teacher.tokenizer.mask_token, log)
+    transfer, _ = build_transfer(cfg, task, raw, log)
     if transfer is not None:
         raw = DatasetDict({**raw, TRANSFER: transfer})
     tokenizers = {"teacher": teacher.tokenizer}
@@ -361,9 +361,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
     if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
         check_teacher(cfg.teacher, task)  # fail before a run directory exists
-    transfer, transfer_report = build_transfer(cfg, task, raw, teacher_mask_token(cfg.teacher), log)
-    if transfer is not None:
-        raw = DatasetDict({**raw, TRANSFER: transfer})
+    transfer, transfer_report = build_transfer(cfg, task, raw, log)  # before the run dir: bad files cost nothing
     run_dir = claim_run_dir(cfg)
     log(f"run directory: {run_dir}")
 
@@ -374,6 +372,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
             teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
         ensure_teacher_heads(teacher, teacher_info, method.needs_teacher_heads, task, raw, cfg, log)
     teacher_info["seconds"] = round(time.perf_counter() - teacher_start, 2)
+    if transfer is not None:  # only now: fine-tuning and head training read the gold splits alone
+        raw = DatasetDict({**raw, TRANSFER: transfer})
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
     student = configured_student(cfg, teacher, task, raw, log)
     rows = len(raw["train"]) + (len(transfer) if transfer is not None else 0)
@@ -393,8 +393,13 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
         + (f" ({len(transfer)} of them transfer rows without gold labels)" if transfer is not None else "")
     )
-    meta = {"role": "student", "task": task.name, "method": method.name, "teacher": cfg.teacher}
-    meta.update(max_length=cfg.max_length)
+    meta = {
+        "role": "student",
+        "task": task.name,
+        "method": method.name,
+        "teacher": cfg.teacher,
+        "max_length": cfg.max_length,
+    }
     stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
     models = (teacher, teacher_info, student, cache)
     summary = describe_run(cfg, task, method, terms, stages, *models, splits, collator, run_dir)
@@ -405,16 +410,6 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if state.is_main_process:
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def teacher_mask_token(teacher: str) -> str | None:
-    """The teacher tokenizer's mask token (what `tang` masks words with), read before the teacher loads."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(teacher).mask_token
-    except (OSError, ValueError):  # the teacher's own loading reports the problem properly
-        return None
 
 
 def claim_run_dir(cfg: DistillConfig) -> Path:

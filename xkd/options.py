@@ -55,7 +55,8 @@ def option(
     weight: bool = False,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
-    """A field of a method's options dataclass: its default, one-line help and allowed values.
+    """A field of an options dataclass (a method's, an augmentation recipe's): its default, one-line help and
+    allowed values.
 
     `above`: value must be > it; `minimum`/`maximum`: inclusive bounds; `weight`: a loss weight (>= 0);
     `choices`: the allowed strings. The field's type annotation is taken from the default's type.
@@ -66,7 +67,7 @@ def option(
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One method option as users see it."""
+    """One option as users see it (`xkd methods`, `xkd augment`)."""
 
     name: str
     default: Any

@@ -64,12 +64,16 @@ def _hash_column(h: Any, split: Dataset, column: str) -> None:
     h.update(str(array.dtype).encode() + array.tobytes())
 
 
-def split_key(split: Dataset, collator: Collator) -> str:
-    """A short hash of the teacher's token ids of a split: what names a transfer set's cache directory."""
-    h = hashlib.sha1()
+def _hash_teacher_inputs(h: Any, split: Dataset, collator: Collator) -> None:
     source = collator.aliases["teacher"]
     for column in sorted(c for c in split.column_names if c.startswith(f"{source}__")):
         _hash_column(h, split, column)
+
+
+def split_key(split: Dataset, collator: Collator) -> str:
+    """A short hash of the teacher's token ids of a split: what names a transfer set's cache directory."""
+    h = hashlib.sha1()
+    _hash_teacher_inputs(h, split, collator)
     return h.hexdigest()[:16]
 
 
@@ -78,11 +82,9 @@ def fingerprint(teacher: nn.Module, splits: DatasetDict, collator: Collator, max
     h = hashlib.sha1(f"format={FORMAT};max_length={max_length}".encode())
     h.update(tokenizer_fingerprint(teacher.tokenizer).encode())
     _hash_tensors(h, teacher.state_dict())  # includes the pseudo heads when attached
-    source = collator.aliases["teacher"]
     for name in sorted(splits):
         h.update(name.encode())
-        for column in sorted(c for c in splits[name].column_names if c.startswith(f"{source}__")):
-            _hash_column(h, splits[name], column)
+        _hash_teacher_inputs(h, splits[name], collator)
         _hash_column(h, splits[name], "labels")
     return h.hexdigest()
 
@@ -443,16 +445,15 @@ def _open_or_build_together(lock, teacher, splits, collator, directory, meta, wa
     group = process_state()
     with file_lock(lock, wait=True) if group.is_main_process else nullcontext(True):
         plan = [_plan(directory, splits, wanted, storage, log)[1]] if group.is_main_process else [None]
-        plan = broadcast_object_list(plan)
-        reuse = [plan[0] is None]
-        if plan[0] is not None:
+        storage = broadcast_object_list(plan)[0]  # None: reuse the cache as it is
+        if storage is not None:
             meta = {**meta, "fingerprint": wanted}
-            build_cache(teacher, splits, collator, directory, meta, size, progress, **plan[0].as_kwargs())
+            build_cache(teacher, splits, collator, directory, meta, size, progress, **storage.as_kwargs())
         group.wait_for_everyone()
     cache = open_cache(directory)
     if cache is None:
         raise RuntimeError(f"teacher cache {directory} is missing after it was built")
-    if not reuse[0]:
+    if storage is not None:
         log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
     return cache
 

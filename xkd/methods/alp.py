@@ -36,6 +36,10 @@ class ALPOptions(MethodOptions):
     )
     scale: bool = option(True, "divide attention scores by sqrt(width)")
 
+    def check(self, owner: str) -> None:
+        if self.eta + self.lam > 1:
+            raise XKDError(f"{owner} needs eta + lam <= 1 (CE gets 1 - eta - lam), got {self.eta} and {self.lam}")
+
 
 class ALPLoss(ProjectionLoss):
     def __init__(self, context: TermContext, mask: str, scale: bool) -> None:
@@ -63,8 +67,6 @@ class ALPLoss(ProjectionLoss):
 )
 def alp_terms(context: TermContext | None, o: ALPOptions) -> list[LossTerm]:
     context = needs_context(context, "alp", "build its projector")
-    if o.eta + o.lam > 1:
-        raise XKDError(f"alp needs eta + lam <= 1 (CE gets 1 - eta - lam), got {o.eta} and {o.lam}")
     return [
         LossTerm("ce", 1.0 - o.eta - o.lam, gold_term),
         LossTerm("kd", o.eta, soft_term(o.temperature)),

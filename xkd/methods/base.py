@@ -13,7 +13,7 @@ only way a method reaches into training, so the training loop knows no method by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -122,18 +122,22 @@ class Method:
     @property
     def options(self) -> dict[str, Any]:
         """Each option's default, by name."""
-        return {spec.name: spec.default for spec in self.option_specs()}
+        return self.options_type.defaults()
 
     def option_specs(self) -> list[OptionSpec]:
         return self.options_type.specs()
 
+    def build(self, values: Mapping[str, Any]) -> MethodOptions:
+        """The options object: defaults overridden by `values` (None: the default); unknown names, wrong types,
+        values out of range and combinations the method refuses (`Options.check`) are one-line errors."""
+        return self.options_type.build(f"method '{self.name}'", values)
+
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults overridden by the given values (None: the default); unknown names, wrong types and values out
-        of range are one-line errors."""
-        return self.options_type.resolve(f"method '{self.name}'", values)
+        """`build` as a name -> value dict (what a run records and passes on)."""
+        return asdict(self.build(values))
 
     def terms(self, context: TermContext | None = None, **values: Any) -> list[LossTerm]:
-        return self.make_terms(context, self.options_type(**self.resolve(values)))
+        return self.make_terms(context, self.build(values))
 
     def default_terms(self) -> list[tuple[str, float]]:
         """(name, weight) of the loss terms under the default options, for listings: built from the method itself on
@@ -227,9 +231,9 @@ def _import_method(path: str) -> Method:
     target = getattr(module, name, None)
     if isinstance(target, Method):
         return target
-    for registered in METHODS:
-        if target is not None and METHODS.get(registered).make_terms is target:
-            return METHODS.get(registered)
+    by_function = [METHODS.get(n) for n in METHODS if target is not None and METHODS.get(n).make_terms is target]
+    if by_function:
+        return by_function[0]
     raise XKDError(
         f"module '{module.__name__}' registers no method '{name}'; decorate a make_terms function with @method"
     )
@@ -244,19 +248,26 @@ def compose(parts: list[Method]) -> Method:
         for f in fields(part.options_type):
             chosen.setdefault(f.name, (f.name, f.type, field(default=f.default, metadata=f.metadata)))
     name = "+".join(p.name for p in parts)
+
+    def own(part: Method, options: Any) -> MethodOptions:
+        return part.options_type(**{f.name: getattr(options, f.name) for f in fields(part.options_type)})
+
+    def check(options: Any, owner: str) -> None:  # each part's checks across its options
+        for part in parts:
+            own(part, options).check(owner)
+
     options_type = make_dataclass(
         "ComposedOptions",
         list(chosen.values()),
         bases=(MethodOptions,),
         frozen=True,
-        namespace={"__module__": __name__},
+        namespace={"__module__": __name__, "check": check},
     )
 
     def make_terms(context: TermContext | None, options: Any) -> list[LossTerm]:
         terms: list[LossTerm] = []
         for part in parts:
-            own = part.options_type(**{f.name: getattr(options, f.name) for f in fields(part.options_type)})
-            for term in part.make_terms(context, own):
+            for term in part.make_terms(context, own(part, options)):
                 if all(term.name != t.name for t in terms):
                     terms.append(term)
         return terms

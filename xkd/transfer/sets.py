@@ -118,19 +118,19 @@ def describe(report: dict[str, Any]) -> str:
 
 
 def build_transfer(
-    cfg: DistillConfig, task: Task, raw: DatasetDict, mask_token: str | None, log: Log
+    cfg: DistillConfig, task: Task, raw: DatasetDict, log: Log
 ) -> tuple[Dataset | None, dict[str, Any] | None]:
     """The run's transfer split (files given with `--transfer`, plus the `--augment` recipe's set), cleaned and
-    capped at `max_examples`; None when the run has none. `mask_token` (the teacher tokenizer's) is what `tang`
-    masks with unless `-A mask_token=...` says otherwise."""
+    capped at `max_examples`; None when the run has none. `tang` masks with the teacher tokenizer's mask token
+    unless `-A mask_token=...` says otherwise."""
     if not cfg.transfer and cfg.augment == "none":
         return None, None
     frames = [read_transfer_file(path, task) for path in cfg.transfer]
     augmented = None
     if cfg.augment != "none":
         values = augment_values(cfg)
-        if cfg.augment == "tang" and mask_token and "mask_token" not in values:
-            values["mask_token"] = mask_token
+        if cfg.augment == "tang" and "mask_token" not in values:
+            values["mask_token"] = teacher_mask_token(cfg.teacher) or "[MASK]"
         train = raw["train"].select_columns(list(task.text_columns)).to_pandas()
         frame, path = augmented_set(task, train, cfg.augment, values, cfg.augment_factor, log, cfg.progress)
         frames.append(frame[list(task.text_columns)])
@@ -143,6 +143,17 @@ def build_transfer(
         raise XKDError("the transfer set is empty once texts of train, validation and test are dropped; add texts")
     log(describe(report))
     return transfer_dataset(task, kept), {**report, "files": list(cfg.transfer), "augmented": augmented}
+
+
+def teacher_mask_token(teacher: str) -> str | None:
+    """The teacher tokenizer's mask token, read without loading the teacher (the run's and `xkd cache build`'s
+    augmented sets must agree on it, or they would be cached as two sets)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(teacher).mask_token
+    except (OSError, ValueError):  # the teacher's own loading reports the problem properly
+        return None
 
 
 def augment_values(cfg: DistillConfig) -> dict[str, Any]:
