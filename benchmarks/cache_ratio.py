@@ -21,7 +21,7 @@ from datasets import DatasetDict
 
 from xkd.config import DistillConfig
 from xkd.data import Collator, encode, load_splits
-from xkd.distill import separate_roles, train_settings
+from xkd.distillation import separate_roles, train_settings
 from xkd.methods import get_method
 from xkd.students import build_student
 from xkd.tasks import get_task

@@ -45,7 +45,7 @@ def peak_rss_mib() -> float:
 
 def run_xkd(teacher: str, data_dir: str | None, epochs: int, max_steps: int | None, fast: bool, out: Path) -> dict:
     from xkd.config import DistillConfig
-    from xkd.distill import run_distill
+    from xkd.distillation import run_distill
 
     cfg = DistillConfig(
         teacher=teacher,

@@ -111,6 +111,23 @@ DISTILL_OPTIONS = [
         "checkpoint_every", "Also write a resumable checkpoint every N steps (0: epoch ends only).", type=int
     ),
     config_option("keep_checkpoints", "Resumable checkpoints kept per run (the newest).", type=int),
+    config_option(
+        "eval_every",
+        "Also evaluate on validation (and checkpoint) every N optimizer steps, for long epochs such as transfer "
+        "sets (0: at epoch ends only).",
+        type=int,
+    ),
+    config_option(
+        "report_to",
+        "Also log to an experiment tracker: tensorboard, mlflow, wandb, ... (repeatable or comma-separated; files "
+        "under RUN_DIR/tracking, offline).",
+        multiple=True,
+    ),
+    config_option(
+        "patience",
+        "Stop after N evaluations without a better validation score; the best student is kept (0: never).",
+        type=int,
+    ),
     click.option(
         "--resume",
         "resume_dir",
@@ -181,7 +198,7 @@ def distill(config_file: str | None, student_config: str | None, resume_dir: str
       xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars
       xkd distill --resume runs/mr-bert-k2-universal-20261121-101500
     """
-    from xkd.distill import format_summary, run_distill
+    from xkd.distillation import format_summary, run_distill
 
     if resume_dir:
         cfg = _resume_config(resume_dir, config_file, student_config, options)
@@ -194,34 +211,17 @@ def distill(config_file: str | None, student_config: str | None, resume_dir: str
 
 def _resume_config(run_dir: str, config_file: str | None, student_config: str | None, options: dict):
     """The interrupted run's own config, set to resume; other options would make it another run."""
-    from xkd.config import build_config
-    from xkd.errors import XKDError
+    from xkd.api import resume_config
 
-    saved = Path(run_dir) / "config.json"
-    if not saved.is_file():
-        raise XKDError(f"{run_dir} has no config.json; pass the directory of an interrupted xkd distill run")
-    extra = sorted(k for k in given(options) if k != "progress")
-    if config_file or student_config or extra:
-        names = ", ".join(f"--{k.replace('_', '-')}" for k in extra) or "--config"
-        raise XKDError(f"--resume continues the run with its own config; drop {names}")
-    values = json.loads(saved.read_text())
-    values.update(output_dir=run_dir, resume=True, **given({"progress": options.get("progress")}))
-    return build_config({}, values)
+    changed = [k for k in given(options) if k != "progress"] + (["config"] if config_file or student_config else [])
+    return resume_config(run_dir, changed, options.get("progress"))
 
 
 def _distill_config(config_file: str | None, student_config: str | None, options: dict):
     """The run's config: defaults < --config file < --student-config < options on the command line."""
-    from xkd.config import build_config, read_config_file, read_mapping
+    from xkd.api import distill_config
 
-    file_values = read_config_file(config_file) if config_file else {}
-    values = given(options)
-    for key in ("method_options", "student_options", "augment_options"):
-        if key in values:
-            values[key] = parse_pairs(values[key])
-    if student_config:
-        from_file = {str(k).replace("-", "_"): v for k, v in read_mapping(student_config, "student config").items()}
-        values["student_options"] = {**from_file, **values.get("student_options", {})}
-    return build_config(file_values, values)
+    return distill_config(config_file, student_config, options)
 
 
 @cli.group(cls=XKDGroup)
@@ -250,7 +250,7 @@ def cache_build(config_file: str | None, student_config: str | None, **options) 
       xkd cache build --teacher teachers/mr --task mr --max-length 64
       xkd cache build --config recipe.toml
     """
-    from xkd.distill import build_teacher_cache
+    from xkd.distillation import build_teacher_cache
     from xkd.processes import process_state
 
     cfg = _distill_config(config_file, student_config, options)
@@ -344,7 +344,7 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
       xkd teacher finetune --model sentence-transformers/all-MiniLM-L6-v2 --task mr --output-dir teachers/minilm-mr
     """
     from xkd.data import load_splits
-    from xkd.distill import resolve_task, train_settings
+    from xkd.distillation import resolve_task, train_settings
     from xkd.errors import XKDError
     from xkd.teachers import finetune
 
@@ -454,7 +454,7 @@ def study_command(
     """
     from xkd.errors import XKDError
     from xkd.processes import process_state
-    from xkd.study import load_plan, run_state, run_study
+    from xkd.studies import load_plan, run_state, run_study
 
     plan = load_plan(config_file, output_dir)
     filters: dict[str, set[str]] = {}
@@ -473,7 +473,7 @@ def study_command(
     if not process_state().is_main_process:
         return
     if report:
-        from xkd.study.report import report_study
+        from xkd.studies.report import report_study
 
         click.echo(f"report: {report_study(plan.directory)[0]}", err=True)
     if outcome["elsewhere"]:
@@ -502,7 +502,7 @@ def report_command(run_dir: str) -> None:
       xkd report runs/mr-bert-k2-universal-20260101-120000
       xkd report studies/mr-methods
     """
-    from xkd.study.report import report_run
+    from xkd.studies.report import report_run
 
     for path in report_run(run_dir):
         click.echo(str(path))
@@ -530,7 +530,7 @@ def eval_command(
     """
     from xkd.config import DistillConfig
     from xkd.data import Collator, encode, is_labeled, load_splits, make_loader
-    from xkd.distill import resolve_task, separate_roles
+    from xkd.distillation import resolve_task, separate_roles
     from xkd.errors import XKDError
     from xkd.evaluation import evaluate
     from xkd.students import load_student
@@ -561,33 +561,127 @@ def eval_command(
     click.echo(json.dumps({"model": model_dir, "task": spec.name, "metrics": result}, indent=2))
 
 
+@cli.command("predict")
+@click.argument("texts", nargs=-1)
+@click.option("--model", "model_dir", required=True, help="A saved student (RUN_DIR/student) or teacher directory.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Run this ONNX export of the model.")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    help="Texts from a file: .txt (one per line; a tab between the texts of a pair) or .tsv/.csv/.jsonl/.parquet.",
+)
+@click.option("--text-column", "text_columns", multiple=True, help="The input table's text column (twice for pairs).")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), help="Write JSON lines here, not stdout.")
+@click.option("--batch-size", type=int, default=DEFAULTS.eval_batch_size, show_default=True)
+@click.option("--max-length", type=int, help="Tokens per text [default: what the model was trained with].")
+@click.option("--progress/--no-progress", default=True, help="A progress bar for files.  [default: on]")
+def predict_command(
+    texts, model_dir, onnx_path, input_path, text_columns, output_path, batch_size, max_length, progress
+) -> None:
+    """Label texts with a saved model: one JSON line per text (label and probabilities, or a value).
+
+    Texts come as arguments or from --input; pair models read a tab between the two texts of an argument.
+
+    \b
+    Examples:
+      xkd predict --model runs/mr-cnn/student "a gripping , beautifully acted film ." "dull ."
+      xkd predict --model runs/mr-cnn/student --input reviews.txt --output labels.jsonl
+      xkd predict --model runs/mr-cnn/student --onnx cnn.onnx "dull ."
+    """
+    from xkd.errors import XKDError
+    from xkd.files import write_text_atomically
+    from xkd.predict import Predictor, read_texts
+
+    if bool(texts) == bool(input_path):
+        raise XKDError("give texts either as arguments or with --input FILE (one of the two)")
+    predictor = Predictor(model_dir, onnx=onnx_path, batch_size=batch_size, max_length=max_length)
+    pair = predictor.labels.pair
+    if input_path:
+        rows = read_texts(input_path, text_columns, pair)
+    else:
+        rows = [tuple(t.split("\t", 1)) if pair else t for t in texts]
+    answers = predictor(rows, progress=progress and input_path is not None)
+    lines = [json.dumps({"text": row, **answer}, ensure_ascii=False) for row, answer in zip(rows, answers, strict=True)]
+    if output_path:
+        write_text_atomically(Path(output_path), "".join(line + "\n" for line in lines))
+        click.echo(f"{len(lines)} predictions: {output_path}", err=True)
+    else:
+        click.echo("\n".join(lines))
+
+
 @cli.command("export")
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Write an ONNX graph here.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset version.")
-@click.option("--overwrite/--no-overwrite", default=False, help="Replace an existing file.")
-def export_command(model_dir: str, onnx_path: str | None, opset: int, overwrite: bool) -> None:
+@click.option("--quantize", metavar="int8", help="Also write an int8 graph next to the float one: FILE.int8.onnx.")
+@click.option(
+    "--calibration",
+    default="dynamic",
+    show_default=True,
+    metavar="dynamic|static",
+    help="int8 kind: dynamic (needs no data; BERT-k, BiLSTM) or static (ranges calibrated on --task's train; CNN).",
+)
+@click.option("--calibration-examples", type=int, default=256, show_default=True, help="Static: train examples used.")
+@click.option("--task", help="Check the int8 graph on this task's validation split (and calibrate on its train).")
+@click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
+@click.option("--max-length", type=int, help="Maximum tokens [default: the length the model was trained with].")
+@click.option("--max-examples", type=int, help="Use at most this many examples per split (quick checks).")
+@click.option("--overwrite/--no-overwrite", default=False, help="Replace existing files.")
+def export_command(
+    model_dir: str,
+    onnx_path: str | None,
+    opset: int,
+    quantize: str | None,
+    calibration: str,
+    calibration_examples: int,
+    task: str | None,
+    data_dir: str | None,
+    max_length: int | None,
+    max_examples: int | None,
+    overwrite: bool,
+) -> None:
     """Export a saved student (or teacher) for serving: token ids in, logits out; dynamic batch and length.
 
     The export is checked against PyTorch on real sentences (two batch shapes) before it is written; the report
     (inputs, size, largest difference) is printed as JSON. Needs `pip install 'xkd[export]'`.
 
+    With --quantize int8, ONNX Runtime's quantizer also writes FILE.int8.onnx (FILE stays the float graph), and
+    the report's "int8" entry compares its predictions with the float graph's: on --task's validation split
+    (agreement and both accuracies), else on a few check sentences.
+
     \b
     Examples:
       xkd export runs/mr-bert-k2/student --onnx student.onnx
       xkd export runs/mr-cnn/student --onnx cnn.onnx --opset 17
+      xkd export runs/mr-cnn/student --onnx cnn.onnx --quantize int8 --calibration static --task mr
     """
     from xkd.errors import XKDError
-    from xkd.export import export_onnx
+    from xkd.export import check_int8_request, export_int8, export_onnx, int8_path, load_check_data
     from xkd.students import load_student
 
+    check_int8_request(quantize, calibration, task, onnx_path)
     if onnx_path is None:
         raise XKDError("say where to write the export: --onnx PATH")
-    if Path(onnx_path).exists() and not overwrite:
-        raise XKDError(f"{onnx_path} exists; choose another path or pass --overwrite")
+    targets = [Path(onnx_path), *([int8_path(onnx_path)] if quantize else [])]
+    taken = next((path for path in targets if path.exists()), None)
+    if taken is not None and not overwrite:
+        raise XKDError(f"{taken} exists; choose another path or pass --overwrite")
     if not Path(model_dir).is_dir():
         raise XKDError(f"{model_dir} is not a directory; pass a saved student such as RUN_DIR/student")
-    click.echo(json.dumps(export_onnx(load_student(model_dir), onnx_path, opset=opset), indent=2))
+    model = load_student(model_dir)
+    spec, splits = load_check_data(model, task, data_dir, max_examples) if task else (None, None)
+    report = export_onnx(model, onnx_path, opset=opset)
+    if quantize:
+        length = max_length or int(saved_meta(model_dir).get("max_length", 128))
+        data = {"task": spec, "splits": splits, "max_length": length, "calibration_examples": calibration_examples}
+        report["int8"] = export_int8(model, onnx_path, targets[1], calibration, **data, log=_to_stderr)
+    click.echo(json.dumps(report, indent=2))
+
+
+def _to_stderr(message: str) -> None:
+    """Notes while exporting go to stderr: stdout is the JSON report."""
+    click.echo(message, err=True)
 
 
 @cli.command("inspect")
@@ -598,7 +692,8 @@ def export_command(model_dir: str, onnx_path: str | None, opset: int, overwrite:
 @click.option("-S", "student_options", multiple=True, help="A student option as KEY=VALUE, repeatable.")
 @click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
 @click.option("--max-length", type=int, default=DEFAULTS.max_length, show_default=True)
-def inspect_command(teacher, student, task, student_layers, student_options, data_dir, max_length) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of the table.")
+def inspect_command(teacher, student, task, student_layers, student_options, data_dir, max_length, as_json) -> None:
     """Run one batch through a teacher and a student and print layers, shapes, sizes and applicable methods.
 
     Nothing is trained or written.
@@ -608,7 +703,7 @@ def inspect_command(teacher, student, task, student_layers, student_options, dat
       xkd inspect --student cnn --student-layers 3 -S vectors=glove.6B.50d.txt
     """
     from xkd.config import DistillConfig
-    from xkd.pairing import inspect_pair
+    from xkd.pairing import format_inspection, inspect_pair
 
     cfg = DistillConfig(
         task=task,
@@ -619,7 +714,8 @@ def inspect_command(teacher, student, task, student_layers, student_options, dat
         max_length=max_length,
         **({"teacher": teacher} if teacher else {}),
     ).validate()
-    click.echo(json.dumps(inspect_pair(cfg), indent=2))
+    report = inspect_pair(cfg)
+    click.echo(json.dumps(report, indent=2) if as_json else format_inspection(report))
 
 
 @cli.command("augment")
@@ -647,7 +743,7 @@ def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir,
     """
     from xkd.config import DistillConfig
     from xkd.data import load_splits, write_table
-    from xkd.distill import resolve_task
+    from xkd.distillation import resolve_task
     from xkd.transfer.augment import RECIPES, augmented_set
     from xkd.transfer.sets import augment_values, check_transfer
 

@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from xkd.config import DistillConfig
-from xkd.errors import XKDError
+from xkd.options import parse_pairs
+
+__all__ = ["apply", "config_option", "given", "parse_pairs", "shown_default"]
 
 # Fields with a default_factory (dicts, lists) have no `.default`; build their value so help never shows MISSING.
 _DEFAULTS = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(DistillConfig)}
@@ -49,14 +51,3 @@ def apply(decorators: list[Callable]) -> Callable:
         return f
 
     return wrap
-
-
-def parse_pairs(pairs: list[str]) -> dict[str, str]:
-    """`["gamma=2", "score=hidden"]` -> {"gamma": "2", "score": "hidden"}; the owner coerces the types."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise XKDError(f"option '{pair}' is not KEY=VALUE; write it like -O gamma=2 or -S gated=true")
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out

@@ -21,7 +21,7 @@ from xkd.data import Collator, encode
 from xkd.files import file_lock, write_text_atomically
 from xkd.methods import get_method
 from xkd.paths import cache_root
-from xkd.tasks import Task
+from xkd.tasks import Task, task_record
 from xkd.training import TrainSettings, train
 
 from .hf_encoder import HFEncoderClassifier, freeze
@@ -48,7 +48,7 @@ def finetune(
         model.config.label2id = {n: i for i, n in enumerate(task.label_names)}
     tokenizers = {"student": model.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, max_length) for n, s in raw_splits.items()})
-    meta = {"role": "teacher", "base_model": model_name, "task": task.name, "max_length": max_length}
+    meta = {"role": "teacher", "base_model": model_name, **task_record(task), "max_length": max_length}
     summary = train(
         model,
         task,
@@ -67,7 +67,16 @@ def finetune(
 
 def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainSettings, max_length: int) -> str:
     # Settings that cannot change the fine-tuned weights stay out of the key.
-    ignored = ("progress", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
+    # eval_every and patience are always off for teachers (`train_settings`); keys made before they existed stay.
+    ignored = (
+        "progress",
+        "eval_batch_size",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_every",
+        "patience",
+        "report_to",
+    )
     hyper = {k: v for k, v in asdict(settings).items() if k not in ignored}
     blob = json.dumps(
         {"model": model_name, "task": task.name, "data": data_source, "max_length": max_length, **hyper},

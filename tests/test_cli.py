@@ -248,7 +248,7 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(tmp_p
 
     from xkd.config import DistillConfig
     from xkd.data import Collator, encode, load_splits
-    from xkd.distill import train_settings
+    from xkd.distillation import train_settings
     from xkd.errors import XKDError
     from xkd.methods import LossTerm, get_method
     from xkd.students import build_student

@@ -35,21 +35,17 @@ def test_method_end_to_end(tmp_path, task_dir, method, terms):
 
 def test_inspect_says_why_a_method_does_not_apply(tmp_path, task_dir):
     teacher = save_tiny(tmp_path / "teacher", layers=2)
-    result = run(
-        "inspect",
-        "--teacher",
-        str(teacher),
-        "--student",
-        "cnn",
-        "--student-layers",
-        "3",
-        "--data-dir",
-        str(task_dir),
-        "-S",
-        "embedding_dim=8",
-    )
+    args = ["inspect", "--teacher", str(teacher), "--student", "cnn", "--student-layers", "3",
+            "--data-dir", str(task_dir), "-S", "embedding_dim=8"]  # fmt: skip
+    result = run(*args)
     assert result.exit_code == 0, result.output
-    methods = json.loads(result.output)["methods"]
+    lines = result.output.splitlines()
+    assert any(line.split()[:3] == ["layers", "2", "3"] for line in lines if line.strip()), result.output
+    pkd = next(line for line in lines if line.split()[:2] == ["no", "pkd"])
+    assert "at most as many layers" in pkd
+    assert any(line.split()[:2] == ["yes", "universal"] for line in lines if line.strip())
+    machine = run(*args, "--json")
+    methods = json.loads(machine.output)["methods"]
     assert methods["pkd"]["applies"] is False and "at most as many layers" in methods["pkd"]["why"]
     assert methods["alp"]["applies"] is True and methods["universal"]["applies"] is True
 

@@ -11,7 +11,7 @@ import pytest
 
 from xkd.cli.main import cli, finetune_config
 from xkd.config import DEFAULTS, DistillConfig
-from xkd.distill import train_settings
+from xkd.distillation import train_settings
 from xkd.tasks import get_task
 from xkd.teachers.finetune import finetune_key
 from xkd.training import TrainSettings

@@ -1,16 +1,19 @@
-"""ONNX export of every built-in student, checked against PyTorch; the BiLSTM's exportable path is exact."""
+"""ONNX export of every built-in student, checked against PyTorch; the BiLSTM's exportable path is exact; int8
+graphs through ONNX Runtime's quantizer agree with the float ones."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from tiny import run, save_tiny
+from tiny import QUICK, run, save_tiny, write_task_dir
 
-from xkd.export import example_inputs
+from xkd.data import load_splits
+from xkd.export import example_inputs, export_int8, export_onnx
 from xkd.students import build_student
 from xkd.tasks import get_task
 from xkd.teachers import load_teacher
@@ -68,3 +71,87 @@ def test_export_errors(tmp_path):
     missing = run("export", str(tmp_path / "nothing"), "--onnx", str(tmp_path / "x.onnx"))
     assert missing.exit_code == 2 and "not a directory" in missing.output
     assert run("export", str(tmp_path)).exit_code == 2
+
+
+def test_int8_export_of_a_trained_cnn_agrees_with_float(tmp_path, bert_teacher_dir):
+    data = write_task_dir(tmp_path / "data", sizes=(128, 200, 8))
+    train = ["--method", "none", "--student", "cnn", "--finetune-teacher", "never", "--lr", "5e-3"]
+    out = tmp_path / "run"
+    args = ["--teacher", str(bert_teacher_dir), "--data-dir", str(data), *train, "--output-dir", str(out)]
+    trained = run("distill", *args, *QUICK, "--epochs", "3")
+    assert trained.exit_code == 0, trained.output
+    student = str(out / "student")
+    # No task: dynamic int8 checked on the built-in sentences, written next to the float graph.
+    plain = run("export", student, "--onnx", str(tmp_path / "cnn.onnx"), "--quantize", "int8")
+    assert plain.exit_code == 0, plain.output
+    int8 = json.loads(plain.stdout)["int8"]
+    assert int8["path"] == str(tmp_path / "cnn.int8.onnx") and int8["split"] == "check sentences"
+    assert int8["agreement"] == 1.0 and int8["megabytes"] < json.loads(plain.stdout)["megabytes"] / 2
+    # Static, calibrated on the training split and checked on all of validation.
+    task = ["--task", "mr", "--data-dir", str(data), "--calibration-examples", "64"]
+    static = run(
+        "export", student, "--onnx", str(tmp_path / "s.onnx"), "--quantize", "int8", "--calibration", "static", *task
+    )
+    assert static.exit_code == 0, static.output
+    int8 = json.loads(static.stdout)["int8"]
+    assert int8["mode"] == "static" and int8["split"] == "validation" and int8["examples"] == 200
+    assert int8["accuracy_float"] > 0.75  # a trained model: agreement between near-ties would prove little
+    assert int8["agreement"] >= 0.99 and abs(int8["accuracy_int8"] - int8["accuracy_float"]) <= 0.01
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm", "bert-k"])
+def test_int8_dynamic_and_static_load_for_every_student(tmp_path, task_dir, kind):
+    spec, splits = load_splits(get_task("mr"), task_dir)
+    teacher = load_teacher(str(save_tiny(tmp_path / "teacher", layers=2)), spec)
+    student = build_student(kind, teacher, spec, TEXTS, layers=2, log=lambda m: None).eval()
+    float_report = export_onnx(student, tmp_path / "f.onnx")
+    long_text = example_inputs(student, (" ".join(["a moving and funny film that never drags ,"] * 5),))
+    for mode in ("dynamic", "static"):
+        notes: list[str] = []
+        options = {"max_length": 16, "calibration_examples": 32, "log": notes.append}
+        report = export_int8(student, tmp_path / "f.onnx", tmp_path / f"{mode}.onnx", mode, spec, splits, **options)
+        # The BiLSTM's LSTM op has int8 kernels only in dynamic quantization: static says so and falls back.
+        expected = "dynamic" if kind == "bilstm" else mode
+        assert report["mode"] == expected and bool(notes) == (expected != mode)
+        assert report["megabytes"] < float_report["megabytes"] and report["examples"] == 32
+        session = ort.InferenceSession(str(tmp_path / f"{mode}.onnx"), providers=["CPUExecutionProvider"])
+        got = session.run(["logits"], {k: v.numpy() for k, v in long_text.items()})[0]
+        assert got.shape == (1, 2) and np.isfinite(got).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--quantize", "int8"], "add --onnx PATH"),
+        (["--onnx", "x.onnx", "--quantize", "int4"], "unknown --quantize 'int4'"),
+        (["--onnx", "x.onnx", "--quantize", "int8", "--calibration", "minmax"], "unknown --calibration 'minmax'"),
+        (["--onnx", "x.onnx", "--quantize", "int8", "--calibration", "static"], "add --task"),
+        (["--onnx", "x.onnx", "--task", "mr"], "add --quantize int8"),
+    ],
+)
+def test_int8_bad_input_is_one_line(tmp_path, args, message):
+    result = run("export", str(tmp_path), *args)
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_latency_benchmark_runs_on_a_tiny_setup(tmp_path, task_dir, bert_teacher_dir):
+    """The benchmark's quick form (`--examples`), so it cannot rot between real runs."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+    module_spec = importlib.util.spec_from_file_location("latency_benchmark", path)
+    latency = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(latency)
+    teacher = load_teacher(str(bert_teacher_dir), get_task("mr"))
+    build_student("cnn", teacher, get_task("mr"), TEXTS, log=lambda m: None).save(tmp_path / "cnn-run" / "student")
+    result = latency.latency_rows(
+        str(bert_teacher_dir), [str(tmp_path / "cnn-run" / "student")], "mr", str(task_dir), 16, 1, examples=8
+    )
+    row = result["models"]["cnn-run"]
+    keys = ("batch_1_ms", "onnx_batch_32_ms", "int8_batch_32_ms", "accuracy", "int8_accuracy", "int8_batch_1_speedup")
+    assert all(row[key] is not None for key in keys), row
+    json_path, table = latency.write_results(result, tmp_path / "out")
+    assert json.loads(json_path.read_text())["models"].keys() == {"teacher", "cnn-run"}
+    assert "| cnn-run |" in table.read_text()

@@ -15,8 +15,8 @@ from scipy import stats
 from tiny import run, save_tiny
 
 from xkd.pseudo_heads import PseudoHeads
-from xkd.study import run_lock
-from xkd.study.results import confidence_interval
+from xkd.studies import run_lock
+from xkd.studies.results import confidence_interval
 
 
 def study_file(tmp_path: Path, teacher: Path, data: Path, extra: str = "", top: str = "") -> Path:

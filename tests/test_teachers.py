@@ -68,7 +68,7 @@ def test_a_teacher_another_process_is_fine_tuning_is_waited_for_then_reused(tmp_
 
     from xkd.config import DistillConfig
     from xkd.data import load_splits
-    from xkd.distill import train_settings
+    from xkd.distillation import train_settings
     from xkd.files import file_lock
     from xkd.paths import cache_root
     from xkd.tasks import get_task

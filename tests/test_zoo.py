@@ -195,6 +195,7 @@ def test_inspect_reports_shapes_sizes_and_methods(tmp_path, task_dir):
         "embedding_dim=8",
         "-S",
         "channels=4",
+        "--json",
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

@@ -57,6 +57,9 @@ class DistillConfig:
     length_buckets: bool = True  # batch examples of similar length (less padding)
     checkpoint_every: int = 0  # resumable checkpoints every N optimizer steps too (0: at epoch ends only)
     keep_checkpoints: int = 2  # resumable checkpoints kept per run (the newest)
+    eval_every: int = 0  # also evaluate on validation every N optimizer steps (0: at epoch ends only)
+    patience: int = 0  # stop after N evaluations without a better validation score (0: never)
+    report_to: list[str] = field(default_factory=list)  # experiment trackers (tensorboard, mlflow, wandb, ...)
     resume: bool = False  # continue the run in output_dir from its newest checkpoint
     teacher_cache: str = "auto"  # auto: cache the teacher's outputs once when the method allows; off: run it online
     teacher_epochs: int = 2
@@ -89,6 +92,9 @@ class DistillConfig:
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "patience"):
+            if getattr(self, name) < 0:
+                raise XKDError(f"{name.replace('_', '-')} must be 0 (off) or more, got {getattr(self, name)}")
         for name in ("max_steps", "max_examples", "num_labels"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -135,8 +141,9 @@ DEFAULTS = DistillConfig()  # the one source of every default: other entry point
 CONFIG_FIELDS = {f.name: f for f in fields(DistillConfig)}
 
 
-def coerce_value(name: str, value: Any) -> Any:
-    """Check a config-file value against the field's type (TOML/YAML already give ints, floats and bools)."""
+def coerce_value(name: str, value: Any, source: str = "the config file") -> Any:
+    """Check a value from a config file or `xkd.distill(...)` against the field's type (TOML/YAML and Python
+    already give ints, floats and bools)."""
     default = CONFIG_FIELDS[name].default
     kind = type(default) if default not in (MISSING, None) else None
     annotation = str(CONFIG_FIELDS[name].type)
@@ -165,7 +172,7 @@ def coerce_value(name: str, value: Any) -> Any:
             return float(value)
     elif isinstance(value, str):
         return value
-    raise XKDError(f"config key '{name}' should be {annotation}, got {value!r}; fix its value in the config file")
+    raise XKDError(f"config key '{name}' should be {annotation}, got {value!r}; fix its value in {source}")
 
 
 def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:

@@ -276,19 +276,25 @@ def encode(
         texts = [batch[c] for c in task.text_columns]
         out = {"index": indices}  # the row, so cached teacher outputs can be looked up per example
         for role in roles:
-            tok = tokenizers[role]
-            if role in separate and len(texts) == 2:
-                for suffix, text in (("", texts[0]), ("_b", texts[1])):
-                    enc = tok(text, truncation=True, max_length=max_length, return_token_type_ids=False)
-                    for key, value in enc.items():
-                        out[f"{role}__{key}{suffix}"] = value
-                continue
-            enc = tok(*texts, truncation=True, max_length=max_length)
-            for key, value in enc.items():
-                out[f"{role}__{key}"] = value
+            enc = tokenize_texts(tokenizers[role], texts, max_length, role in separate)
+            out.update({f"{role}__{key}": value for key, value in enc.items()})
         return out
 
     return split.map(tokenize, batched=True, with_indices=True, remove_columns=list(task.text_columns), desc=None)
+
+
+def tokenize_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: list[list[str]], max_length: int, separate: bool = False
+) -> dict[str, list]:
+    """Token ids of one or two parallel text columns, unpadded: the one tokenization training, evaluation and
+    prediction share. `separate` encodes the two texts of a pair apart (keys `input_ids` and `input_ids_b`)."""
+    if separate and len(texts) == 2:
+        out = {}
+        for suffix, column in (("", texts[0]), ("_b", texts[1])):
+            enc = tokenizer(column, truncation=True, max_length=max_length, return_token_type_ids=False)
+            out.update({f"{key}{suffix}": value for key, value in enc.items()})
+        return out
+    return dict(tokenizer(*texts, truncation=True, max_length=max_length))
 
 
 class Collator:
@@ -314,18 +320,19 @@ class Collator:
             if source not in padded:
                 prefix = f"{source}__"
                 rows = [{k[len(prefix) :]: v for k, v in f.items() if k.startswith(prefix)} for f in features]
-                padded[source] = self._pad(self.tokenizers[source], rows)
+                padded[source] = pad_rows(self.tokenizers[source], rows)
             batch[role] = padded[source]
         return batch
 
-    @staticmethod
-    def _pad(tokenizer: PreTrainedTokenizerBase, rows: list[dict]) -> dict[str, torch.Tensor]:
-        second = [{k[:-2]: v for k, v in r.items() if k.endswith("_b")} for r in rows]
-        first = [{k: v for k, v in r.items() if not k.endswith("_b")} for r in rows]
-        out = dict(tokenizer.pad(first, return_tensors="pt"))
-        if second[0]:
-            out.update({f"{k}_b": v for k, v in tokenizer.pad(second, return_tensors="pt").items()})
-        return out
+
+def pad_rows(tokenizer: PreTrainedTokenizerBase, rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad unpadded rows of `tokenize_texts` to a batch; the second texts of separate pairs are padded apart."""
+    second = [{k[:-2]: v for k, v in r.items() if k.endswith("_b")} for r in rows]
+    first = [{k: v for k, v in r.items() if not k.endswith("_b")} for r in rows]
+    out = dict(tokenizer.pad(first, return_tensors="pt"))
+    if second[0]:
+        out.update({f"{k}_b": v for k, v in tokenizer.pad(second, return_tensors="pt").items()})
+    return out
 
 
 def example_lengths(split: Dataset) -> np.ndarray:

@@ -142,3 +142,14 @@ class Options:
 
 
 OPTION_META = ("help", "above", "minimum", "maximum", "weight", "choices")
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, str]:
+    """`["gamma=2", "score=hidden"]` -> {"gamma": "2", "score": "hidden"}; the owner coerces the types."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise XKDError(f"option '{pair}' is not KEY=VALUE; write it like -O gamma=2 or -S gated=true")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out

@@ -8,7 +8,7 @@ import torch
 
 from xkd.config import DistillConfig
 from xkd.data import Collator, encode, load_splits
-from xkd.distill import configured_student, resolve_task, separate_roles, term_context
+from xkd.distillation import configured_student, resolve_task, separate_roles, term_context
 from xkd.errors import XKDError
 from xkd.methods import METHODS, TermContext
 from xkd.methods.projector import layer_mask
@@ -81,3 +81,35 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
         },
         "universal_layer_mask": layer_mask(m, n, "all").int().tolist(),
     }
+
+
+def format_inspection(report: dict[str, Any]) -> str:
+    """`inspect_pair`'s report as a person reads it: the two models side by side, then each method with why (not)."""
+    t, s = report["teacher"], report["student"]
+    rows = [
+        ("", "teacher", "student"),
+        ("model", f"{t['source']}", s["name"]),
+        ("layers", str(t["layers"]), str(s["layers"])),
+        ("width", str(t["width"]), str(s["width"])),
+        ("parameters", f"{t['parameters'] / 1e6:.2f}M", f"{s['parameters'] / 1e6:.2f}M"),
+        ("tokenizer", "", "the teacher's" if s["shares_teacher_tokenizer"] else "its own"),
+    ]
+    if s.get("init_from_teacher_layers"):
+        rows.append(("initialised from", "", f"teacher layers {s['init_from_teacher_layers']}"))
+    for field in dict.fromkeys([*t["trace"], *s["trace"]]):
+        rows.append((field, _shape(t["trace"].get(field)), _shape(s["trace"].get(field))))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"task {report['task']}; teacher: {t['note']}", ""]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += ["", "methods (trace shapes are of one batch of 4):"]
+    width = max(len(name) for name in report["methods"])
+    for name, verdict in report["methods"].items():
+        mark = "yes" if verdict["applies"] else "no "
+        lines.append(f"  {mark}  {name.ljust(width)}  {verdict['why']}")
+    lines += ["", "Universal-KD layer mask (student layer x teacher layer, 1: may attend):"]
+    lines += ["  " + " ".join(str(v) for v in row) for row in report["universal_layer_mask"]]
+    return "\n".join(lines)
+
+
+def _shape(shape: list[int] | None) -> str:
+    return "-" if shape is None else "[" + ", ".join(map(str, shape)) + "]"

@@ -8,6 +8,7 @@ local files are built with `custom_task`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from xkd.errors import XKDError
 from xkd.registry import Registry
@@ -160,6 +161,25 @@ _add(
 
 def get_task(name: str) -> Task:
     return TASKS.get(name)
+
+
+def label_names(task: Task) -> tuple[str, ...]:
+    """The names of a classification task's labels (their indices as text when the task has none); () for
+    regression."""
+    if task.regression:
+        return ()
+    return tuple(task.label_names or (str(i) for i in range(task.num_labels)))
+
+
+def task_record(task: Task) -> dict[str, Any]:
+    """What a saved model records about its task, so it can be used on new text without the training data: the
+    label names in output order, regression or not, and the text columns (two for pairs)."""
+    return {
+        "task": task.name,
+        "labels": list(label_names(task)),
+        "regression": task.regression,
+        "text_columns": list(task.text_columns),
+    }
 
 
 def custom_task(

@@ -59,8 +59,14 @@ def save_atomically(model: nn.Module, directory: Path, meta: dict[str, Any]) -> 
     tmp.rmdir()
 
 
-def drop_epochs_from(path: Path, epoch: int) -> None:
-    """Keep only the JSON lines of epochs before `epoch` (a resumed run writes the rest again)."""
+def drop_lines_after(path: Path, epoch: int, step: int) -> None:
+    """Keep only the JSON lines a checkpoint at (`epoch` to train next, `step`) covers: those logged at or before
+    `step`, or, for records without a step (term records), of epochs before `epoch`. A resumed run writes the rest
+    again."""
+
+    def covered(record: dict[str, Any]) -> bool:
+        return record["step"] <= step if "step" in record else record["epoch"] < epoch
+
     if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < epoch]
+        lines = [line for line in path.read_text().splitlines() if covered(json.loads(line))]
         write_text_atomically(path, "".join(line + "\n" for line in lines))

@@ -33,10 +33,11 @@ from xkd.processes import use_cpu
 from xkd.tasks import Task
 from xkd.teacher_cache import TeacherCache
 from xkd.trace import Trace
-from xkd.training.checkpoints import Checkpoints, drop_epochs_from, save_atomically
+from xkd.training.checkpoints import Checkpoints, drop_lines_after, save_atomically
 from xkd.training.settings import TrainSettings
 from xkd.training.state import TrainState
 from xkd.training.teacher_source import TeacherSource
+from xkd.training.tracking import LOG_EVERY, TRACKING_DIR, Tracking
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Run:
     needs_attentions: bool
     checkpoints: Checkpoints
     state: TrainState
+    tracking: Tracking
 
     @property
     def main(self) -> bool:
@@ -115,7 +117,11 @@ def train(
     bar = tqdm(total=run.total_steps, desc="train", disable=not (settings.progress and run.main), dynamic_ncols=True)
     bar.update(run.state.step)
     for epoch in range(run.state.epoch, run.epochs + 1):
+        if run.state.stopped_at is not None:  # early stopping ended the run before an interruption
+            break
         train_epoch(run, epoch, bar, continuing=epoch == resumed_epoch)
+        if run.state.stopped_at is not None:  # stopped by an evaluation within the epoch
+            break
         end_epoch(run, epoch, bar)
         if run.state.step >= run.total_steps:
             break
@@ -146,6 +152,7 @@ def set_up(
         mixed_precision=settings.precision,
         gradient_accumulation_steps=settings.grad_accumulation,
         dataloader_config=DataLoaderConfiguration(split_batches=True),  # results do not depend on process count
+        **({"log_with": settings.report_to, "project_dir": run_dir / TRACKING_DIR} if settings.report_to else {}),
     )
     if settings.batch_size % accelerator.num_processes:
         raise XKDError(
@@ -170,8 +177,9 @@ def set_up(
     save_dir = Path(save_dir) if save_dir is not None else run_dir / "student"
     epochs = math.ceil(total_steps / steps_per_epoch)
     loaders = (train_loader, sampler, eval_loaders, val_names, test_names)
+    tracking = Tracking.start(accelerator, settings.report_to, run_dir, {**(meta or {}), **asdict(settings)})
     run = Run(task, settings, accelerator, model, terms, term_modules, source, *loaders, total_steps, epochs,
-              run_dir, save_dir, meta or {}, needs_attentions, checkpoints, state)  # fmt: skip
+              run_dir, save_dir, meta or {}, needs_attentions, checkpoints, state, tracking)  # fmt: skip
     for _, hook in run.term_hooks("start"):
         hook(state.student())
     return run
@@ -253,7 +261,7 @@ def restore(run: Run) -> int:
     run.state.load_state_dict(saved)
     if run.main:  # lines of an epoch that the checkpoint does not cover are written again
         for path in epoch_logs(run):
-            drop_epochs_from(path, run.state.epoch)
+            drop_lines_after(path, run.state.epoch, run.state.step)
     return run.state.epoch
 
 
@@ -270,16 +278,29 @@ def train_epoch(run: Run, epoch: int, bar: tqdm, continuing: bool) -> None:
         if index < skip:  # resumed mid-epoch: these batches were trained on before the interruption
             continue
         train_step(run, batch)
+        if due(state.step, LOG_EVERY):
+            running = {f"train/{k}": v / state.seen for k, v in state.sums.items()}
+            run.tracking.scalars({**running, "train/lr": state.scheduler.get_last_lr()[0]}, state.step)
         bar.update(1)
         bar.set_postfix(
             epoch=epoch, loss=f"{state.sums['loss'] / state.seen:.4f}", best=f"{max(state.best_score, 0):.4f}"
         )
         if state.step >= run.total_steps:
             break
-        every = run.settings.checkpoint_every
-        if every and state.step % every == 0 and state.step % run.settings.grad_accumulation == 0:
+        if state.step % run.settings.grad_accumulation:
+            continue  # evaluations and checkpoints fall between optimizer steps
+        evaluate_now = due(state.step, run.settings.eval_every) and index + 1 < len(run.train_loader)
+        if evaluate_now:  # the epoch's last batch is evaluated by `end_epoch`
+            validate(run, epoch, within_epoch=True)
+        if evaluate_now or due(state.step, run.settings.checkpoint_every):
             state.epoch, state.batches_done = epoch, index + 1
             run.checkpoints.save(state.state_dict())
+        if state.stopped_at is not None:
+            break
+
+
+def due(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
 
 
 def train_step(run: Run, batch: dict) -> None:
@@ -325,22 +346,38 @@ def stop_unless_finite(run: Run, logged: torch.Tensor, names: list[str]) -> None
 
 def end_epoch(run: Run, epoch: int, bar: tqdm) -> None:
     """Validate, log the epoch and the terms' records, keep the best student, write a resumable checkpoint."""
-    state, student = run.state, run.state.student()
-    val = {n: evaluate(student, run.eval_loaders[n], run.task) for n in run.val_names}
-    score = val[run.val_names[0]][run.task.main_metric]
-    train_means = {k: v / max(state.seen, 1) for k, v in state.sums.items()}
-    record = {"epoch": epoch, "step": state.step, "train": train_means, **val, "elapsed_s": round(state.elapsed(), 2)}
-    append_line(run, run.run_dir / "metrics.jsonl", record)
-    record_terms(run, epoch, student)
-    if score > state.best_score:
-        state.best_score, state.best_epoch, state.best_val = score, epoch, val
-        state.best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
-        if run.main:
-            save_atomically(student, run.save_dir, {**run.meta, "validation": val, "epoch": epoch})
+    state = run.state
+    train_means = validate(run, epoch)
+    record_terms(run, epoch, state.student())
     bar.set_postfix(epoch=epoch, loss=f"{train_means.get('loss', 0.0):.4f}", best=f"{state.best_score:.4f}")
     state.sums, state.seen = {}, 0
     state.epoch, state.batches_done = epoch + 1, 0
     run.checkpoints.save(state.state_dict())
+
+
+def validate(run: Run, epoch: int, within_epoch: bool = False) -> dict[str, float]:
+    """Score the validation splits, log a `metrics.jsonl` line (marked `"at": "step"` within an epoch), keep the
+    student if it is the best so far, and count evaluations without a gain for `patience`. Returns the training
+    means logged."""
+    state, student = run.state, run.state.student()
+    val = {n: evaluate(student, run.eval_loaders[n], run.task) for n in run.val_names}
+    score = val[run.val_names[0]][run.task.main_metric]
+    train_means = {k: v / max(state.seen, 1) for k, v in state.sums.items()}
+    where = {"at": "step"} if within_epoch else {}
+    record = {"epoch": epoch, "step": state.step, **where, "train": train_means, **val}
+    append_line(run, run.run_dir / "metrics.jsonl", {**record, "elapsed_s": round(state.elapsed(), 2)})
+    run.tracking.scalars(tracked(val, train_means), state.step)
+    if score > state.best_score:
+        state.best_score, state.best_epoch, state.best_step, state.best_val = score, epoch, state.step, val
+        state.best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
+        state.evals_without_gain = 0
+        if run.main:
+            save_atomically(student, run.save_dir, {**run.meta, "validation": val, "epoch": epoch, "step": state.step})
+    else:
+        state.evals_without_gain += 1
+    if run.settings.patience and state.evals_without_gain >= run.settings.patience:
+        state.stopped_at = state.step
+    return train_means
 
 
 def record_terms(run: Run, epoch: int, student: nn.Module) -> None:
@@ -351,6 +388,19 @@ def record_terms(run: Run, epoch: int, student: nn.Module) -> None:
         record = hook(validation_pairs(run, student, split))
         if log and record is not None:
             append_line(run, run.run_dir / log, {"epoch": epoch, "term": term.name, "split": split, **record})
+            for key, value in record.items():
+                if is_matrix(value):  # e.g. the projector's attention over teacher layers
+                    run.tracking.heatmap(f"{term.name}/{key}", value, run.state.step)
+
+
+def is_matrix(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(row, list) and row for row in value)
+
+
+def tracked(metrics: dict[str, dict[str, float]], train: dict[str, float] | None = None) -> dict[str, float]:
+    """Metrics per split, and epoch training means, as flat tracker names (`validation/accuracy`, `epoch/loss`)."""
+    out = {f"{split}/{name}": value for split, values in metrics.items() for name, value in values.items()}
+    return out | {f"epoch/{name}": value for name, value in (train or {}).items()}
 
 
 def validation_pairs(run: Run, student: nn.Module, split: str) -> Iterator[tuple[Trace, Trace | None]]:
@@ -388,11 +438,21 @@ def finish(run: Run) -> dict[str, Any]:
     if state.best_state is not None:
         student.load_state_dict(state.best_state)
     test = {n: evaluate(student, run.eval_loaders[n], run.task) for n in run.test_names}
+    run.tracking.scalars(tracked(test), state.step)
+    run.tracking.end()
     return {
         "task": run.task.name,
         "best_epoch": state.best_epoch,
         "best_score": state.best_score,
+        "best_step": state.best_step,
         "steps": state.step,
+        "stopped_early": None
+        if state.stopped_at is None
+        else {
+            "step": state.stopped_at,
+            "patience": run.settings.patience,
+            "evaluations": run.settings.eval_every or "epoch",
+        },
         "validation": state.best_val,
         "test": test,
         "train_seconds": round(seconds, 2),

@@ -1,6 +1,6 @@
 """The optimisation settings of one training run.
 
-They hold no defaults of their own: `xkd.distill.train_settings` fills them from a `DistillConfig`, the one place
+They hold no defaults of their own: `xkd.distillation.train_settings` fills them from a `DistillConfig`, the one place
 every option's default lives, so distillation, teacher fine-tuning and studies cannot drift apart.
 """
 
@@ -28,5 +28,8 @@ class TrainSettings:
     length_buckets: bool
     checkpoint_every: int  # also checkpoint every N optimizer steps (0: at epoch ends only)
     keep_checkpoints: int  # resumable checkpoints kept on disk (the newest N)
+    eval_every: int  # also evaluate (and checkpoint) every N optimizer steps (0: at epoch ends only)
+    patience: int  # stop after N evaluations without a better validation score (0: never)
+    report_to: list[str]  # accelerate tracker names (empty: metrics.jsonl only)
     progress: bool
     max_grad_norm: float = MAX_GRAD_NORM

@@ -64,6 +64,9 @@ class TrainState:
         self.best_score, self.best_epoch = initial_best, 0
         self.best_val: dict[str, Any] = {}
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_step = 0
+        self.evals_without_gain = 0  # evaluations since the best score last improved (early stopping)
+        self.stopped_at: int | None = None  # the step early stopping ended training at
         self._earlier_seconds = 0.0  # training time before an interruption
         self._clock = time.perf_counter()
 
@@ -97,6 +100,7 @@ class TrainState:
             "best_epoch": self.best_epoch,
             "best_val": self.best_val,
             "best_state": self.best_state,
+            "early_stopping": (self.best_step, self.evals_without_gain, self.stopped_at),
             "settings": asdict(self.settings),
         }
 
@@ -113,4 +117,5 @@ class TrainState:
         self.trained, self.source.forward_examples = state.get("counts", (0, 0))
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_val, self.best_state = state["best_val"], state["best_state"]
+        self.best_step, self.evals_without_gain, self.stopped_at = state.get("early_stopping", (0, 0, None))
         self._earlier_seconds = state["elapsed"]

@@ -16,7 +16,7 @@ from typing import Any
 from xkd.errors import XKDError
 from xkd.files import write_text_atomically
 from xkd.metrics import shown_metrics
-from xkd.study.plots import (
+from xkd.studies.plots import (
     accuracy_figure,
     attention_heatmaps,
     compute_figure,
@@ -28,7 +28,7 @@ from xkd.study.plots import (
     teacher_heads_figure,
     teacher_heads_plot,
 )
-from xkd.study.results import group_rows, load_study, metric_columns, run_rows, write_results
+from xkd.studies.results import group_rows, load_study, metric_columns, run_rows, write_results
 
 
 def _pct(value: float | None) -> str:
@@ -127,7 +127,11 @@ def report_run(run_dir: str | Path) -> list[Path]:
         terms = list(records[0]["train"]) if records else []
         splits = metric_splits(records[0]) if records else []
         rows = [
-            [str(r["epoch"]), *(f"{r['train'][t]:.4f}" for t in terms), *(_pct(r[sp].get("score")) for sp in splits)]
+            [
+                f"{r['epoch']} (step {r['step']})" if r.get("at") == "step" else str(r["epoch"]),
+                *(f"{r['train'].get(t, float('nan')):.4f}" for t in terms),
+                *(_pct(r[sp].get("score")) for sp in splits),
+            ]
             for r in records
         ]
         lines += ["## Per epoch", ""] + _table(["epoch", *terms, *(f"{sp} score (%)" for sp in splits)], rows) + [""]

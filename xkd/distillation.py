@@ -36,12 +36,13 @@ from xkd.latency import cpu_latency_ms
 from xkd.log import Log, silent
 from xkd.methods import Method, TermContext, get_method
 from xkd.metrics import shown_metrics
+from xkd.model_card import write_model_card
 from xkd.options import resolve_options
 from xkd.processes import process_state
 from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
-from xkd.tasks import Task, custom_task, get_task
+from xkd.tasks import Task, custom_task, get_task, task_record
 from xkd.teacher_cache import FIELDS, Storage, TeacherCache, cache_dir, open_or_build, split_key
 from xkd.teachers import (
     HFEncoderClassifier,
@@ -56,6 +57,7 @@ from xkd.teachers import (
 from xkd.teachers.heads import STANDARDIZED, heads_info
 from xkd.teachers.hf_encoder import load_config
 from xkd.training import Checkpoints, TrainSettings, parameter_count, train
+from xkd.training.tracking import check_trackers
 from xkd.transfer.sets import SPLIT as TRANSFER
 from xkd.transfer.sets import build_transfer, check_transfer
 
@@ -77,7 +79,15 @@ def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
     shared = {f.name: getattr(cfg, f.name) for f in fields(TrainSettings) if f.name in CONFIG_FIELDS}
     epochs = cfg.teacher_epochs if teacher else cfg.epochs
     lr = cfg.teacher_lr if teacher else (cfg.lr or student_lr(cfg.student))
+    shared["report_to"] = tracker_names(cfg.report_to)
+    if teacher:  # early stopping and trackers are the student's: the teacher's fine-tune (and its key) stays as it was
+        shared.update(eval_every=0, patience=0, report_to=[])
     return TrainSettings(**{**shared, "epochs": epochs, "lr": lr})
+
+
+def tracker_names(values: list[str]) -> list[str]:
+    """`--report-to` values, repeatable or comma-separated."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def default_run_dir(cfg: DistillConfig) -> Path:
@@ -311,6 +321,7 @@ def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     else:
         plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
     check_transfer(cfg)
+    check_trackers(tracker_names(cfg.report_to))
     if (cfg.transfer or cfg.augment != "none") and not method.needs_teacher:
         raise XKDError(
             f"method '{method.name}' learns from gold labels only, so a transfer set (rows without labels) gives it "
@@ -395,7 +406,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     )
     meta = {
         "role": "student",
-        "task": task.name,
+        **task_record(task),
         "method": method.name,
         "teacher": cfg.teacher,
         "max_length": cfg.max_length,
@@ -409,6 +420,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
     if state.is_main_process:
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_model_card(run_dir)
     return summary
 
 
@@ -618,4 +630,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(
         f"wall time {summary['wall_seconds'] / 60:.1f} min (student training {summary['train_seconds']:.0f} s)"
     )
+    stop = summary.get("stopped_early")
+    if stop:
+        lines.append(
+            f"stopped early at step {stop['step']} ({stop['patience']} evaluations without a better validation "
+            f"score); the student is the best one, from epoch {summary['best_epoch']} (step {summary['best_step']})"
+        )
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from xkd.files import save_figure_atomically
-from xkd.study.results import GROUP_KEYS
+from xkd.studies.results import GROUP_KEYS
 
 
 def _pyplot():
@@ -33,7 +33,7 @@ def _save(fig, out: Path) -> Path:
 
 def metric_splits(record: dict[str, Any]) -> list[str]:
     """The evaluated splits of one `metrics.jsonl` line (every key but the bookkeeping ones)."""
-    return [k for k in record if k not in ("epoch", "step", "train", "elapsed_s")]
+    return [k for k in record if k not in ("epoch", "step", "at", "train", "elapsed_s")]
 
 
 def panel(group: dict[str, Any]) -> str:
@@ -194,6 +194,7 @@ def learning_curves(study: dict[str, Any], out: Path) -> Path | None:
         if not path.is_file() or not (Path(run["dir"]) / "summary.json").is_file():
             continue
         records = [json.loads(line) for line in path.read_text().splitlines()]
+        records = [r for r in records if r.get("at") != "step"]  # evaluations within epochs (--eval-every)
         splits = metric_splits(records[0]) if records else []
         if not splits:
             continue

@@ -57,7 +57,7 @@ from typing import Any
 
 from xkd.config import CONFIG_FIELDS, DistillConfig, coerce_value, read_mapping
 from xkd.data import load_splits
-from xkd.distill import (
+from xkd.distillation import (
     assistant_config,
     build_teacher_cache,
     check_config,

@@ -1,0 +1,236 @@
+"""Use a saved model on new text: `xkd.Predictor(DIR)(["a text", ...])` and `xkd predict`.
+
+Any model xkd saves answers the same way: built-in students (BERT-k, DistilRoBERTa, CNN, BiLSTM), plug-in students
+that follow the protocol, fine-tuned teachers, and ONNX exports of them (run by ONNX Runtime). Each text gets its
+label name and the probability of every label, or the predicted value for a regression task.
+
+Texts are tokenized exactly as training and `xkd eval` tokenize them (`xkd.data.tokenize_texts`) and batched in
+order of length, so little padding is computed and the predictions equal `xkd eval`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xkd.config import DEFAULTS
+from xkd.data import pad_rows, tokenize_texts
+from xkd.errors import XKDError
+from xkd.tasks import TASKS, label_names
+
+Text = str | tuple[str, str]
+STUDENT_FILE = "student.json"  # CNN/BiLSTM/plug-in students (students.sentence_encoder.CONFIG_FILE)
+MODEL_FILE = "xkd.json"  # transformer students and teachers (teachers.hf_encoder.META_FILE)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a model's outputs mean: label names in output order (empty for regression) and the text count."""
+
+    names: tuple[str, ...]
+    regression: bool
+    pair: bool
+
+    @classmethod
+    def of(cls, meta: dict[str, Any], num_labels: int, config: Any = None) -> Labels:
+        """From the model's saved record; older records name only the task, whose registry entry then answers."""
+        task = TASKS.get(meta["task"]) if meta.get("task") in TASKS else None
+        regression = bool(meta.get("regression", task.regression if task else num_labels == 1))
+        if "text_columns" in meta:
+            pair = len(meta["text_columns"]) == 2
+        else:
+            pair = task.is_pair if task else bool(getattr(config, "pair", False))
+        names = tuple(meta.get("labels") or (label_names(task) if task else ())) or _config_names(config, num_labels)
+        if not regression and len(names) != num_labels:
+            names = tuple(str(i) for i in range(num_labels))
+        return cls(() if regression else names, regression, pair)
+
+
+def _config_names(config: Any, num_labels: int) -> tuple[str, ...]:
+    """A Hugging Face config's id2label when it names labels (not the generated LABEL_0, LABEL_1, ...)."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = tuple(str(id2label.get(i, id2label.get(str(i), i))) for i in range(num_labels))
+    return () if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
+
+def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """A saved student or teacher and the record xkd wrote beside it ({} for a foreign HF checkpoint)."""
+    from xkd.students import load_student
+    from xkd.teachers import HFEncoderClassifier
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise XKDError(f"{directory} is not a directory; pass a saved student (RUN_DIR/student) or teacher")
+    if (directory / STUDENT_FILE).is_file():
+        model = load_student(directory)
+        return model, json.loads((directory / STUDENT_FILE).read_text())
+    if not (directory / "config.json").is_file():
+        raise XKDError(
+            f"{directory} holds no model (no {STUDENT_FILE} or config.json); pass a saved student such as "
+            "RUN_DIR/student or a fine-tuned teacher directory"
+        )
+    model = HFEncoderClassifier.from_pretrained(str(directory), what="model")
+    meta_path = directory / MODEL_FILE
+    return model, json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+
+class Predictor:
+    """Labels and probabilities for texts from a saved model, in PyTorch or through an ONNX export.
+
+    Example:
+        predictor = Predictor("runs/mr-cnn/student")
+        predictor(["a gripping , beautifully acted film .", "dull ."])
+        # [{"label": "positive", "probabilities": {"negative": 0.04, "positive": 0.96}}, ...]
+
+    `onnx` runs that exported graph (`xkd export DIR --onnx FILE`) with the directory's tokenizer and labels.
+    Pair models take `(first, second)` tuples. `max_length` defaults to the length the model was trained with.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        onnx: str | os.PathLike | None = None,
+        batch_size: int = DEFAULTS.eval_batch_size,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise XKDError(f"batch size must be at least 1, got {batch_size}")
+        self.model, meta = load_model(model_dir)
+        self.tokenizer = self.model.tokenizer
+        self.labels = Labels.of(meta, self.model.num_labels, getattr(self.model, "config", None))
+        self.max_length = int(max_length or meta.get("max_length") or DEFAULTS.max_length)
+        self.batch_size = batch_size
+        self.separate = getattr(self.model, "pair_encoding", "joint") == "separate"
+        self.session = _onnx_session(onnx) if onnx is not None else None
+        if self.session is None:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model.to(self.device).eval()
+
+    def __call__(self, texts: Sequence[Text], progress: bool = False) -> list[dict[str, Any]]:
+        """One dict per text: `label` and `probabilities` (classification) or `value` (regression)."""
+        return [self.describe(row) for row in self.logits(texts, progress)]
+
+    def describe(self, logits: np.ndarray) -> dict[str, Any]:
+        """A row of logits as a person reads it."""
+        if self.labels.regression:
+            return {"value": float(logits[0])}
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        best = int(probs.argmax())
+        return {
+            "label": self.labels.names[best],
+            "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels.names, probs, strict=True)},
+        }
+
+    def logits(self, texts: Sequence[Text], progress: bool = False) -> np.ndarray:
+        """Raw outputs [N, labels] in the order of `texts`."""
+        columns = self._columns(texts)
+        encoded = tokenize_texts(self.tokenizer, columns, self.max_length, self.separate)
+        rows = [dict(zip(encoded, values, strict=True)) for values in zip(*encoded.values(), strict=True)]
+        order = np.argsort([len(r["input_ids"]) + len(r.get("input_ids_b", ())) for r in rows], kind="stable")
+        out = np.zeros((len(rows), self.model.num_labels), dtype=np.float32)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+            out[batch] = self._forward(pad_rows(self.tokenizer, [rows[i] for i in batch]))
+        return out
+
+    def _columns(self, texts: Sequence[Text]) -> list[list[str]]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise XKDError("no texts to predict; pass at least one")
+        width = 2 if self.labels.pair else 1
+        for i, text in enumerate(texts):
+            parts = (text,) if isinstance(text, str) else tuple(text)
+            if len(parts) != width or not all(isinstance(p, str) for p in parts):
+                shape = "(first, second) text pairs" if width == 2 else "single strings"
+                raise XKDError(f"text {i + 1} is {text!r}, but this model reads {shape}")
+        return [[t if isinstance(t, str) else t[c] for t in texts] for c in range(width)]
+
+    @torch.no_grad()
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        if self.session is not None:
+            return self._onnx_forward(inputs)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        return self.model(inputs).logits.float().cpu().numpy()
+
+    def _onnx_forward(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        names = [i.name for i in self.session.get_inputs()]
+        if "input_ids_b" in inputs:  # the graph has one sequence axis: both texts of a pair share a padded length
+            inputs = pad_pair(self.tokenizer, inputs)
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise XKDError(f"the ONNX graph wants input '{missing[0]}', which this model's tokenizer does not give")
+        return self.session.run(None, {n: inputs[n].numpy() for n in names})[0]
+
+
+def pad_pair(tokenizer: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pad the shorter text of separately encoded pairs to the other's length."""
+    length = max(inputs["input_ids"].shape[1], inputs["input_ids_b"].shape[1])
+    pad_id = tokenizer.pad_token_id or 0
+    out = {}
+    for key, value in inputs.items():
+        fill = pad_id if key.startswith("input_ids") else 0
+        out[key] = torch.nn.functional.pad(value, (0, length - value.shape[1]), value=fill)
+    return out
+
+
+def _onnx_session(path: str | os.PathLike):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise XKDError("running an ONNX model needs onnxruntime: pip install 'xkd[export]'") from None
+    if not Path(path).is_file():
+        raise XKDError(f"{path} does not exist; export one with 'xkd export STUDENT_DIR --onnx {path}'")
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise XKDError(f"cannot load the ONNX model {path}: {first}; export it again") from None
+
+
+def read_texts(path: str | os.PathLike, columns: Sequence[str] = (), pair: bool = False) -> list[Text]:
+    """Texts from a file: `.txt` one per line (a tab between the two texts of a pair), or a table
+    (`.tsv/.csv/.jsonl/.parquet`) whose text column(s) are named by `columns`, or found by name."""
+    from xkd.data import read_table
+
+    path = Path(path)
+    if not path.is_file():
+        raise XKDError(f"{path} does not exist; pass a .txt, .tsv, .csv, .jsonl or .parquet file of texts")
+    if path.suffix == ".txt":
+        lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        return [tuple(line.split("\t", 1)) if pair else line for line in lines]  # type: ignore[misc]
+    frame = read_table(path)
+    chosen = list(columns) or _text_columns(frame.columns, pair, path)
+    missing = [c for c in chosen if c not in frame.columns]
+    if missing:
+        raise XKDError(f"{path} has no column '{missing[0]}'; its columns are {', '.join(map(str, frame.columns))}")
+    values = [frame[c].fillna("").astype(str).tolist() for c in chosen]
+    return list(zip(*values, strict=True)) if len(values) == 2 else values[0]
+
+
+TEXT_NAMES = ("sentence", "text", "sentence1", "question1", "premise", "question")
+
+
+def _text_columns(names: Iterable[str], pair: bool, path: Path) -> list[str]:
+    names = [str(n) for n in names]
+    known = [n for n in names if n in TEXT_NAMES or n in ("sentence2", "question2", "hypothesis")]
+    want = 2 if pair else 1
+    if len(known) >= want:
+        return known[:want]
+    if len(names) == want:
+        return names
+    raise XKDError(
+        f"which column of {path} holds the text? pass --text-column NAME{' twice' if pair else ''} "
+        f"(columns: {', '.join(names)})"
+    )
