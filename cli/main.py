@@ -11,6 +11,7 @@ import click
 
 from xkd import __version__
 from xkd.config import DEFAULTS
+from xkd.errors import Interrupted
 
 from .errors import XKDGroup
 from .options import apply, config_option, given, parse_pairs
@@ -255,7 +256,10 @@ def cache_build(config_file: str | None, student_config: str | None, **options) 
 
     cfg = _distill_config(config_file, student_config, options)
     main = process_state().is_main_process  # under `accelerate launch`, every process labels and one speaks
-    built = build_teacher_cache(cfg, log=(lambda m: click.echo(m, err=True)) if main else (lambda m: None))
+    try:
+        built = build_teacher_cache(cfg, log=(lambda m: click.echo(m, err=True)) if main else (lambda m: None))
+    except Interrupted as e:
+        raise e.continue_with("the same xkd cache build command (labelling continues where it stopped)") from None
     if main:
         click.echo(json.dumps({"dir": str(built.directory), **built.meta}, indent=2))
 
@@ -279,6 +283,9 @@ def cache_info(as_json: bool) -> None:
         click.echo(f"no teacher caches in {traces_root()}")
         return
     for c in caches:
+        if "damaged" in c:
+            click.echo(f"{c['dir']}\n  damaged ({c['damaged']}): rebuilt when next used, or 'xkd cache clear' it")
+            continue
         splits = ", ".join(f"{k} {v}" for k, v in c["splits"].items())
         click.echo(f"{c['dir']}\n  teacher {c['teacher']}  task {c['task']}  max length {c['max_length']}")
         click.echo(f"  {splits}  |  {c['size_mib']} MiB  |  built {c['created']} in {c['build_seconds']} s")
@@ -306,7 +313,7 @@ def cache_clear(directories: tuple[str, ...], task: str | None, everything: bool
     for d in chosen:
         if str(d) not in known and str(d.resolve()) not in known:
             raise XKDError(f"{d} is not a teacher cache; 'xkd cache info' lists them")
-    chosen += [Path(d) for d, c in known.items() if everything or (task and c["task"] == task)]
+    chosen += [Path(d) for d, c in known.items() if everything or (task and c.get("task") == task)]
     removed = clear_caches(dict.fromkeys(chosen))
     click.echo(f"removed {len(removed)} teacher cache(s) from {traces_root()}")
 
@@ -469,7 +476,10 @@ def study_command(
             click.echo(f"{run_state(plan.run_dir(run)):<12} {plan.run_dir(run)}")
         click.echo(f"{len(plan.runs)} runs, {len(plan.assistants)} assistants in {plan.directory}")
         return
-    outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress, only=filters)
+    try:
+        outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress, only=filters)
+    except Interrupted as e:
+        raise e.continue_with(f"xkd study {config_file} (the same command)") from None
     if not process_state().is_main_process:
         return
     if report:

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from xkd.damage import REDISTILL, TOKENIZER_FILES, damage_check
 from xkd.errors import XKDError
 from xkd.options import resolve_options
 from xkd.registry import Registry
@@ -224,10 +225,17 @@ def load_student(directory: str | Path) -> nn.Module:
     directory = Path(directory)
     record = directory / CONFIG_FILE
     if record.is_file():
-        saved = json.loads(record.read_text())
+        with damage_check(f"student '{directory}'", directory, (CONFIG_FILE,), REDISTILL):
+            saved = json.loads(record.read_text())
+        if not isinstance(saved, dict) or "kind" not in saved:
+            raise XKDError(
+                f"cannot load student '{directory}': {CONFIG_FILE} is damaged (it names no kind); {REDISTILL}"
+            )
         kind = saved["kind"]
         if saved.get("plugin"):
-            return import_target(saved["plugin"]).load(directory)
+            # A plug-in's own loader: its damaged files are named when they are the usual ones (weights, tokenizer).
+            with damage_check(f"student '{directory}'", directory, ("*.safetensors", *TOKENIZER_FILES), REDISTILL):
+                return import_target(saved["plugin"]).load(directory)
         spec = STUDENTS.get(kind)
         if spec.load is None:
             raise XKDError(f"student kind '{kind}' cannot be reloaded; it registered no loader")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from xkd.damage import REDISTILL, TOKENIZER_FILES, damage_check
 from xkd.trace import Trace
 
 CONFIG_FILE = "student.json"
@@ -127,9 +128,12 @@ class SentenceEncoderStudent(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SentenceEncoderStudent:
         directory = Path(directory)
-        record = json.loads((directory / CONFIG_FILE).read_text())
-        config = cls.config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
-        model = cls(config, AutoTokenizer.from_pretrained(directory))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        files = (CONFIG_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)  # a damaged one ends in one line naming it
+        with damage_check(f"student '{directory}'", directory, files, REDISTILL):
+            record = json.loads((directory / CONFIG_FILE).read_text())
+            values = record["config"].items()
+            config = cls.config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values})
+            model = cls(config, AutoTokenizer.from_pretrained(directory))
+            model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         model.meta = {k: v for k, v in record.items() if k not in ("kind", "config")}
         return model

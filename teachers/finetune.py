@@ -17,14 +17,16 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from xkd.damage import MODEL_FILES, TOKENIZER_FILES, damaged
 from xkd.data import Collator, encode
 from xkd.files import file_lock, write_text_atomically
+from xkd.log import to_stderr
 from xkd.methods import get_method
 from xkd.paths import cache_root
 from xkd.tasks import Task, task_record
-from xkd.training import TrainSettings, train
+from xkd.training import Checkpoints, TrainSettings, train
 
-from .hf_encoder import HFEncoderClassifier, freeze
+from .hf_encoder import META_FILE, HFEncoderClassifier, freeze
 
 METRICS_FILE = "metrics.json"
 
@@ -36,6 +38,8 @@ def finetune(
     settings: TrainSettings,
     max_length: int,
     output_dir: str | os.PathLike,
+    resume: bool = False,
+    log=to_stderr,
 ) -> tuple[HFEncoderClassifier, dict[str, Any]]:
     """Fine-tune `model_name` on `task`; save the best epoch with `save_pretrained` plus `metrics.json`.
 
@@ -59,6 +63,8 @@ def finetune(
         run_dir=output_dir,
         save_dir=output_dir,
         meta=meta,
+        resume=resume,
+        log=log,
     )
     summary["base_model"] = model_name
     write_text_atomically(output_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
@@ -85,6 +91,27 @@ def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainS
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
+def cache_damage(directory: Path) -> str | None:
+    """Why a complete cached fine-tune cannot be used (a file that does not read, the model missing), or None.
+    Pseudo heads stored beside it are not its business: a run that needs them retrains damaged ones."""
+    problem = damaged(directory, (METRICS_FILE, META_FILE, *MODEL_FILES, *TOKENIZER_FILES))
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    if problem is None and not (directory / "config.json").is_file():
+        problem = "config.json is missing"
+    if problem is None and not any((directory / name).is_file() for name in weights):
+        problem = "model.safetensors is missing"
+    if problem is None and not isinstance(json.loads((directory / METRICS_FILE).read_text()), dict):
+        problem = f"{METRICS_FILE} is damaged (it holds no summary)"
+    return problem
+
+
+def cached_summary(directory: Path) -> dict[str, Any] | None:
+    """The summary of the fine-tune cached in `directory`; None when there is none or it is damaged."""
+    if not (directory / METRICS_FILE).is_file() or cache_damage(directory) is not None:
+        return None
+    return json.loads((directory / METRICS_FILE).read_text())
+
+
 def cached_finetune(
     model_name: str,
     task: Task,
@@ -102,20 +129,29 @@ def cached_finetune(
     slug = model_name.strip("/").replace("/", "--")
     key = finetune_key(model_name, task, data_source, settings, max_length)
     directory = cache_root() / "teachers" / f"{task.name}--{slug}--{key}"
-    if (directory / METRICS_FILE).is_file():
-        return directory, json.loads((directory / METRICS_FILE).read_text()), True
+    summary = cached_summary(directory)
+    if summary is not None:
+        return directory, summary, True
     # Processes that want the same teacher (two runs started side by side) fine-tune it once: one trains in the
     # work directory while the others wait for the lock, then find the finished copy.
     with file_lock(directory.with_name(f".{directory.name}.lock")) as free:
         if not free:
             log(f"teacher: another process is fine-tuning {model_name} into {directory}; waiting for it")
     with file_lock(directory.with_name(f".{directory.name}.lock"), wait=True):
-        if (directory / METRICS_FILE).is_file():
-            return directory, json.loads((directory / METRICS_FILE).read_text()), True
+        summary = cached_summary(directory)
+        if summary is not None:
+            return directory, summary, True
+        if (directory / METRICS_FILE).is_file():  # complete, but a file of it was truncated or overwritten since
+            why = cache_damage(directory)
+            log(f"teacher: the cached fine-tune in {directory} is damaged ({why}); fine-tuning again")
         log(f"fine-tuning teacher {model_name} on {task.name} (cached afterwards in {directory})")
         work = directory.with_name(directory.name + ".partial")
-        shutil.rmtree(work, ignore_errors=True)
-        _, summary = finetune(model_name, task, raw_splits, settings, max_length, work)
+        resume = Checkpoints.exist(work)  # an interrupted fine-tune of this very key continues where it stopped
+        if resume:
+            log(f"teacher: continuing the interrupted fine-tune in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        _, summary = finetune(model_name, task, raw_splits, settings, max_length, work, resume=resume, log=log)
         shutil.rmtree(directory, ignore_errors=True)
         work.rename(directory)
     return directory, summary, False

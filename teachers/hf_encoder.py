@@ -23,8 +23,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from xkd.damage import MODEL_FILES, REDISTILL, REFETCH, TOKENIZER_FILES, damage_check
 from xkd.errors import XKDError
-from xkd.pseudo_heads import PseudoHeads
+from xkd.pseudo_heads import DamagedHeads, PseudoHeads
 from xkd.trace import Trace
 
 META_FILE = "xkd.json"  # what xkd knows about a saved model: its task, how it was made, its metrics
@@ -37,7 +38,9 @@ def is_sequence_classifier(config: PretrainedConfig) -> bool:
 
 def load_config(name_or_path: str, what: str = "model") -> PretrainedConfig:
     try:
-        return AutoConfig.from_pretrained(name_or_path)
+        advice = REDISTILL if what == "student" else REFETCH
+        with damage_check(f"{what} '{name_or_path}'", name_or_path, ("config.json",), advice):
+            return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         where = "the hub cache (HF_HUB_CACHE) with HF_HUB_OFFLINE=1" if offline else "the hub"
@@ -68,6 +71,7 @@ class HFEncoderClassifier(nn.Module):
         self.tokenizer = tokenizer
         self.meta = dict(meta or {})
         self.pseudo_heads = pseudo_heads  # a head per layer (Universal-KD); saved apart from the model
+        self.damaged_heads: DamagedHeads | None = None  # stored heads that could not be read (see `load_heads`)
 
     @property
     def config(self) -> PretrainedConfig:
@@ -127,17 +131,35 @@ class HFEncoderClassifier(nn.Module):
         kwargs: dict[str, Any] = {}
         if num_labels is not None:
             kwargs["num_labels"] = num_labels
+        label = f"{what} '{name_or_path}'"  # a damaged file names itself: see `xkd.damage`
+        advice = REDISTILL if what == "student" else REFETCH
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            with damage_check(label, name_or_path, MODEL_FILES, advice):
+                model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
+            with damage_check(label, name_or_path, TOKENIZER_FILES, advice):
+                tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0][:160]
             raise XKDError(f"cannot load {what} '{name_or_path}': {first}") from None
         meta_path = Path(name_or_path) / META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        with damage_check(label, name_or_path, (META_FILE,), advice):
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         meta.setdefault("source", name_or_path)
-        heads = PseudoHeads.load(name_or_path) if PseudoHeads.exists(name_or_path) else None
-        return cls(model, tokenizer, meta, heads)
+        loaded = cls(model, tokenizer, meta)
+        if PseudoHeads.exists(name_or_path):
+            loaded.load_heads(name_or_path)  # damaged heads stay off (see `load_heads`)
+        return loaded
+
+    def load_heads(self, directory: str | os.PathLike) -> bool:
+        """Attach the pseudo classifiers stored in `directory`; heads that cannot be read are left off and kept in
+        `damaged_heads` (they are derived from the model, so whoever needs them retrains them and says why)."""
+        try:
+            self.pseudo_heads = PseudoHeads.load(directory)
+        except DamagedHeads as e:
+            self.damaged_heads = e
+            return False
+        self.damaged_heads = None
+        return True
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from xkd.damage import MODEL_FILES, REFETCH, TOKENIZER_FILES, damaged, local_files
 from xkd.errors import XKDError
 from xkd.pseudo_heads import PseudoHeads
 from xkd.tasks import Task
 
 from .heads_store import heads_dir
-from .hf_encoder import HFEncoderClassifier, freeze, is_sequence_classifier, load_config
+from .hf_encoder import META_FILE, HFEncoderClassifier, freeze, is_sequence_classifier, load_config
 
 
 def check_teacher(name_or_path: str, task: Task) -> None:
@@ -23,6 +24,11 @@ def check_teacher(name_or_path: str, task: Task) -> None:
             f"teacher '{name_or_path}' has {config.num_labels} output(s) but task '{task.name}' needs "
             f"{task.output_size}; use a teacher fine-tuned on {task.name}"
         )
+    # A truncated or overwritten file fails here, before a run directory exists, not halfway through loading.
+    files = local_files(name_or_path)
+    problem = damaged(files, (*MODEL_FILES, *TOKENIZER_FILES, META_FILE)) if files is not None else None
+    if problem is not None:
+        raise XKDError(f"cannot load teacher '{name_or_path}': {problem}; {REFETCH}")
 
 
 def load_teacher(name_or_path: str, task: Task) -> HFEncoderClassifier:
@@ -33,8 +39,9 @@ def load_teacher(name_or_path: str, task: Task) -> HFEncoderClassifier:
     check_teacher(name_or_path, task)
     teacher = HFEncoderClassifier.from_pretrained(name_or_path, what="teacher")
     stored = heads_dir(name_or_path)
-    if teacher.pseudo_heads is None and PseudoHeads.exists(stored):
-        teacher.pseudo_heads = PseudoHeads.load(stored)
+    tried = teacher.damaged_heads is not None and teacher.damaged_heads.directory.resolve() == stored.resolve()
+    if teacher.pseudo_heads is None and not tried and PseudoHeads.exists(stored):
+        teacher.load_heads(stored)  # damaged heads stay off, in `damaged_heads`, for `ensure_teacher_heads`
     heads = teacher.pseudo_heads
     if heads is not None and (heads.num_labels != task.output_size or heads.layers != teacher.num_layers):
         raise XKDError(

@@ -99,3 +99,25 @@ def test_negative_values_are_refused(tmp_path, task_dir, bert_teacher_dir, optio
     result = run(*distill(bert_teacher_dir, task_dir), option, value)
     assert result.exit_code == 2 and "must be 0 (off) or more" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_lines_a_checkpoint_covers(tmp_path):
+    """The checkpoint of an epoch's last step comes before that epoch's end line, the epoch's own after it; an
+    evaluation within an epoch comes before its checkpoint."""
+    from xkd.training.checkpoints import drop_lines_after
+
+    path = tmp_path / "metrics.jsonl"
+    records = [{"epoch": 1, "step": 3, "at": "step"}, {"epoch": 1, "step": 4}, {"epoch": 2, "step": 7, "at": "step"},
+               {"epoch": 2, "step": 8}, {"epoch": 1, "term": "universal"}]  # fmt: skip
+    cases = [  # (epoch to train next, step) of the checkpoint -> the records kept
+        ((1, 3), [0]),  # within epoch 1, after the evaluation at step 3
+        ((1, 4), [0]),  # epoch 1's last step, before its end line
+        ((2, 4), [0, 1, 4]),  # epoch 1's end
+        ((2, 6), [0, 1, 4]),
+        ((2, 7), [0, 1, 2, 4]),
+        ((3, 8), [0, 1, 2, 3, 4]),
+    ]
+    for (epoch, step), kept in cases:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        drop_lines_after(path, epoch, step)
+        assert [json.loads(line) for line in path.read_text().splitlines()] == [records[i] for i in kept], (epoch, step)

@@ -3,6 +3,7 @@ traceback, and nothing of an earlier run lost."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ CASES = [
         "has 3 output(s) but task 'mr' needs 2",
     ),
     ("model: DistilRoBERTa from BERT", lambda t, m, d: ["--student", "distilroberta"], "needs a RoBERTa teacher"),
-    ("model: student deeper than teacher", lambda t, m, d: ["--student-layers", "9"], "use 1..4 layers"),
+    ("model: student deeper than teacher", lambda t, m, d: ["--student-layers", "9"], "the teacher's 4 layers"),
     (
         "method: attention KL across tokenizers",
         lambda t, m, d: ["--method", "aguilar", "--student", "cnn"],
@@ -101,6 +102,78 @@ CASES = [
     ("resume: nothing to resume", lambda t, m, d: ["--resume", str(t / "no-run")], "no config.json"),
 ]
 
+# Sizes far outside sense (xkd.limits): refused before any model is built, so each fails within a second or two.
+LIMIT_CASES = [
+    ("limit: epochs", lambda t, m, d: ["--epochs", "100000"], "--epochs is 100000, above the limit of 10000"),
+    ("limit: teacher epochs", lambda t, m, d: ["--teacher-epochs", "99999"], "--teacher-epochs is 99999, above"),
+    ("limit: heads epochs", lambda t, m, d: ["--heads-epochs", "99999"], "--heads-epochs is 99999, above"),
+    (
+        "limit: augment factor",
+        lambda t, m, d: ["--augment", "tang", "--augment-factor", "5000"],
+        "--augment-factor is 5000, above the limit of 1000",
+    ),
+    (
+        "limit: CNN layers",
+        lambda t, m, d: ["--student", "cnn", "--student-layers", "100000"],
+        "--student-layers is 100000, above the limit of 48",
+    ),
+    ("limit: assistant deeper than teacher", lambda t, m, d: ["--assistant-layers", "6"], "teacher's 4"),
+    (
+        "limit: DistilRoBERTa from a shallow RoBERTa",
+        lambda t, m, d: ["--student", "distilroberta", "--teacher", str(save_tiny(t / "rob", kind="roberta"))],
+        "--student distilroberta has 6 layers, above the limit of 4",
+    ),
+    (
+        "limit: max length",
+        lambda t, m, d: ["--max-length", "100000"],
+        "--max-length is 100000, above the limit of 8192",
+    ),
+    ("limit: max length past the teacher", lambda t, m, d: ["--max-length", "65"], "above the limit of 64 (teacher"),
+    (
+        "limit: max length past a RoBERTa teacher",  # 72 position embeddings, padding_idx 0: 71 tokens
+        lambda t, m, d: ["--teacher", str(save_tiny(t / "rob", kind="roberta")), "--max-length", "72"],
+        "--max-length is 72, above the limit of 71",
+    ),
+    ("limit: batch size", lambda t, m, d: ["--batch-size", "10000000"], "--batch-size is 10000000, above the limit"),
+    ("limit: eval batch size", lambda t, m, d: ["--eval-batch-size", "10000000"], "--eval-batch-size is 10000000"),
+    (
+        "limit: batch size past the training split",
+        lambda t, m, d: ["--batch-size", "65"],
+        "--batch-size is 65, above the limit of 64 (the training split has 64 rows",
+    ),
+    (
+        "limit: CNN channels",
+        lambda t, m, d: ["--student", "cnn", "-S", "channels=100000"],
+        "-S channels is 100000, above the limit of 8192",
+    ),
+    (
+        "limit: CNN block width",
+        lambda t, m, d: ["--student", "cnn", "-S", "channels=4000"],
+        "-S channels x filter widths is 4000 x 3 = 12000, above the limit of 8192",
+    ),
+    (
+        "limit: CNN filter wider than max length",
+        lambda t, m, d: ["--student", "cnn", "-S", "filter_widths=3,17"],
+        "-S filter_widths is 17, above the limit of 16",
+    ),
+    ("limit: CNN filter width 0", lambda t, m, d: ["--student", "cnn", "-S", "filter_widths=0,3"], "at least 1"),
+    (
+        "limit: BiLSTM hidden size",
+        lambda t, m, d: ["--student", "bilstm", "-S", "hidden_size=1e6"],
+        "-S hidden_size is 1000000, above the limit of 8192",
+    ),
+    ("limit: fractional width", lambda t, m, d: ["--student", "bilstm", "-S", "hidden_size=2.5"], "a whole number"),
+    ("limit: embedding dim 0", lambda t, m, d: ["--student", "cnn", "-S", "embedding_dim=0"], "at least 1, got 0"),
+    ("limit: vocabulary", lambda t, m, d: ["--student", "cnn", "-S", "max_vocab=1e9"], "-S max_vocab is 1000000000"),
+    (
+        "limit: config file",
+        lambda t, m, d: _config(t, "student-layers = 100\n"),
+        "--student-layers is 100, above the limit of 48",
+    ),
+]
+LIMIT_IDS = {c[0] for c in LIMIT_CASES}
+CASES += LIMIT_CASES
+
 
 @pytest.mark.parametrize(("case", "make", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_distill_input(tmp_path, case, make, message):
@@ -110,8 +183,14 @@ def test_bad_distill_input(tmp_path, case, make, message):
     base = ["--teacher", str(teacher), "--data-dir", str(data), "--output-dir", str(tmp_path / "run")]
     if "--resume" in args:
         base = []
+    import xkd.distillation  # noqa: F401  (imported before the clock starts: the first command imports it)
+
+    start = time.perf_counter()
     result = run("distill", *base, *QUICK, *args) if base else run("distill", *args)
+    seconds = time.perf_counter() - start
     assert result.exit_code == 2, (case, result.output, repr(result.exception))
+    if case in LIMIT_IDS:  # refused before any model is built or any data is tokenized
+        assert seconds < 2.0, (case, seconds)
     assert message in result.output, (case, result.output)
     # Progress lines may precede it, but the error is one line, the last, and there is no traceback.
     lines = result.output.strip().splitlines()

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from xkd.errors import XKDError, closest
+from xkd.limits import check_config_limits
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -119,6 +120,7 @@ class DistillConfig:
             raise XKDError(f"second-stage-epochs must be >= 0, got {self.second_stage_epochs}")
         if self.weight_decay < 0:
             raise XKDError(f"weight-decay must be >= 0, got {self.weight_decay}")
+        check_config_limits(self)  # sizes far outside sense (see xkd.limits for each limit and why)
         choices = {
             "finetune_teacher": ("auto", "always", "never"),
             "precision": ("no", "bf16", "fp16"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -28,11 +30,12 @@ from xkd.data import (
     make_loader,
     tokenizer_fingerprint,
 )
-from xkd.errors import XKDError
+from xkd.errors import Interrupted, XKDError
 from xkd.evaluation import evaluate, score_logits
 from xkd.files import write_text_atomically
 from xkd.flops import flops_per_example
 from xkd.latency import cpu_latency_ms
+from xkd.limits import check_batch_size, check_student_options, check_teacher_sizes
 from xkd.log import Log, silent
 from xkd.methods import Method, TermContext, get_method
 from xkd.metrics import shown_metrics
@@ -243,14 +246,23 @@ def ensure_teacher_heads(
     input standardisation, which left shallow heads at chance confidence); `info["heads"]` then names their
     directory whenever the teacher has them."""
     directory = heads_dir(info["path"])
-    stale = needed and PseudoHeads.exists(directory) and not PseudoHeads.info(directory).get(STANDARDIZED, False)
+    damaged = teacher.damaged_heads  # stored heads that could not be loaded (truncated, overwritten)
+    stale = (
+        needed
+        and teacher.pseudo_heads is not None
+        and PseudoHeads.exists(directory)
+        and not PseudoHeads.info(directory).get(STANDARDIZED, False)
+    )
     if needed and (teacher.pseudo_heads is None or stale):
-        log(
-            f"teacher pseudo classifiers in {directory} were trained on unstandardised vectors: retraining them"
-            if stale
-            else f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads "
-            f"({directory})"
-        )
+        if damaged is not None:
+            log(f"teacher pseudo classifiers in {damaged.directory} are damaged ({damaged.why}); retraining them")
+        elif stale:
+            log(f"teacher pseudo classifiers in {directory} were trained on unstandardised vectors: retraining them")
+        else:
+            log(
+                f"teacher has no pseudo classifiers: training {teacher.num_layers} {cfg.teacher_heads} heads "
+                f"({directory})"
+            )
         heads, metrics = train_heads(
             teacher,
             task,
@@ -265,6 +277,12 @@ def ensure_teacher_heads(
         )
         heads.save(directory, **heads_info(metrics, task, max_length=cfg.max_length))
         teacher.pseudo_heads = freeze(heads).to(next(teacher.parameters()).device)
+        teacher.damaged_heads = None
+    elif damaged is not None:
+        log(
+            f"teacher pseudo classifiers in {damaged.directory} are damaged ({damaged.why}); left as they are, since "
+            "this method does not use them (a method that does retrains them)"
+        )
     if teacher.pseudo_heads is not None:
         info["heads"], info["heads_sha256"] = str(directory), PseudoHeads.fingerprint(directory)
 
@@ -299,6 +317,7 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     check_transfer(cfg)
     method = get_method(cfg.method)
     task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples)
+    check_teacher_sizes(cfg)
     teacher, info = resolve_teacher(cfg, task, raw, log)
     ensure_teacher_heads(teacher, info, method.needs_teacher_heads, task, raw, cfg, log)
     transfer, _ = build_transfer(cfg, task, raw, log)
@@ -309,17 +328,24 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     return open_caches(cfg, method, task, teacher, info["path"], splits, Collator(tokenizers), log)
 
 
+def check_student(cfg: DistillConfig) -> None:
+    """The student before anything loads: a built-in's option names, types and sizes (`xkd.limits`), a plug-in's
+    import."""
+    spec = student_spec(cfg.student)
+    if spec is not None:
+        options = resolve_options(f"student '{cfg.student}'", spec.options, cfg.student_options)
+        check_student_options(options, cfg.max_length)
+    else:
+        plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
+
+
 def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     """Every check that needs no data or model (values, task, method and its options, student and its options);
     returns the task, the method and its resolved options. Studies call it for every run before the first starts."""
     cfg.validate()
     task = resolve_task(cfg)
     method = get_method(cfg.method)
-    spec = student_spec(cfg.student)
-    if spec is not None:
-        resolve_options(f"student '{cfg.student}'", spec.options, cfg.student_options)
-    else:
-        plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
+    check_student(cfg)
     check_transfer(cfg)
     check_trackers(tracker_names(cfg.report_to))
     if (cfg.transfer or cfg.augment != "none") and not method.needs_teacher:
@@ -370,14 +396,17 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         log = silent  # under `accelerate launch`, one process speaks
     task, method, options = check_config(cfg)  # option errors before any loading
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
-    if cfg.finetune_teacher == "never" or is_sequence_classifier(load_config(cfg.teacher, "teacher")):
+    teacher_config = check_teacher_sizes(cfg)  # --max-length, layers: from the teacher's config.json alone
+    if cfg.finetune_teacher == "never" or is_sequence_classifier(teacher_config):
         check_teacher(cfg.teacher, task)  # fail before a run directory exists
     transfer, transfer_report = build_transfer(cfg, task, raw, log)  # before the run dir: bad files cost nothing
+    check_batch_size(cfg, len(raw["train"]), len(transfer) if transfer is not None else 0)
     run_dir = claim_run_dir(cfg)
     log(f"run directory: {run_dir}")
 
     teacher_start = time.perf_counter()
-    with state.main_process_first():  # fine-tunes and heads are cached: one process trains, the others load
+    again = "the same command (the teacher's fine-tune and labelling continue where they stopped)"
+    with state.main_process_first(), continued_by(again):  # fine-tunes and heads are cached: one process trains
         teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
         if cfg.assistant_layers:
             teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
@@ -395,7 +424,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     separate = separate_roles(student)
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
     collator = Collator(tokenizers, separate)
-    cache = teacher_cache(cfg, method, task, teacher, teacher_info["path"], splits, collator, log)
+    with continued_by(again):
+        cache = teacher_cache(cfg, method, task, teacher, teacher_info["path"], splits, collator, log)
     if cache is not None:
         teacher_info["cache"] = str(cache.directory)
     splits = with_transfer_rows(splits)
@@ -411,7 +441,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         "teacher": cfg.teacher,
         "max_length": cfg.max_length,
     }
-    stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
+    with continued_by(f"xkd distill --resume {run_dir}"):
+        stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
     models = (teacher, teacher_info, student, cache)
     summary = describe_run(cfg, task, method, terms, stages, *models, splits, collator, run_dir)
     summary["data"] = {"train": len(raw["train"]), "transfer": len(transfer) if transfer is not None else 0}
@@ -422,6 +453,15 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_model_card(run_dir)
     return summary
+
+
+@contextmanager
+def continued_by(how: str) -> Iterator[None]:
+    """An interruption (Ctrl-C, SIGTERM) in the block ends with the command that continues the work."""
+    try:
+        yield
+    except Interrupted as e:
+        raise e.continue_with(how) from None
 
 
 def claim_run_dir(cfg: DistillConfig) -> Path:
@@ -479,6 +519,7 @@ def train_stages(
         teacher_cache=cache,
         meta=meta,
         resume=cfg.resume,
+        log=log,
     )
     if not cfg.second_stage_epochs:
         return [first]
@@ -495,6 +536,7 @@ def train_stages(
         meta={**meta, "stage": 2},
         initial_best=first["best_score"],
         resume=cfg.resume and Checkpoints.exist(run_dir / "stage2"),
+        log=log,
     )
     return [first, second]
 

@@ -25,3 +25,23 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> XKDError:
     """The standard error for a name missing from a registry."""
     choices = sorted(choices)
     return XKDError(f"unknown {kind} '{name}'{closest(name, choices)}; choose one of: {', '.join(choices)}")
+
+
+class Interrupted(Exception):
+    """Training, labelling or a study stopped on Ctrl-C or SIGTERM after keeping its work; the message says what
+    was kept and the command that continues. `exit_code` is the shell's for the signal (130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number
+
+    def continue_with(self, how: str) -> Interrupted:
+        """The same interruption, its message ending with how to continue (said once, by the outermost caller that
+        knows the command)."""
+        if "; continue with" in str(self):
+            return self
+        return Interrupted(f"{self}; continue with: {how}", self.signal_number)

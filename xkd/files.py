@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,9 +35,24 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(text)
+    with removed_on_failure(tmp):
+        tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+@contextmanager
+def removed_on_failure(path: Path) -> Iterator[None]:
+    """A temporary file or directory that a failed write (a full disk, an interruption) must not leave behind; the
+    file it was meant to replace is untouched."""
+    try:
+        yield
+    except BaseException:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def save_figure_atomically(figure: Any, path: str | os.PathLike, **options: Any) -> Path:
@@ -44,6 +60,7 @@ def save_figure_atomically(figure: Any, path: str | os.PathLike, **options: Any)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    figure.savefig(tmp, **options)
+    with removed_on_failure(tmp):
+        figure.savefig(tmp, **options)
     os.replace(tmp, path)
     return path

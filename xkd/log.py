@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 Log = Callable[[str], None]
+
+
+def to_stderr(message: str) -> None:
+    """The default log of library calls: a line on stderr (stdout stays for results)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def silent(message: str) -> None:

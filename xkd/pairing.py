@@ -8,12 +8,12 @@ import torch
 
 from xkd.config import DistillConfig
 from xkd.data import Collator, encode, load_splits
-from xkd.distillation import configured_student, resolve_task, separate_roles, term_context
+from xkd.distillation import check_student, configured_student, resolve_task, separate_roles, term_context
 from xkd.errors import XKDError
+from xkd.limits import check_teacher_sizes
 from xkd.methods import METHODS, TermContext
 from xkd.methods.projector import layer_mask
 from xkd.teachers import HFEncoderClassifier, freeze, is_sequence_classifier
-from xkd.teachers.hf_encoder import load_config
 from xkd.teachers.loading import load_teacher
 from xkd.training import parameter_count
 
@@ -40,8 +40,9 @@ def applicability(method: str, teacher, context: TermContext) -> tuple[bool, str
 
 def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
     task = resolve_task(cfg)
+    check_student(cfg)
     task, raw = load_splits(task, cfg.data_dir, max_examples=max(batch_size, 8))
-    if is_sequence_classifier(load_config(cfg.teacher, "teacher")):
+    if is_sequence_classifier(check_teacher_sizes(cfg)):  # sizes from the teacher's config.json, before it loads
         teacher = load_teacher(cfg.teacher, task)
         teacher_note = "fine-tuned classifier"
     else:

@@ -19,12 +19,24 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from xkd.damage import damaged, first_line
 from xkd.errors import XKDError
 from xkd.files import write_text_atomically
 
 KINDS = ("linear", "pooler")
 WEIGHTS_FILE = "pseudo_heads.safetensors"
 INFO_FILE = "pseudo_heads.json"
+
+
+class DamagedHeads(XKDError):
+    """Stored pseudo classifiers that cannot be loaded. They derive from their model, so a run that needs them
+    retrains them (and says `why`); elsewhere the message says how to."""
+
+    def __init__(self, directory: str | os.PathLike, why: str) -> None:
+        super().__init__(
+            f"the pseudo classifiers in {directory} cannot be loaded: {why}; retrain them with 'xkd teacher heads'"
+        )
+        self.directory, self.why = Path(directory), why
 
 
 class PseudoHeads(nn.Module):
@@ -95,14 +107,20 @@ class PseudoHeads(nn.Module):
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> PseudoHeads:
+        """The heads stored in `directory`; `DamagedHeads` when their files cannot be read or do not fit each other."""
         directory = Path(directory)
-        info = json.loads((directory / INFO_FILE).read_text())
-        heads = cls(info["layers"], info["width"], info["num_labels"], info.get("kind", "linear"))
-        state = load_file(str(directory / WEIGHTS_FILE))
-        # Heads saved before input statistics existed take raw vectors: keep the identity statistics.
-        missing = set(heads.load_state_dict(state, strict=False).missing_keys) - {"input_mean", "input_std"}
+        try:
+            info = json.loads((directory / INFO_FILE).read_text())
+            heads = cls(info["layers"], info["width"], info["num_labels"], info.get("kind", "linear"))
+            state = load_file(str(directory / WEIGHTS_FILE))
+            # Heads saved before input statistics existed take raw vectors: keep the identity statistics.
+            missing = set(heads.load_state_dict(state, strict=False).missing_keys) - {"input_mean", "input_std"}
+        except (OSError, XKDError):
+            raise
+        except Exception as e:  # truncated or overwritten files, or weights that do not fit the recorded shapes
+            raise DamagedHeads(directory, damaged(directory, (INFO_FILE, WEIGHTS_FILE)) or first_line(e)) from None
         if missing:
-            raise XKDError(f"pseudo heads in {directory} lack {', '.join(sorted(missing))}; retrain them")
+            raise DamagedHeads(directory, f"{WEIGHTS_FILE} lacks {', '.join(sorted(missing))}")
         return heads
 
     @staticmethod

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -32,9 +33,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xkd.config import DEFAULTS
+from xkd.damage import damaged, first_line
 from xkd.data import Collator, make_loader, tokenizer_fingerprint
+from xkd.errors import Interrupted, XKDError
 from xkd.files import file_lock, write_text_atomically
-from xkd.log import Log
+from xkd.interrupts import stop_requests
+from xkd.log import Log, to_stderr
 from xkd.paths import cache_root
 from xkd.processes import process_state
 from xkd.trace import Trace
@@ -186,21 +190,49 @@ class TeacherCache:
         return sum(a.nbytes for split in self.arrays.values() for a in split.values())
 
 
+class DamagedCache(XKDError):
+    """A complete cache (its meta.json is written last) whose files do not read: truncated by a full disk or an
+    interrupted copy, or overwritten. It is a cache, so `open_or_build` rebuilds it and says `why`."""
+
+    def __init__(self, directory: Path, why: str) -> None:
+        super().__init__(f"teacher cache {directory} is damaged ({why}); remove it with 'xkd cache clear {directory}'")
+        self.directory, self.why = directory, why
+
+
 def open_cache(directory: Path) -> TeacherCache | None:
-    """The cache stored in `directory`, memory-mapped, or None when it is absent or incomplete."""
+    """The cache stored in `directory`, memory-mapped, or None when it is absent or incomplete; `DamagedCache` when
+    its meta.json or an array does not read, or an array does not hold a row per example."""
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
-    arrays = {
-        split: {
-            field: np.load(directory / split / f"{field}.npy", mmap_mode="r")
-            for field in FIELDS
-            if (directory / split / f"{field}.npy").is_file()
-        }
-        for split in meta["splits"]
-    }
+    try:
+        meta = json.loads(meta_path.read_text())
+        rows = {str(split): int(n) for split, n in meta["splits"].items()}
+        stored = set(meta.get("fields", FIELDS))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not the meta xkd writes
+        raise DamagedCache(directory, f"meta.json is damaged or truncated ({first_line(e)})") from None
+    arrays = {split: _open_arrays(directory, split, n, stored) for split, n in rows.items()}
     return TeacherCache(directory, meta, arrays)
+
+
+def _open_arrays(directory: Path, split: str, rows: int, stored: set[str]) -> dict[str, np.ndarray]:
+    arrays = {}
+    for field in FIELDS:
+        path = directory / split / f"{field}.npy"
+        if not path.is_file():
+            if field in stored and field != "pseudo_logits":  # (a teacher without heads has no pseudo-logits)
+                raise DamagedCache(directory, f"{split}/{field}.npy is missing")
+            continue
+        try:
+            array = np.load(path, mmap_mode="r")
+        except OSError:
+            raise  # unreadable (permissions, ...), not damaged: the error says so
+        except Exception as e:  # a header that does not parse or describes more data than the file holds
+            raise DamagedCache(directory, f"{split}/{field}.npy is damaged or truncated ({first_line(e)})") from None
+        if array.ndim == 0 or len(array) != rows:
+            raise DamagedCache(directory, f"{split}/{field}.npy holds {array.shape} values, not {rows} rows")
+        arrays[field] = array
+    return arrays
 
 
 SAVE_EVERY_SECONDS = 30.0  # how much labelling an interruption may cost at most
@@ -217,6 +249,7 @@ def build_cache(
     progress: bool = True,
     fields: tuple[str, ...] = FIELDS,
     dtype: str = "float32",
+    log: Log = to_stderr,
 ) -> TeacherCache | None:
     """One teacher pass per split, written to a work directory that replaces `directory` when complete. Only
     `fields` are stored, as `dtype`.
@@ -233,7 +266,7 @@ def build_cache(
     work = directory.with_name(f"{directory.name}.building")
     identity = {"fingerprint": meta.get("fingerprint"), "fields": list(fields), "dtype": dtype, "batch": batch_size}
     identity["processes"] = group.num_processes  # rounds of batches are dealt by process count
-    done = _resumable(work, identity) if group.is_main_process else {}
+    done = _resumable(work, identity, log) if group.is_main_process else {}
     if group.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -241,9 +274,10 @@ def build_cache(
     start = time.perf_counter() - done.pop("seconds", 0.0)
     was_training = teacher.training
     teacher.eval()
-    for name, split in splits.items():
-        state = {"work": work, "identity": identity, "done": done, "start": start, "group": group}
-        _label_split(teacher, name, split, collator, batch_size, progress, fields, dtype, state)
+    with stop_requests() as stop:
+        for name, split in splits.items():
+            state = {"work": work, "identity": identity, "done": done, "start": start, "group": group, "stop": stop}
+            _label_split(teacher, name, split, collator, batch_size, progress, fields, dtype, state)
     teacher.train(was_training)
     if not group.is_main_process:
         return None  # the main process writes the cache; callers open it after waiting for it
@@ -265,14 +299,26 @@ def build_cache(
     return cache
 
 
-def _resumable(work: Path, identity: dict[str, Any]) -> dict[str, Any]:
+def _resumable(work: Path, identity: dict[str, Any], log: Log) -> dict[str, Any]:
     """Batches already written per split (and the seconds spent) when `work` holds an interrupted pass of the same
-    cache; otherwise an empty work directory and nothing done."""
+    cache; otherwise an empty work directory and nothing done. A pass whose progress record or arrays do not read
+    (truncated, overwritten) is started over, and said."""
     progress_file = work / "progress.json"
     if progress_file.is_file():
-        saved = json.loads(progress_file.read_text())
-        if saved.get("identity") == identity:
-            return {**saved["done"], "seconds": saved.get("seconds", 0.0)}
+        problem = None
+        try:
+            saved = json.loads(progress_file.read_text())
+            same = saved.get("identity") == identity
+            done = {str(split): int(n) for split, n in saved["done"].items()}
+            seconds = float(saved.get("seconds", 0.0))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not the record xkd writes
+            same, problem = False, f"progress.json is damaged or truncated ({first_line(e)})"
+        if same:
+            problem = damaged(work, [f"{split}/*.npy" for split, n in done.items() if n > 0])
+            if problem is None:
+                return {**done, "seconds": seconds}
+        if problem is not None:
+            log(f"teacher cache: the interrupted build in {work} is damaged ({problem}); starting that build over")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     return {}
@@ -310,6 +356,16 @@ def _label_split(
             _write_rows(files, work / name, len(split), rows, values, dtype)
             bar.update(len(rows))
         done[name] = min(start + world, len(order))
+        if state["stop"].agreed(group):  # Ctrl-C / SIGTERM: keep what is labelled, then stop
+            if main:
+                _save_progress(files, state)
+            bar.close()
+            labelled = sum(len(b) for b in order[: done[name]])
+            raise Interrupted(
+                f"teacher labelling stopped at {labelled} of {len(split)} texts of '{name}'; the labelled part is kept "
+                f"in {work}",
+                state["stop"].signal or signal.SIGINT,
+            )
         if main and time.perf_counter() - saved_at > SAVE_EVERY_SECONDS:
             _save_progress(files, state)
             saved_at = time.perf_counter()
@@ -408,7 +464,11 @@ def open_or_build(
 
 def _plan(directory: Path, splits: DatasetDict, wanted: str, storage: Storage, log: Log):
     """(the cache to reuse, None) or (None, the storage to build with), said in the log."""
-    cache = open_cache(directory)
+    try:
+        cache = open_cache(directory)
+    except DamagedCache as e:
+        log(f"teacher cache: {directory} is damaged ({e.why}); rebuilding it")
+        return None, storage
     same = cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits)
     if same and Storage.of(cache.meta).holds(storage):
         log(f"teacher cache: reusing {directory} ({cache.size_bytes / 2**20:.0f} MiB)")
@@ -432,7 +492,9 @@ def _open_or_build(teacher, splits, collator, directory, meta, wanted, log, prog
     if cache is not None:
         return cache
     meta = {**meta, "fingerprint": wanted}
-    cache = build_cache(teacher, splits, collator, directory, meta, batch_size, progress, **storage.as_kwargs())
+    cache = build_cache(
+        teacher, splits, collator, directory, meta, batch_size, progress, **storage.as_kwargs(), log=log
+    )
     log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
     return cache
 
@@ -448,7 +510,7 @@ def _open_or_build_together(lock, teacher, splits, collator, directory, meta, wa
         storage = broadcast_object_list(plan)[0]  # None: reuse the cache as it is
         if storage is not None:
             meta = {**meta, "fingerprint": wanted}
-            build_cache(teacher, splits, collator, directory, meta, size, progress, **storage.as_kwargs())
+            build_cache(teacher, splits, collator, directory, meta, size, progress, **storage.as_kwargs(), log=log)
         group.wait_for_everyone()
     cache = open_cache(directory)
     if cache is None:
@@ -459,11 +521,17 @@ def _open_or_build_together(lock, teacher, splits, collator, directory, meta, wa
 
 
 def list_caches(root: Path | None = None) -> list[dict[str, Any]]:
-    """Every complete cache under the root, with its meta and size on disk."""
+    """Every complete cache under the root, with its meta and size on disk; a damaged one has only `dir`,
+    `size_mib` and `damaged` (why), so that it can be cleared."""
     root = root or traces_root()
     out = []
     for directory in sorted(root.glob("*")) if root.is_dir() else []:
-        cache = open_cache(directory)
+        try:
+            cache = open_cache(directory)
+        except DamagedCache as e:
+            size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+            out.append({"dir": str(directory), "size_mib": round(size / 2**20, 1), "damaged": e.why})
+            continue
         if cache is not None:
             out.append({"dir": str(directory), "size_mib": round(cache.size_bytes / 2**20, 1), **cache.meta})
     return out

@@ -150,6 +150,8 @@ def check_tokenizers(
 
 def check_teacher_heads(method: Method, teacher: HFEncoderClassifier) -> None:
     if method.needs_teacher_heads and teacher.pseudo_heads is None:
+        if getattr(teacher, "damaged_heads", None) is not None:
+            raise teacher.damaged_heads  # says which file is damaged and how to retrain the heads
         source = teacher.meta.get("source", "DIR")
         raise XKDError(
             f"method '{method.name}' needs the teacher's per-layer pseudo classifiers and the teacher has none; "

@@ -66,7 +66,7 @@ from xkd.distillation import (
     resolve_teacher,
     run_distill,
 )
-from xkd.errors import XKDError, closest
+from xkd.errors import Interrupted, XKDError, closest
 from xkd.files import file_lock, write_text_atomically
 from xkd.log import Log, silent
 from xkd.methods import get_method
@@ -518,6 +518,12 @@ def run_study(
             )
             try:
                 summary = _run_one(plan, run, state == "interrupted", progress, log)
+            except Interrupted as e:  # the whole study stops; the run is resumed from its checkpoint next time
+                raise Interrupted(
+                    f"study {plan.name} stopped in run {run.id} ({len(finished)} of {len(everything)} finished; "
+                    f"{str(e).split('; continue with')[0]}); continue with: xkd study {plan.source} (the same command)",
+                    e.signal_number,
+                ) from None
             except Exception as e:  # one failed run must not lose the others
                 failed[run.id] = str(e).splitlines()[0] if str(e) else type(e).__name__
                 where = plan.run_dir(run) / "error.txt"
@@ -570,7 +576,7 @@ def _run_one(plan: StudyPlan, run: PlannedRun, resume: bool, progress: bool, log
                 handle.flush()
 
             return run_distill(cfg, log=to_file)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):  # an interrupted run, not a failed one: no error.txt
         log(f"interrupted: run the same command again to resume {run.id} from its last checkpoint")
         raise
     except Exception as e:

@@ -11,14 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from xkd.files import write_text_atomically
+from xkd.errors import XKDError
+from xkd.files import removed_on_failure, write_text_atomically
+from xkd.log import Log, to_stderr
 
 
 class Checkpoints:
     """Resumable training states in one directory, written atomically, the newest `keep` kept."""
 
-    def __init__(self, directory: Path, keep: int, enabled: bool = True) -> None:
-        self.directory, self.keep, self.enabled = directory, max(keep, 1), enabled
+    def __init__(self, directory: Path, keep: int, enabled: bool = True, log: Log = to_stderr) -> None:
+        self.directory, self.keep, self.enabled, self.log = directory, max(keep, 1), enabled, log
 
     def paths(self) -> list[Path]:
         return sorted(self.directory.glob("step-*.pt"))
@@ -34,14 +36,34 @@ class Checkpoints:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"step-{state['step']:08d}.pt"
         tmp = final.with_name(final.name + ".partial")
-        torch.save(state, tmp)
+        with removed_on_failure(tmp):  # a full disk: no half-written file stays behind, the older ones are intact
+            torch.save(state, tmp)
         os.replace(tmp, final)  # a crash mid-write leaves the previous checkpoint as the newest
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
 
+    def clean(self) -> None:
+        """Remove what a process killed mid-write left (`*.partial`); finished checkpoints are never touched."""
+        for stale in self.directory.glob("*.partial"):
+            stale.unlink(missing_ok=True)
+
     def latest(self) -> dict[str, Any] | None:
-        paths = self.paths()
-        return torch.load(paths[-1], map_location="cpu", weights_only=False) if paths else None
+        """The newest checkpoint that loads; a damaged one (a disk error, a file cut short) is skipped with a line
+        saying which and why. None when there is none; an error when every one is damaged."""
+        damaged = []
+        for path in reversed(self.paths()):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for a damaged file
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+                damaged.append(f"{path.name} ({why})")
+                self.log(f"checkpoint {path} cannot be read ({why}); trying the one before it")
+        if damaged:
+            raise XKDError(
+                f"no checkpoint in {self.directory} can be read: {'; '.join(damaged)}; start the run again with "
+                "--overwrite instead of --resume"
+            )
+        return None
 
 
 def save_atomically(model: nn.Module, directory: Path, meta: dict[str, Any]) -> None:
@@ -52,7 +74,8 @@ def save_atomically(model: nn.Module, directory: Path, meta: dict[str, Any]) -> 
     """
     tmp = directory.with_name(directory.name + ".saving")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, **meta)
+    with removed_on_failure(tmp):
+        model.save(tmp, **meta)
     directory.mkdir(parents=True, exist_ok=True)
     for path in tmp.iterdir():
         os.replace(path, directory / path.name)
@@ -65,7 +88,11 @@ def drop_lines_after(path: Path, epoch: int, step: int) -> None:
     again."""
 
     def covered(record: dict[str, Any]) -> bool:
-        return record["step"] <= step if "step" in record else record["epoch"] < epoch
+        if "step" not in record:
+            return record["epoch"] < epoch
+        if record.get("at") != "step" and record["epoch"] >= epoch:
+            return False  # an epoch's end line comes after the checkpoint of its last step, before the epoch's own
+        return record["step"] <= step
 
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if covered(json.loads(line))]

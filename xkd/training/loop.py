@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +28,10 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from xkd.data import Collator, is_labeled, make_loader
-from xkd.errors import XKDError
+from xkd.errors import Interrupted, XKDError
 from xkd.evaluation import evaluate
+from xkd.interrupts import StopRequest, stop_requests
+from xkd.log import Log, to_stderr
 from xkd.methods.base import LossTerm, TermModule, weighted_loss
 from xkd.processes import use_cpu
 from xkd.tasks import Task
@@ -94,6 +98,7 @@ def train(
     meta: dict[str, Any] | None = None,
     initial_best: float = -math.inf,
     resume: bool = False,
+    log: Log = to_stderr,
 ) -> dict[str, Any]:
     """Train `model` on `splits["train"]` with the weighted `terms`, keeping the best validation checkpoint.
 
@@ -111,20 +116,21 @@ def train(
     and updates).
     """
     inputs = (model, task, splits, collator, terms, settings, Path(run_dir))
-    run = set_up(*inputs, teacher, needs_attentions, teacher_cache, save_dir, meta, initial_best)
+    run = set_up(*inputs, teacher, needs_attentions, teacher_cache, save_dir, meta, initial_best, log)
     resumed_epoch = restore(run) if resume else start(run)
     run.state.start_clock()
     bar = tqdm(total=run.total_steps, desc="train", disable=not (settings.progress and run.main), dynamic_ncols=True)
     bar.update(run.state.step)
-    for epoch in range(run.state.epoch, run.epochs + 1):
-        if run.state.stopped_at is not None:  # early stopping ended the run before an interruption
-            break
-        train_epoch(run, epoch, bar, continuing=epoch == resumed_epoch)
-        if run.state.stopped_at is not None:  # stopped by an evaluation within the epoch
-            break
-        end_epoch(run, epoch, bar)
-        if run.state.step >= run.total_steps:
-            break
+    with stop_requests() as stop:
+        for epoch in range(run.state.epoch, run.epochs + 1):
+            if run.state.stopped_at is not None:  # early stopping ended the run before an interruption
+                break
+            train_epoch(run, epoch, bar, continuing=epoch == resumed_epoch, stop=stop)
+            if run.state.stopped_at is not None:  # stopped by an evaluation within the epoch
+                break
+            end_epoch(run, epoch, bar)
+            if run.state.step >= run.total_steps:
+                break
     bar.close()
     return finish(run)
 
@@ -143,6 +149,7 @@ def set_up(
     save_dir: str | Path | None,
     meta: dict[str, Any] | None,
     initial_best: float,
+    log: Log = to_stderr,
 ) -> Run:
     """Seed, device, loaders, optimizer and schedule; the terms' `start` hooks check the student first."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +180,9 @@ def set_up(
     if teacher is not None:
         teacher.to(accelerator.device)  # frozen: placed, never wrapped for DDP or optimised
     state = TrainState(accelerator, model, term_modules, optimizer, scheduler, settings, source, initial_best)
-    checkpoints = Checkpoints(run_dir / "checkpoints", settings.keep_checkpoints, enabled=accelerator.is_main_process)
+    checkpoints = Checkpoints(
+        run_dir / "checkpoints", settings.keep_checkpoints, enabled=accelerator.is_main_process, log=log
+    )
     save_dir = Path(save_dir) if save_dir is not None else run_dir / "student"
     epochs = math.ceil(total_steps / steps_per_epoch)
     loaders = (train_loader, sampler, eval_loaders, val_names, test_names)
@@ -255,6 +264,9 @@ def start(run: Run) -> None:
 
 def restore(run: Run) -> int:
     """Continue from the newest checkpoint; returns the epoch it resumes in."""
+    if run.main:  # what a kill mid-write left behind
+        run.checkpoints.clean()
+        shutil.rmtree(run.save_dir.with_name(run.save_dir.name + ".saving"), ignore_errors=True)
     saved = run.checkpoints.latest()
     if saved is None:
         raise XKDError(f"{run.run_dir} has no checkpoint to resume from; start the run again without --resume")
@@ -265,8 +277,9 @@ def restore(run: Run) -> int:
     return run.state.epoch
 
 
-def train_epoch(run: Run, epoch: int, bar: tqdm, continuing: bool) -> None:
-    """One pass over the training batches (the rest of it when `continuing` an interrupted epoch)."""
+def train_epoch(run: Run, epoch: int, bar: tqdm, continuing: bool, stop: StopRequest | None = None) -> None:
+    """One pass over the training batches (the rest of it when `continuing` an interrupted epoch). A stop request
+    (Ctrl-C, SIGTERM) ends it at the next optimizer step with a resumable checkpoint."""
     state = run.state
     run.model.train()
     run.term_modules.train()
@@ -289,6 +302,15 @@ def train_epoch(run: Run, epoch: int, bar: tqdm, continuing: bool) -> None:
             break
         if state.step % run.settings.grad_accumulation:
             continue  # evaluations and checkpoints fall between optimizer steps
+        if stop is not None and stop.agreed(run.accelerator):
+            state.epoch, state.batches_done = epoch, index + 1
+            run.checkpoints.save(state.state_dict())
+            bar.close()
+            raise Interrupted(
+                f"training stopped at step {state.step} of {run.total_steps}; a resumable checkpoint is in "
+                f"{run.checkpoints.directory}",
+                stop.signal or signal.SIGINT,
+            )
         evaluate_now = due(state.step, run.settings.eval_every) and index + 1 < len(run.train_loader)
         if evaluate_now:  # the epoch's last batch is evaluated by `end_epoch`
             validate(run, epoch, within_epoch=True)
