@@ -39,8 +39,8 @@ def same_student(a, b) -> bool:
 @pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_training_keeps_a_checkpoint_and_says_how_to_continue(tmp_path, signal_number, code):
     teacher = save_tiny(tmp_path / "teacher", layers=2)
-    data = write_task_dir(tmp_path / "data", sizes=(1600, 32, 32))  # 200 steps per epoch
-    args = [*distill(teacher, data), *ARGS, "--epochs", "3"]
+    data = write_task_dir(tmp_path / "data", sizes=(800, 32, 32))  # 100 steps per epoch
+    args = [*distill(teacher, data), *ARGS, "--epochs", "2"]
     assert run(*args, "--output-dir", str(tmp_path / "whole")).exit_code == 0
 
     out = tmp_path / "stopped"

@@ -257,7 +257,7 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
     assert "1 of 2 runs failed (first: deep--kd--s1" in result.output
     assert (tmp_path / "out" / "runs" / "ok--kd--s1" / "summary.json").is_file()
     error = (tmp_path / "out" / "runs" / "deep--kd--s1" / "error.txt").read_text()
-    assert error.startswith("a 5-layer student cannot be initialised from a 2-layer teacher")
+    assert error.startswith("--student-layers is 5, above the limit of 2 (BERT-k copies its layers from the teacher")
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
