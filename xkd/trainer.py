@@ -267,7 +267,8 @@ class DistillationTrainer(Trainer):
         return [getattr(t.module, hook) for t in self.terms if hasattr(t.module, hook)]
 
     def _place(self, device: torch.device) -> None:
-        """Teacher and term modules follow the student (never `.cuda()`): placed once, moved if the student moves."""
+        """Teacher and term modules go to the student's device (read from its parameters): placed once, moved again
+        only if the student moves."""
         if self.teacher is not None:
             self.teacher.to(device)
         self.term_modules.to(device)
