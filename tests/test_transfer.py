@@ -15,7 +15,7 @@ from xkd.data import UNLABELED, load_splits
 from xkd.errors import XKDError
 from xkd.methods.losses import task_loss
 from xkd.tasks import get_task
-from xkd.transfer.augment import augment_texts, nearest_neighbours, resolve_recipe
+from xkd.transfer.augment import augment_path, augment_texts, nearest_neighbours, resolve_recipe
 from xkd.transfer.sets import clean_transfer, read_transfer_file
 
 MR = get_task("mr")
@@ -104,6 +104,20 @@ def test_same_seed_same_set_other_seed_other_set(name, vectors):
     _, c = _augment(name, {**values, "seed": 1})
     assert a.equals(b) and not a.equals(c)
     assert len(a) == 60 and a["source"].tolist() == [i for i in range(20) for _ in range(3)]
+
+
+def test_the_set_is_keyed_by_the_vectors_content_not_their_path_or_time(tmp_path, vectors):
+    train = pd.DataFrame({"sentence": ["a good film", "a bad plot"], "label": [1, 0]})
+
+    def key(path):
+        return augment_path(MR, train, "tinybert", resolve_recipe("tinybert", {"vectors": str(path)})[1], 2)
+
+    moved = tmp_path / "elsewhere" / "glove.txt"
+    moved.parent.mkdir()
+    moved.write_bytes(vectors.read_bytes())  # another path, another modification time, the same vectors
+    assert key(moved) == key(vectors)
+    moved.write_text(vectors.read_text().replace("good", "fine", 1))
+    assert key(moved) != key(vectors)
 
 
 def test_tang_rules_at_their_extremes():
