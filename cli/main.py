@@ -16,10 +16,50 @@ from xkd.errors import Interrupted
 from .errors import XKDGroup
 from .options import apply, config_option, given, parse_pairs
 
+# How a custom task is declared: the same options wherever one is (distill, teacher finetune and heads, eval).
+CUSTOM_TASK_OPTIONS = [
+    config_option("text_columns", "Custom task: a text column (twice for pairs).", multiple=True, flag="--text-column"),
+    config_option("label_column", "Custom task: the label column."),
+    config_option("num_labels", "Custom task: label count [default: counted in train].", type=int),
+    config_option("regression", "Custom task: regression target.", flag="--regression/--classification"),
+    config_option(
+        "multi_label",
+        "Custom task: several labels per row (a JSON list in .jsonl/.parquet, names joined by --label-separator in "
+        ".tsv/.csv; an empty cell: none); sigmoid outputs, scored by micro F1.",
+        flag="--multi-label/--single-label",
+    ),
+    config_option("label_separator", "Custom multi-label task: the string between label names in a .tsv/.csv cell."),
+]
+
 DISTILL_OPTIONS = [
     click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file of options."),
     config_option("task", "Task name (mr, sst2, mnli, ...; see 'xkd tasks'), or a custom task's name."),
-    config_option("teacher", "Teacher: hub id or directory of a sequence classifier (or a bare encoder)."),
+    config_option(
+        "teacher",
+        "Teacher: hub id or directory of a sequence classifier (or a bare encoder); repeat it for an ensemble "
+        "whose members' outputs are averaged.",
+        multiple=True,
+    ),
+    config_option(
+        "teacher_weights",
+        "Ensemble: the members' weights W1,W2,... in --teacher order (normalised to sum to 1) [default: equal].",
+    ),
+    config_option(
+        "ensemble_average",
+        "Ensemble: average the members' logits, or their probabilities (the student then sees the log of the mean "
+        "distribution).",
+        type=click.Choice(["logits", "probabilities"]),
+    ),
+    config_option(
+        "teacher_outputs",
+        "Saved teacher outputs instead of a teacher model (e.g. from an API): .jsonl/.parquet/.tsv/.csv, rows keyed "
+        "by text or id, with logits, probabilities, log_probabilities or label.",
+    ),
+    config_option(
+        "missing_outputs",
+        "Training rows without outputs in --teacher-outputs: fail (name them), or drop them.",
+        type=click.Choice(["fail", "drop"]),
+    ),
     config_option(
         "finetune_teacher",
         "Fine-tune the teacher first: auto (when it has no trained classifier; cached), always, never.",
@@ -147,10 +187,7 @@ DISTILL_OPTIONS = [
     config_option("output_dir", "Run directory [default: runs/<task>-<student><k>-<method>-<time>]."),
     config_option("overwrite", "Replace the results already in --output-dir.", flag="--overwrite/--no-overwrite"),
     config_option("data_dir", "Directory of train/validation/test .tsv/.csv/.jsonl/.parquet files."),
-    config_option("text_columns", "Custom task: a text column (twice for pairs).", multiple=True, flag="--text-column"),
-    config_option("label_column", "Custom task: the label column."),
-    config_option("num_labels", "Custom task: label count [default: counted in train].", type=int),
-    config_option("regression", "Custom task: regression target.", flag="--regression/--classification"),
+    *CUSTOM_TASK_OPTIONS,
     config_option("latency", "Measure CPU latency at the end.", flag="--latency/--no-latency"),
     config_option("progress", "Show progress bars.", flag="--progress/--no-progress"),
 ]
@@ -251,17 +288,18 @@ def cache_build(config_file: str | None, student_config: str | None, **options) 
       xkd cache build --teacher teachers/mr --task mr --max-length 64
       xkd cache build --config recipe.toml
     """
-    from xkd.distillation import build_teacher_cache
+    from xkd.distillation import build_teacher_caches
     from xkd.processes import process_state
 
     cfg = _distill_config(config_file, student_config, options)
     main = process_state().is_main_process  # under `accelerate launch`, every process labels and one speaks
     try:
-        built = build_teacher_cache(cfg, log=(lambda m: click.echo(m, err=True)) if main else (lambda m: None))
+        built = build_teacher_caches(cfg, log=(lambda m: click.echo(m, err=True)) if main else (lambda m: None))
     except Interrupted as e:
         raise e.continue_with("the same xkd cache build command (labelling continues where it stopped)") from None
-    if main:
-        click.echo(json.dumps({"dir": str(built.directory), **built.meta}, indent=2))
+    if main:  # an ensemble (several --teacher): a list, one cache per member
+        shown = [{"dir": str(cache.directory), **cache.meta} for cache in built]
+        click.echo(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2))
 
 
 @cache.command("info")
@@ -341,10 +379,20 @@ def teacher() -> None:
 @click.option("--max-steps", type=int, help="Stop after this many steps (quick runs).")
 @click.option("--max-examples", type=int, help="Use at most this many examples per split (quick runs).")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=DEFAULTS.checkpoint_every,
+    show_default=True,
+    help="Also write a resumable checkpoint every N steps (0: epoch ends only; a stop request always writes one).",
+)
 @click.option("--overwrite/--no-overwrite", default=False, help="Replace a teacher already in --output-dir.")
 @click.option("--progress/--no-progress", default=True)
+@apply(CUSTOM_TASK_OPTIONS)
 def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_dir: str | None, **options) -> None:
     """Fine-tune MODEL on TASK and save it with save_pretrained plus metrics.json (validation metrics).
+
+    Interrupted (Ctrl-C, a kill), it keeps a checkpoint: the same command continues from it.
 
     \b
     Example:
@@ -352,8 +400,9 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     """
     from xkd.data import load_splits
     from xkd.distillation import resolve_task, train_settings
-    from xkd.errors import XKDError
+    from xkd.errors import Interrupted, XKDError
     from xkd.teachers import finetune
+    from xkd.training.checkpoints import Checkpoints
 
     cfg = finetune_config(model_name, task, data_dir, options)
     spec, raw = load_splits(resolve_task(cfg), data_dir, cfg.max_examples)
@@ -361,7 +410,15 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     out = Path(output_dir) if output_dir else Path("runs") / f"teacher-{spec.name}-{slug}"
     if (out / "metrics.json").exists() and not options["overwrite"]:
         raise XKDError(f"{out} already holds a fine-tuned teacher; choose another --output-dir or pass --overwrite")
-    _, summary = finetune(model_name, spec, raw, train_settings(cfg, teacher=True), cfg.max_length, out)
+    resume = Checkpoints.exist(out) and not options["overwrite"]  # an interrupted fine-tune continues, never restarts
+    if resume:
+        click.echo(f"teacher: continuing the interrupted fine-tune in {out}", err=True)
+    try:
+        _, summary = finetune(
+            model_name, spec, raw, train_settings(cfg, teacher=True), cfg.max_length, out, resume=resume
+        )
+    except Interrupted as e:
+        raise e.continue_with("the same xkd teacher finetune command (it continues from its last checkpoint)") from None
     click.echo(
         json.dumps({"output_dir": str(out), "validation": summary["validation"], "test": summary["test"]}, indent=2)
     )
@@ -373,7 +430,7 @@ def finetune_config(model_name: str, task: str, data_dir: str | None, options: d
     from xkd.config import DistillConfig
 
     renamed = {"epochs": "teacher_epochs", "lr": "teacher_lr"}
-    values = {renamed.get(k, k): v for k, v in options.items() if k != "overwrite" and v is not None}
+    values = {renamed.get(k, k): v for k, v in given(options).items() if k != "overwrite"}
     return DistillConfig(task=task, teacher=model_name, data_dir=data_dir, **values).validate()
 
 
@@ -394,7 +451,10 @@ def finetune_config(model_name: str, task: str, data_dir: str | None, options: d
 @click.option("--max-examples", type=int, help="Use at most this many examples per split (quick runs).")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--progress/--no-progress", default=True)
-def teacher_heads(teacher_path, task, kind, epochs, lr, data_dir, max_length, max_examples, seed, progress) -> None:
+@apply(CUSTOM_TASK_OPTIONS)
+def teacher_heads(
+    teacher_path, task, kind, epochs, lr, data_dir, max_length, max_examples, seed, progress, **custom
+) -> None:
     """Train a pseudo classifier on every layer of a fine-tuned teacher, its body frozen.
 
     One frozen pass stores each layer's sentence vector; all heads then train together on those vectors. The
@@ -405,15 +465,16 @@ def teacher_heads(teacher_path, task, kind, epochs, lr, data_dir, max_length, ma
     Example:
       xkd teacher heads --teacher runs/teacher-mr --task mr
     """
+    from xkd.config import DistillConfig
     from xkd.data import load_splits
+    from xkd.distillation import resolve_task
     from xkd.errors import XKDError
-    from xkd.tasks import get_task
     from xkd.teachers import heads_dir, load_teacher, train_heads
     from xkd.teachers.heads import heads_info
 
     if epochs < 1 or not lr > 0:
         raise XKDError("--epochs must be at least 1 and --lr > 0")
-    spec, raw = load_splits(get_task(task), data_dir, max_examples)
+    spec, raw = load_splits(resolve_task(DistillConfig(task=task, **given(custom))), data_dir, max_examples)
     model = load_teacher(teacher_path, spec)
     length = max_length or int(model.meta.get("max_length", DEFAULTS.max_length))
     heads, metrics = train_heads(
@@ -529,8 +590,30 @@ def report_command(run_dir: str) -> None:
 @click.option("--text-column", "text_columns", multiple=True, help="Custom task: a text column (twice for pairs).")
 @click.option("--label-column", default="label", show_default=True, help="Custom task: the label column.")
 @click.option("--regression/--classification", default=False, help="Custom task: regression target.")
+@click.option(
+    "--multi-label/--single-label",
+    default=DEFAULTS.multi_label,
+    help="Custom task: several labels per row (scored by micro F1, macro F1 and subset accuracy).",
+)
+@click.option(
+    "--label-separator",
+    default=DEFAULTS.label_separator,
+    show_default=True,
+    help="Custom multi-label task: the string between label names in a .tsv/.csv cell.",
+)
 def eval_command(
-    model_dir, task, split_names, data_dir, batch_size, max_length, max_examples, text_columns, label_column, regression
+    model_dir,
+    task,
+    split_names,
+    data_dir,
+    batch_size,
+    max_length,
+    max_examples,
+    text_columns,
+    label_column,
+    regression,
+    multi_label,
+    label_separator,
 ) -> None:
     """Score a saved teacher or student on a task's splits; prints JSON.
 
@@ -548,7 +631,12 @@ def eval_command(
     from xkd.teachers import load_teacher
 
     cfg = DistillConfig(
-        task=task, text_columns=list(text_columns) or None, label_column=label_column, regression=regression
+        task=task,
+        text_columns=list(text_columns) or None,
+        label_column=label_column,
+        regression=regression,
+        multi_label=multi_label,
+        label_separator=label_separator,
     )
     spec, raw = load_splits(resolve_task(cfg), data_dir, max_examples)
     is_encoder_student = (Path(model_dir) / CONFIG_FILE).is_file()

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import set_seed
 from datasets import DatasetDict
 
 from xkd.damage import MODEL_FILES, TOKENIZER_FILES, damaged
@@ -46,10 +47,13 @@ def finetune(
     Returns the frozen fine-tuned teacher and its summary (validation and test metrics, timings).
     """
     output_dir = Path(output_dir)
+    set_seed(settings.seed)  # a bare encoder's new classifier head is drawn here: the same seed, the same teacher
     model = HFEncoderClassifier.from_pretrained(model_name, num_labels=task.output_size, what="teacher")
     if task.label_names:
         model.config.id2label = dict(enumerate(task.label_names))
         model.config.label2id = {n: i for i, n in enumerate(task.label_names)}
+    if task.multi_label:  # saved in config.json: HF reloads (and its own loss) then read sigmoids, not a softmax
+        model.config.problem_type = "multi_label_classification"
     tokenizers = {"student": model.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, max_length) for n, s in raw_splits.items()})
     meta = {"role": "teacher", "base_model": model_name, **task_record(task), "max_length": max_length}
@@ -84,8 +88,10 @@ def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainS
         "report_to",
     )
     hyper = {k: v for k, v in asdict(settings).items() if k not in ignored}
+    # A multi-label task of the same name and data is another teacher; single-label keys stay as they were.
+    multi = {"multi_label": True, "label_separator": task.label_separator} if task.multi_label else {}
     blob = json.dumps(
-        {"model": model_name, "task": task.name, "data": data_source, "max_length": max_length, **hyper},
+        {"model": model_name, "task": task.name, "data": data_source, "max_length": max_length, **hyper, **multi},
         sort_keys=True,
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

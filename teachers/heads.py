@@ -1,5 +1,6 @@
 """Training the teacher's pseudo classifiers with its body frozen.
 
+Multi-label teachers' heads train with BCE, one sigmoid per label, as their teacher did (`task_loss`).
 Efficient by construction: one frozen teacher pass stores every layer's sentence vector for the training and
 validation splits, then all heads train together on those stored vectors for several epochs (cheap matrix
 products, no transformer in the loop). Each head keeps its epoch of lowest validation loss, independently of the
@@ -96,7 +97,10 @@ def fit_heads(
         for idx in torch.randperm(len(x_train), generator=generator).split(batch_size):
             logits = heads(x_train[idx])  # [b, L, C]
             # The heads share nothing, so the sum of their losses trains each one on its own.
-            loss = sum(task_loss(logits[:, layer], y_train[idx], task.regression) for layer in range(heads.layers))
+            loss = sum(
+                task_loss(logits[:, layer], y_train[idx], task.regression, task.multi_label)
+                for layer in range(heads.layers)
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -106,7 +110,7 @@ def fit_heads(
         for layer in range(heads.layers):
             # Kept by validation loss, not accuracy: the heads' distributions are distillation targets, so their
             # confidence matters, and accuracy ties would keep the earliest, least confident epoch.
-            val_loss = task_loss(val_logits[:, layer], y_val, task.regression).item()
+            val_loss = task_loss(val_logits[:, layer], y_val, task.regression, task.multi_label).item()
             if val_loss < best[layer]:
                 best[layer] = val_loss
                 best_metrics[layer] = compute_metrics(task, val_logits[:, layer].numpy(), y_val.numpy())

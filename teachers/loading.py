@@ -24,11 +24,24 @@ def check_teacher(name_or_path: str, task: Task) -> None:
             f"teacher '{name_or_path}' has {config.num_labels} output(s) but task '{task.name}' needs "
             f"{task.output_size}; use a teacher fine-tuned on {task.name}"
         )
+    check_problem_type(name_or_path, config.problem_type, task)
     # A truncated or overwritten file fails here, before a run directory exists, not halfway through loading.
     files = local_files(name_or_path)
     problem = damaged(files, (*MODEL_FILES, *TOKENIZER_FILES, META_FILE)) if files is not None else None
     if problem is not None:
         raise XKDError(f"cannot load teacher '{name_or_path}': {problem}; {REFETCH}")
+
+
+def check_problem_type(name_or_path: str, problem_type: str | None, task: Task) -> None:
+    """A checkpoint that says it is multi-label (HF's `problem_type`) serves only multi-label tasks, and the other
+    way round: its sigmoid (or softmax) outputs would be read as the other kind. An unset type fits either."""
+    multi = problem_type == "multi_label_classification"
+    if problem_type is not None and multi != task.multi_label:
+        fix = "pass --multi-label" if multi else "use a teacher fine-tuned with --multi-label"
+        raise XKDError(
+            f"teacher '{name_or_path}' is a {problem_type.replace('_', '-')} model but task '{task.name}' is "
+            f"{'multi-label' if task.multi_label else 'not multi-label'}; {fix}"
+        )
 
 
 def load_teacher(name_or_path: str, task: Task) -> HFEncoderClassifier:

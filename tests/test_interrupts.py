@@ -129,3 +129,26 @@ def test_ctrl_c_in_a_study_marks_the_run_interrupted_not_failed(tmp_path, task_d
     again = run(*study)
     assert again.exit_code == 0, again.output
     assert all((d / "summary.json").is_file() for d in (tmp_path / "study" / "runs").iterdir())
+
+
+def test_an_interrupted_teacher_finetune_continues_with_the_same_command(tmp_path, task_dir, monkeypatch):
+    base = save_tiny(tmp_path / "bare", bare=True)
+    common = ["teacher", "finetune", "--model", str(base), "--task", "mr", "--data-dir", str(task_dir)]
+    quick = ["--epochs", "2", "--batch-size", "16", "--max-length", "16", "--no-progress"]
+    whole = run(*common, *quick, "--output-dir", str(tmp_path / "whole"))
+    assert whole.exit_code == 0, whole.output
+    original = loop.stop_requests
+    monkeypatch.setattr(loop, "stop_requests", lambda: asked_after(3))
+    stopped = run(*common, *quick, "--output-dir", str(tmp_path / "t"))
+    assert stopped.exit_code == 130, stopped.output
+    line = stopped.output.strip().splitlines()[-1]
+    assert line.endswith("continue with: the same xkd teacher finetune command (it continues from its last checkpoint)")
+    assert not (tmp_path / "t" / "metrics.json").exists()
+    monkeypatch.setattr(loop, "stop_requests", original)  # (not undo(): it would undo the test's cache dir)
+    resumed = run(*common, *quick, "--output-dir", str(tmp_path / "t"))
+    assert resumed.exit_code == 0, resumed.output
+    assert "continuing the interrupted fine-tune" in resumed.output
+    done = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "t")]
+    assert done[0]["validation"] == done[1]["validation"] and done[0]["test"] == done[1]["test"]
+    wa, wb = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "t"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # the same teacher, bit for bit

@@ -80,3 +80,12 @@ def test_checks_across_options_run_when_options_resolve_and_in_compositions():
     with pytest.raises(XKDError, match="eta \\+ lam <= 1"):
         get_method("universal+alp").resolve({"eta": 0.7, "lam": 0.5})
     assert get_method("universal+alp").resolve({"eta": 0.3})["lam"] == 0.5
+
+
+def test_what_a_method_reads_of_the_teacher_follows_its_options():
+    universal = get_method("universal")
+    assert universal.reads() == ("logits", "pseudo_logits")  # score=logits: outputs alone
+    assert universal.reads({"score": "hidden"}) == ("logits", "layer_vectors", "pseudo_logits")
+    assert get_method("pkd").reads() == ("logits", "layer_vectors")
+    assert get_method("kd+universal").reads({"score": "hidden"}) == ("logits", "layer_vectors", "pseudo_logits")
+    assert get_method("kd+pkd").reads() == ("logits", "layer_vectors")

@@ -261,7 +261,15 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-RECIPE_RUNS = {"mr-ta-study.toml": 45, "mr-methods.toml": 66, "mr-head-norm.toml": 9, "mr-transfer.toml": 90}
+# recipe -> (runs, one run directory the dry run lists)
+RECIPE_RUNS = {
+    "mr-ta-study.toml": (45, "studies/mr-runs/bert2--none--s42"),
+    "mr-methods.toml": (66, "studies/mr-runs/bert2--none--s42"),
+    "mr-head-norm.toml": (9, "studies/mr-runs/bert2--none--s42"),
+    "mr-transfer.toml": (90, "studies/mr-runs/bert2--none--s42"),
+    "mr-transfer-cnn.toml": (36, "studies/mr-runs/cnn-wp--kd-tang-a1--s2"),
+    "mr-mpnet.toml": (24, "studies/mr-mpnet-runs/minilm--universal--s42"),
+}
 
 
 def test_every_recipe_is_checked():
@@ -271,11 +279,13 @@ def test_every_recipe_is_checked():
 @pytest.mark.parametrize("recipe", sorted(RECIPE_RUNS))
 def test_recipes_are_valid_studies(recipe, monkeypatch, tmp_path):
     monkeypatch.setenv("XKD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MPNET_DIR", str(save_tiny(tmp_path / "mpnet", kind="mpnet", bare=True)))
     (tmp_path / "glove").mkdir()
     (tmp_path / "glove" / "glove.6B.50d.top60k.txt").write_text("good 0.1 0.2\n")  # transfer recipes check it
     result = run("study", str(RECIPES / recipe), "--dry-run")
     assert result.exit_code == 0, result.output
-    assert f"{RECIPE_RUNS[recipe]} runs" in result.output and "studies/mr-runs/bert2--none--s42" in result.output
+    runs, listed = RECIPE_RUNS[recipe]
+    assert f"{runs} runs" in result.output and listed in result.output
 
 
 def test_unknown_baseline(tmp_path, task_dir):

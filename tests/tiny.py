@@ -13,6 +13,10 @@ from transformers import (
     BertForSequenceClassification,
     BertModel,
     BertTokenizer,
+    MPNetConfig,
+    MPNetForSequenceClassification,
+    MPNetModel,
+    MPNetTokenizerFast,
     RobertaConfig,
     RobertaForSequenceClassification,
 )
@@ -29,6 +33,22 @@ def make_tokenizer(directory: Path) -> BertTokenizer:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return BertTokenizer(vocab=str(directory / "vocab.txt"))
+
+
+def make_mpnet_tokenizer() -> MPNetTokenizerFast:
+    """A word-piece tokenizer of MPNet's kind (<s> x </s>, pad id 1) whose ids differ from `make_tokenizer`'s, so a
+    tiny MPNet and a tiny BERT do not share a tokenizer, as all-mpnet-base-v2 and MiniLM do not."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *reversed(WORDS)]
+    backend = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    specials = {"bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>", "sep_token": "</s>"}
+    return MPNetTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", **specials
+    )
 
 
 def tiny_bert_config(vocab_size: int, layers: int = 4, num_labels: int = 2, dropout: float = 0.1) -> BertConfig:
@@ -48,8 +68,26 @@ def tiny_bert_config(vocab_size: int, layers: int = 4, num_labels: int = 2, drop
 def save_tiny(
     directory: Path, kind: str = "bert", layers: int = 4, num_labels: int = 2, bare: bool = False, dropout: float = 0.1
 ) -> Path:
-    """Save a tiny random BERT or RoBERTa classifier (or a bare BERT encoder) with its tokenizer."""
+    """Save a tiny random BERT, RoBERTa or MPNet classifier (or a bare encoder) with its tokenizer."""
     torch.manual_seed(0)
+    if kind == "mpnet":
+        tokenizer = make_mpnet_tokenizer()
+        config = MPNetConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=48,  # not the tiny BERT's 32: a teacher of another width too
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=72,
+            num_labels=num_labels,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+        model = MPNetModel(config) if bare else MPNetForSequenceClassification(config)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        return directory
     tokenizer = make_tokenizer(directory / "_tok")
     if kind == "roberta":
         config = RobertaConfig(

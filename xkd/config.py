@@ -25,8 +25,12 @@ class DistillConfig:
     """Everything a distillation run needs; the defaults are the offline quickstart recipe (MR, MiniLM)."""
 
     task: str = "mr"
-    teacher: str = DEFAULT_TEACHER
+    teacher: str | list[str] = DEFAULT_TEACHER  # several: an ensemble (see xkd.teachers.ensemble)
     finetune_teacher: str = "auto"  # auto: fine-tune (cached) when the teacher has no trained classifier
+    teacher_weights: list[float] = field(default_factory=list)  # ensemble members' weights (none: equal)
+    ensemble_average: str = "logits"  # combine members' logits, or probabilities (log of their mean)
+    teacher_outputs: str | None = None  # a file of saved teacher outputs standing in for a teacher model
+    missing_outputs: str = "fail"  # training rows without outside outputs: fail, or drop them
     student: str = "bert-k"
     student_layers: int = 2
     student_init: str = "uniform"
@@ -75,6 +79,8 @@ class DistillConfig:
     label_column: str = "label"
     num_labels: int | None = None
     regression: bool = False
+    multi_label: bool = False  # custom tasks: several labels per row (a list, or names joined by label_separator)
+    label_separator: str = ","  # between label names in a .tsv/.csv cell of a multi-label task
     latency: bool = True
     progress: bool = True
 
@@ -127,6 +133,8 @@ class DistillConfig:
             "teacher_heads": ("linear", "pooler"),
             "teacher_cache": ("auto", "off"),
             "transfer_dtype": ("float32", "float16"),
+            "ensemble_average": ("logits", "probabilities"),
+            "missing_outputs": ("fail", "drop"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -154,6 +162,15 @@ def coerce_value(name: str, value: Any, source: str = "the config file") -> Any:
     if "dict" in annotation:
         if isinstance(value, dict):
             return {str(k).replace("-", "_"): v for k, v in value.items()}
+    elif annotation == "str | list[str]":  # one teacher, or an ensemble (a one-item list is one teacher)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+            return value[0] if len(value) == 1 else value
+    elif "list[float]" in annotation:
+        floats = _floats(value)
+        if floats is not None:
+            return floats
     elif "list[int]" in annotation:
         values = value if isinstance(value, list) else [value]
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -175,6 +192,20 @@ def coerce_value(name: str, value: Any, source: str = "the config file") -> Any:
     elif isinstance(value, str):
         return value
     raise XKDError(f"config key '{name}' should be {annotation}, got {value!r}; fix its value in {source}")
+
+
+def _floats(value: Any) -> list[float] | None:
+    """A list of numbers from a list, a number or a comma-separated string (`--teacher-weights 2,1`); None when it
+    is none of these."""
+    if isinstance(value, str):
+        try:
+            return [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            return None
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values]
+    return None
 
 
 def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:

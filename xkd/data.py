@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import json
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from xkd.errors import XKDError
-from xkd.tasks import Task
+from xkd.tasks import Task, label_names
 
 SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")
 DATA_DIR_ENV = "XKD_DATA_DIR"
@@ -163,11 +165,68 @@ def _from_hub(task: Task) -> tuple[dict[str, pd.DataFrame], str]:
 def _infer_labels(task: Task, train: pd.DataFrame, source: str) -> Task:
     if task.label_column not in train.columns:
         return task  # the column check below reports it
+    if task.multi_label:
+        return _infer_multi_labels(task, train[task.label_column], f"{source} [train]")
+    _refuse_lists(task, train[task.label_column], f"{source} [train]")
     values = train[task.label_column].dropna().unique()
     if all(isinstance(v, (int, np.integer)) for v in values):
         return replace(task, num_labels=int(max(values)) + 1 if len(values) else 0)
     names = tuple(sorted(str(v) for v in values))
     return replace(task, num_labels=len(names), label_names=names)
+
+
+def _infer_multi_labels(task: Task, column: pd.Series, where: str) -> Task:
+    """The label set of a multi-label task from its training rows: label ids when every label is an integer (the
+    count is the largest id + 1, as for single labels), else the sorted names."""
+    values = {label for cell in column for label in label_list(cell, task.label_separator)}
+    if not values:
+        raise XKDError(f"{where}: no row holds a label; a multi-label task needs labels in its training split")
+    if all(isinstance(v, int) for v in values):
+        return replace(task, num_labels=max(values) + 1)
+    names = tuple(sorted(str(v) for v in values))
+    return replace(task, num_labels=len(names), label_names=names)
+
+
+def label_list(cell: Any, separator: str) -> list[int | str]:
+    """One multi-label cell as its labels: a list as is (JSON lists of .jsonl/.parquet files), a string split at
+    `separator` (.tsv/.csv; a JSON list written as text is read as one), an empty cell as no labels. Names that
+    are whole numbers become integer ids, as a single-label integer column does."""
+    if isinstance(cell, str):
+        text = cell.strip()
+        parsed = _json_list(text) if text.startswith("[") else None
+        items = parsed if parsed is not None else text.split(separator)
+    elif isinstance(cell, (list, tuple, np.ndarray)):
+        items = list(cell)
+    elif cell is None or (isinstance(cell, float) and np.isnan(cell)):
+        items = []
+    else:
+        items = [cell]
+    labels: list[int | str] = []
+    for item in items:
+        text = str(item).strip()
+        if text.isdecimal() or (isinstance(item, (int, np.integer)) and not isinstance(item, bool)):
+            labels.append(int(text))
+        elif text:
+            labels.append(text)
+    return labels
+
+
+def _json_list(text: str) -> list | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _refuse_lists(task: Task, column: pd.Series, where: str) -> None:
+    """A single-label task whose label cells are lists: the data is multi-label, which must be asked for."""
+    rows = np.flatnonzero(column.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).to_numpy(dtype=bool))
+    if len(rows):
+        raise XKDError(
+            f"{where}: the label column '{task.label_column}' holds lists (row {rows[0] + 1}: "
+            f"{list(column.iloc[rows[0]])}); for several labels per row pass --multi-label"
+        )
 
 
 def _checked(task: Task, split: str, df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -186,13 +245,19 @@ def _checked(task: Task, split: str, df: pd.DataFrame, source: str) -> pd.DataFr
     if task.label_column not in df.columns:
         if not is_test:
             raise XKDError(f"{where} lacks the label column '{task.label_column}'; add it or pass --label-column")
-        out["labels"] = np.full(len(df), UNLABELED, dtype=np.float32 if task.regression else np.int64)
+        if task.multi_label:
+            out["labels"] = list(np.full((len(df), task.num_labels), UNLABELED, dtype=np.float32))
+        else:
+            out["labels"] = np.full(len(df), UNLABELED, dtype=np.float32 if task.regression else np.int64)
         return out
     out["labels"] = _labels(task, df[task.label_column], where, is_test)
     return out
 
 
-def _labels(task: Task, column: pd.Series, where: str, is_test: bool) -> np.ndarray:
+def _labels(task: Task, column: pd.Series, where: str, is_test: bool) -> np.ndarray | list[np.ndarray]:
+    if task.multi_label:
+        return list(multi_hot(task, column, where))
+    _refuse_lists(task, column, where)
     if task.regression:
         values = pd.to_numeric(column, errors="coerce")
         bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=np.float64)))
@@ -231,6 +296,29 @@ def _labels(task: Task, column: pd.Series, where: str, is_test: bool) -> np.ndar
             f"0..{task.num_labels - 1}; fix the data or pick the right task"
         )
     return values.astype(np.int64)
+
+
+def multi_hot(task: Task, column: pd.Series, where: str) -> np.ndarray:
+    """A multi-label column as float rows [N, C] with 1 for each label a row holds (an empty cell: no labels, a
+    row of zeros: "none of these" is a valid answer); a label outside the task's set is a one-line error."""
+    names = label_names(task)
+    index = {name: i for i, name in enumerate(names)}
+    out = np.zeros((len(column), len(names)), dtype=np.float32)
+    for row, cell in enumerate(column):
+        for label in label_list(cell, task.label_separator):
+            if str(label) not in index:
+                raise XKDError(
+                    f"{where}: label '{label}' on row {row + 1} is not one of {', '.join(names)}; fix the label or "
+                    "the task's label names"
+                )
+            out[row, index[str(label)]] = 1.0
+    return out
+
+
+def labeled_rows(labels: np.ndarray) -> np.ndarray:
+    """Which rows carry a gold label: rows not marked UNLABELED (all their entries, for multi-hot rows [N, C])."""
+    labels = np.asarray(labels)
+    return labels != UNLABELED if labels.ndim == 1 else (labels != UNLABELED).all(axis=-1)
 
 
 def is_labeled(split: Dataset) -> bool:

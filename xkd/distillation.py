@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 from accelerate.utils import set_seed
 from datasets import DatasetDict, concatenate_datasets
+from torch import nn
 
-from xkd.config import CONFIG_FIELDS, DistillConfig
+from xkd.config import CONFIG_FIELDS, DEFAULT_TEACHER, DistillConfig
 from xkd.data import (
     Collator,
     encode,
@@ -38,6 +39,7 @@ from xkd.latency import cpu_latency_ms
 from xkd.limits import check_batch_size, check_student_options, check_teacher_sizes
 from xkd.log import Log, silent
 from xkd.methods import Method, TermContext, get_method
+from xkd.methods.base import check_task
 from xkd.metrics import shown_metrics
 from xkd.model_card import write_model_card
 from xkd.options import resolve_options
@@ -57,8 +59,21 @@ from xkd.teachers import (
     load_teacher,
     train_heads,
 )
+from xkd.teachers.ensemble import (
+    EnsembleCache,
+    EnsembleTeacher,
+    check_ensemble,
+    check_ensemble_widths,
+    ensemble_collator,
+    ensemble_info,
+    first_member,
+    member_collator,
+    teacher_list,
+    teacher_tokenizers,
+)
 from xkd.teachers.heads import STANDARDIZED, heads_info
 from xkd.teachers.hf_encoder import load_config
+from xkd.teachers.outside import OutsideOutputs, check_outside, match_outputs
 from xkd.training import Checkpoints, TrainSettings, parameter_count, train
 from xkd.training.tracking import check_trackers
 from xkd.transfer.sets import SPLIT as TRANSFER
@@ -72,7 +87,17 @@ LINK_KEYS = ("validation", "test", "train_seconds", "wall_seconds", "compute")  
 def resolve_task(cfg: DistillConfig) -> Task:
     """A registered task, or a custom one when `text_columns` are given."""
     if cfg.text_columns:
-        return custom_task(cfg.task, tuple(cfg.text_columns), cfg.label_column, cfg.num_labels, cfg.regression)
+        return custom_task(
+            cfg.task,
+            tuple(cfg.text_columns),
+            cfg.label_column,
+            cfg.num_labels,
+            cfg.regression,
+            multi_label=cfg.multi_label,
+            label_separator=cfg.label_separator,
+        )
+    if cfg.multi_label:
+        raise XKDError(f"--multi-label declares a custom task; pass its --text-column (task '{cfg.task}' is built in)")
     return get_task(cfg.task)
 
 
@@ -125,7 +150,8 @@ def open_caches(
     cache = open_teacher_cache(cfg, task, teacher, teacher_path, splits, collator, log)
     if TRANSFER not in splits:
         return cache
-    storage = Storage(tuple(f for f in FIELDS if f in ("logits", *method.teacher_fields)), cfg.transfer_dtype)
+    fields = ("logits", *method.reads(cfg.method_options))
+    storage = Storage(tuple(f for f in FIELDS if f in fields), cfg.transfer_dtype)
     transfer = open_transfer_cache(cfg, task, teacher, teacher_path, splits[TRANSFER], collator, storage, log)
     return cache.joined(transfer, "train", TRANSFER)
 
@@ -193,6 +219,100 @@ def resolve_teacher(
     return load_teacher(path, task), info
 
 
+def member_configs(cfg: DistillConfig) -> list[DistillConfig]:
+    """One config per teacher: `cfg` itself for one teacher, else `cfg` naming each ensemble member in turn (what
+    resolves, fine-tunes and caches the member exactly as its one-teacher run does)."""
+    names = teacher_list(cfg.teacher)
+    return [cfg] if len(names) == 1 else [replace(cfg, teacher=name) for name in names]
+
+
+def check_teachers(cfg: DistillConfig, task: Task, method: Method) -> None:
+    """From the teachers' config.json alone: sizes (`--max-length`, students no deeper than a teacher they may copy
+    layers from: each member of an ensemble is held to it), that classifiers fit the task, and an ensemble's widths
+    for methods reading layer vectors. Members are checked from the last given to the first, so a `--teacher`
+    added on the command line after a config file's (or a script's) is the one whose problem is reported."""
+    if cfg.teacher_outputs:  # no teacher model (see xkd.teachers.outside)
+        return
+    widths = {}
+    for member in reversed(member_configs(cfg)):
+        config = check_teacher_sizes(member)
+        if cfg.finetune_teacher == "never" or is_sequence_classifier(config):
+            check_teacher(member.teacher, task)
+        widths[member.teacher] = config.hidden_size
+    if len(widths) > 1:
+        check_ensemble_widths(method, cfg.method_options, dict(reversed(widths.items())))
+
+
+def resolve_teachers(
+    cfg: DistillConfig, task: Task, raw: DatasetDict, method: Method, run_dir: Path, log: Log
+) -> tuple[nn.Module | None, dict[str, Any]]:
+    """The frozen teacher (the last TAKD assistant, with `--assistant-layers`) with pseudo heads when the method
+    needs them; with several teachers an `EnsembleTeacher` of members each resolved as its one-teacher run would;
+    with `--teacher-outputs`, none."""
+    if cfg.teacher_outputs:  # saved outputs stand in for the teacher: nothing to load
+        return None, {"source": f"outputs:{cfg.teacher_outputs}"}
+    resolved = []
+    for member in member_configs(cfg):
+        teacher, info = resolve_teacher(member, task, raw, log)
+        if cfg.assistant_layers:  # one teacher only (`check_ensemble`)
+            teacher, info = assistant_chain(cfg, task, info, run_dir, log)
+        ensure_teacher_heads(teacher, info, method.needs_teacher_heads, task, raw, member, log)
+        resolved.append((teacher, info))
+    if len(resolved) == 1:
+        return resolved[0]
+    teachers, infos = zip(*resolved, strict=True)
+    average = "sigmoids" if task.multi_label and cfg.ensemble_average == "probabilities" else cfg.ensemble_average
+    ensemble = EnsembleTeacher(teachers, cfg.teacher_weights, average)
+    return ensemble, ensemble_info(infos, cfg.teacher_weights, cfg.ensemble_average)
+
+
+def outside_rows(
+    cfg: DistillConfig, task: Task, raw: DatasetDict, transfer, log: Log
+) -> tuple[DatasetDict, Any, OutsideOutputs | None]:
+    """With `--teacher-outputs`: the gold splits and the transfer set less the rows lacking outputs (when dropped;
+    else a one-line error), and the outputs served like a teacher cache (`xkd.teachers.outside`); else all as
+    they are."""
+    if not cfg.teacher_outputs:
+        return raw, transfer, None
+    joined = DatasetDict({**raw, **({TRANSFER: transfer} if transfer is not None else {})})
+    joined, outside = match_outputs(cfg, task, joined, [*task.validation_splits, *task.test_splits], log)
+    transfer = joined.pop(TRANSFER) if TRANSFER in joined else None
+    return joined, transfer, outside
+
+
+def open_teacher_outputs(
+    cfg: DistillConfig,
+    method,
+    task: Task,
+    teacher,
+    info: dict[str, Any],
+    splits: DatasetDict,
+    collator,
+    log: Log,
+    outside: OutsideOutputs | None = None,
+) -> TeacherCache | EnsembleCache | OutsideOutputs | None:
+    """The teacher cache the training loop reads (see `teacher_cache`), its directory recorded in `info`. An
+    ensemble's members are cached one by one under their own keys (the caches their one-teacher runs use) and
+    combined when read. Outside outputs (`--teacher-outputs`) are read as a cache is."""
+    if outside is not None:
+        info["outputs"] = outside.report
+        return outside
+    if not isinstance(teacher, EnsembleTeacher):
+        cache = teacher_cache(cfg, method, task, teacher, info["path"], splits, collator, log)
+        if cache is not None:
+            info["cache"] = str(cache.directory)
+        return cache
+    caches = []
+    for k, (member, member_info) in enumerate(zip(teacher.members, info["members"], strict=True)):
+        view = member_collator(collator, k)
+        caches.append(teacher_cache(cfg, method, task, member, member_info["path"], splits, view, log))
+        if caches[-1] is not None:
+            member_info["cache"] = str(caches[-1].directory)
+    if any(c is None for c in caches):
+        return None
+    return EnsembleCache(caches, teacher.weights, teacher.average)
+
+
 def configured_student(cfg: DistillConfig, teacher, task: Task, raw: DatasetDict, log: Log):
     """The student the config asks for; students with their own vocabulary build it from the training texts."""
     train_texts = [t for column in task.text_columns for t in raw["train"][column]]
@@ -219,6 +339,9 @@ def term_context(student, teacher, task: Task, steps_per_epoch: int | None = Non
     def heads(model) -> int | None:  # None for students without self-attention
         return getattr(getattr(model, "config", None), "num_attention_heads", None)
 
+    if teacher is None:  # saved outputs (`--teacher-outputs`): final logits only, no layers
+        return replace(term_context(student, student, task, steps_per_epoch), teacher_layers=0, teacher_width=0,
+                       teacher_attention_heads=None, shared_tokenizer=False)  # fmt: skip
     return TermContext(
         student_layers=student.num_layers,
         student_width=student.layer_width,
@@ -226,6 +349,7 @@ def term_context(student, teacher, task: Task, steps_per_epoch: int | None = Non
         teacher_width=teacher.layer_width,
         output_size=task.output_size,
         regression=task.regression,
+        multi_label=task.multi_label,
         student_attention_heads=heads(student),
         teacher_attention_heads=heads(teacher),
         shared_tokenizer=tokenizer_fingerprint(student.tokenizer) == tokenizer_fingerprint(teacher.tokenizer),
@@ -328,6 +452,16 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     return open_caches(cfg, method, task, teacher, info["path"], splits, Collator(tokenizers), log)
 
 
+def build_teacher_caches(cfg: DistillConfig, log: Log = print) -> list[TeacherCache]:
+    """`xkd cache build` for one teacher or an ensemble: each member's own cache, the one its one-teacher run and
+    the ensemble run both read."""
+    if cfg.teacher_outputs:
+        raise XKDError("--teacher-outputs are read as they are: there is no teacher to cache; drop it, or --teacher")
+    if len(teacher_list(cfg.teacher)) > 1:
+        check_ensemble(cfg.validate(), get_method(cfg.method), resolve_task(cfg))
+    return [build_teacher_cache(member, log) for member in member_configs(cfg)]
+
+
 def check_student(cfg: DistillConfig) -> None:
     """The student before anything loads: a built-in's option names, types and sizes (`xkd.limits`), a plug-in's
     import."""
@@ -347,6 +481,9 @@ def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     method = get_method(cfg.method)
     check_student(cfg)
     check_transfer(cfg)
+    check_ensemble(cfg, method, task)
+    check_outside(cfg, method, task, DEFAULT_TEACHER)
+    check_task(method, task)  # a method without a multi-label form is refused on a multi-label task
     check_trackers(tracker_names(cfg.report_to))
     if (cfg.transfer or cfg.augment != "none") and not method.needs_teacher:
         raise XKDError(
@@ -396,10 +533,9 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         log = silent  # under `accelerate launch`, one process speaks
     task, method, options = check_config(cfg)  # option errors before any loading
     task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
-    teacher_config = check_teacher_sizes(cfg)  # --max-length, layers: from the teacher's config.json alone
-    if cfg.finetune_teacher == "never" or is_sequence_classifier(teacher_config):
-        check_teacher(cfg.teacher, task)  # fail before a run directory exists
+    check_teachers(cfg, task, method)  # from the teachers' config.json alone, before a run directory exists
     transfer, transfer_report = build_transfer(cfg, task, raw, log)  # before the run dir: bad files cost nothing
+    raw, transfer, outside = outside_rows(cfg, task, raw, transfer, log)  # --teacher-outputs: so is that file
     check_batch_size(cfg, len(raw["train"]), len(transfer) if transfer is not None else 0)
     run_dir = claim_run_dir(cfg)
     log(f"run directory: {run_dir}")
@@ -407,30 +543,26 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     teacher_start = time.perf_counter()
     again = "the same command (the teacher's fine-tune and labelling continue where they stopped)"
     with state.main_process_first(), continued_by(again):  # fine-tunes and heads are cached: one process trains
-        teacher, teacher_info = resolve_teacher(cfg, task, raw, log)
-        if cfg.assistant_layers:
-            teacher, teacher_info = assistant_chain(cfg, task, teacher_info, run_dir, log)
-        ensure_teacher_heads(teacher, teacher_info, method.needs_teacher_heads, task, raw, cfg, log)
+        teacher, teacher_info = resolve_teachers(cfg, task, raw, method, run_dir, log)
     teacher_info["seconds"] = round(time.perf_counter() - teacher_start, 2)
     if transfer is not None:  # only now: fine-tuning and head training read the gold splits alone
         raw = DatasetDict({**raw, TRANSFER: transfer})
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
-    student = configured_student(cfg, teacher, task, raw, log)
+    student = configured_student(cfg, first_member(teacher), task, raw, log)
     rows = len(raw["train"]) + (len(transfer) if transfer is not None else 0)
     context = term_context(student, teacher, task, steps_per_epoch=math.ceil(rows / cfg.batch_size))
     terms = method.terms(context, **options)
 
-    tokenizers = {"teacher": teacher.tokenizer, "student": student.tokenizer}
+    tokenizers = {**teacher_tokenizers(teacher), "student": student.tokenizer}
     separate = separate_roles(student)
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
-    collator = Collator(tokenizers, separate)
+    collator = ensemble_collator(tokenizers, separate, members=len(teacher_list(cfg.teacher)))
     with continued_by(again):
-        cache = teacher_cache(cfg, method, task, teacher, teacher_info["path"], splits, collator, log)
-    if cache is not None:
-        teacher_info["cache"] = str(cache.directory)
+        cache = open_teacher_outputs(cfg, method, task, teacher, teacher_info, splits, collator, log, outside)
     splits = with_transfer_rows(splits)
+    layers = f" ({teacher.num_layers} layers)" if teacher is not None else ""
     log(
-        f"distilling {cfg.teacher} ({teacher.num_layers} layers) -> {cfg.student} ({student.num_layers} layers) "
+        f"distilling {teacher_info['source']}{layers} -> {cfg.student} ({student.num_layers} layers) "
         f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
         + (f" ({len(transfer)} of them transfer rows without gold labels)" if transfer is not None else "")
     )
@@ -566,10 +698,12 @@ def describe_run(
     summary["teacher"] = {
         **{k: v for k, v in teacher_info.items() if k != "seconds"},
         "metrics": teacher_metrics(cfg, task, teacher, cache, splits, collator),
-        "parameters": parameter_count(teacher),
-        "layers": teacher.num_layers,
+        "parameters": parameter_count(teacher) if teacher is not None else None,
+        "layers": teacher.num_layers if teacher is not None else None,
         "seconds": teacher_info["seconds"],
     }
+    if isinstance(teacher, EnsembleTeacher):
+        describe_members(cfg, task, teacher, summary["teacher"]["members"], cache, splits, collator)
     summary["student"] = {
         **{k: v for k, v in getattr(student, "meta", {}).items() if k in ("vocab", "vector_coverage")},
         "name": cfg.student,
@@ -588,6 +722,23 @@ def describe_run(
     return summary
 
 
+def describe_members(
+    cfg: DistillConfig,
+    task: Task,
+    ensemble: EnsembleTeacher,
+    members: list[dict[str, Any]],
+    cache: EnsembleCache | None,
+    splits: DatasetDict,
+    collator: Collator,
+) -> None:
+    """Each ensemble member's own metrics (from its cache, else from a pass over its own inputs), size and depth,
+    so the summary shows what the ensemble adds over its best member."""
+    for k, (member, record) in enumerate(zip(ensemble.members, members, strict=True)):
+        member_cache = cache.members[k] if cache is not None else None
+        metrics = teacher_metrics(cfg, task, member, member_cache, splits, member_collator(collator, k))
+        record.update(metrics=metrics, parameters=parameter_count(member), layers=member.num_layers)
+
+
 def teacher_metrics(
     cfg: DistillConfig, task: Task, teacher, cache: TeacherCache | None, splits: DatasetDict, collator: Collator
 ) -> dict[str, Any]:
@@ -598,7 +749,7 @@ def teacher_metrics(
     for n in names:
         if cache is not None and cache.has(n):
             metrics[n] = score_logits(task, cache.logits(n), np.asarray(splits[n]["labels"]))
-        else:
+        elif teacher is not None:  # (outside outputs not given for a split: no teacher metrics there)
             loader = make_loader(splits[n], collator, cfg.eval_batch_size, shuffle=False, buckets=True)
             metrics[n] = evaluate(teacher, loader, task, role="teacher")
     return metrics
@@ -624,7 +775,7 @@ def compute_columns(
     sample = split.select(range(min(256, len(split))))
     batches = list(make_loader(sample, collator, batch_size, shuffle=False, buckets=True))
     student_fpe = flops_per_example(student, [b["student"] for b in batches])
-    teacher_fpe = flops_per_example(teacher, [b["teacher"] for b in batches])
+    teacher_fpe = flops_per_example(teacher, [b["teacher"] for b in batches]) if teacher is not None else 0
     trained = sum(s["train_examples"] for s in stages)
     online = sum(s["teacher_forward_examples"] for s in stages)
     teacher_examples = online + cache_examples
@@ -649,7 +800,8 @@ def latency_table(teacher, student, split, collator: Collator, sizes=(1, 32)) ->
     out: dict[str, dict[str, float]] = {"teacher": {}, "student": {}}
     for size in sizes:
         batch = collator([split[i] for i in range(min(size, len(split)))])
-        out["teacher"][f"batch_{size}"] = cpu_latency_ms(teacher, batch["teacher"])
+        if teacher is not None:  # (outside outputs: no teacher model to time)
+            out["teacher"][f"batch_{size}"] = cpu_latency_ms(teacher, batch["teacher"])
         out["student"][f"batch_{size}"] = cpu_latency_ms(student, batch["student"])
     return out
 
@@ -658,17 +810,25 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable comparison printed at the end of `xkd distill`."""
     teacher, student = summary["teacher"], summary["student"]
     rows = [("", "teacher", "student")]
-    for split, metrics in summary["teacher"]["metrics"].items():
-        s_metrics = summary["validation"].get(split) or summary["test"].get(split, {})
-        for name, value in shown_metrics(metrics).items():
-            rows.append((f"{split} {name}", f"{100 * value:.2f}", f"{100 * s_metrics.get(name, float('nan')):.2f}"))
-    rows.append(("layers", str(teacher["layers"]), str(student["layers"])))
-    rows.append(("parameters", f"{teacher['parameters'] / 1e6:.1f}M", f"{student['parameters'] / 1e6:.1f}M"))
-    for size, ms in summary.get("latency_ms", {}).get("teacher", {}).items():
-        s_ms = summary["latency_ms"]["student"][size]
-        rows.append((f"CPU latency {size.replace('_', ' ')}", f"{ms:.1f} ms", f"{s_ms:.1f} ms ({ms / s_ms:.1f}x)"))
+    scored = {**summary["validation"], **summary["test"]}  # teacher columns say n/a where the teacher has none
+    for split in [*teacher["metrics"], *(s for s in scored if s not in teacher["metrics"])]:
+        metrics, s_metrics = teacher["metrics"].get(split), scored.get(split, {})
+        for name, value in shown_metrics(metrics or s_metrics).items():
+            shown = f"{100 * value:.2f}" if metrics else "n/a"
+            rows.append((f"{split} {name}", shown, f"{100 * s_metrics.get(name, float('nan')):.2f}"))
+    rows.append(("layers", str(teacher["layers"] or "n/a"), str(student["layers"])))
+    params = f"{teacher['parameters'] / 1e6:.1f}M" if teacher["parameters"] is not None else "n/a"
+    rows.append(("parameters", params, f"{student['parameters'] / 1e6:.1f}M"))
+    for size, s_ms in summary.get("latency_ms", {}).get("student", {}).items():
+        ms = summary["latency_ms"]["teacher"].get(size)
+        shown = (f"{ms:.1f} ms", f"{s_ms:.1f} ms ({ms / s_ms:.1f}x)") if ms is not None else ("n/a", f"{s_ms:.1f} ms")
+        rows.append((f"CPU latency {size.replace('_', ' ')}", *shown))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    for member in teacher.get("members", []):  # an ensemble's: each member alone
+        shown = [f"{split} {name} {100 * v:.2f}" for split, m in member["metrics"].items()
+                 for name, v in shown_metrics(m).items()]  # fmt: skip
+        lines.append(f"ensemble member {member['source']} (weight {member['weight']:.2f}): " + ", ".join(shown))
     lines.append(
         f"wall time {summary['wall_seconds'] / 60:.1f} min (student training {summary['train_seconds']:.0f} s)"
     )

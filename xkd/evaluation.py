@@ -7,14 +7,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from xkd.data import UNLABELED
+from xkd.data import labeled_rows
 from xkd.metrics import compute_metrics
 from xkd.tasks import Task
 
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, role: str = "student") -> tuple[np.ndarray, np.ndarray]:
-    """Logits [N, C] and labels [N] over a loader; batches are moved to the model's device."""
+    """Logits [N, C] and labels [N] ([N, C] multi-hot for multi-label tasks) over a loader; batches are moved to the
+    model's device."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -34,5 +35,5 @@ def evaluate(model: nn.Module, loader: DataLoader, task: Task, role: str = "stud
 
 def score_logits(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metrics on logits already computed (e.g. a teacher cache's), skipping unlabelled rows."""
-    keep = labels != UNLABELED
+    keep = labeled_rows(labels)
     return compute_metrics(task, logits[keep], labels[keep])

@@ -94,8 +94,9 @@ def results_table(summary: dict[str, Any]) -> list[str]:
             for name, value in shown_metrics(metrics).items():
                 other = f"{100 * theirs[name]:.2f}" if name in theirs else "-"
                 rows.append(f"| {split} {name} (%) | {other} | {100 * value:.2f} |")
-    rows.append(f"| layers | {teacher['layers']} | {student['layers']} |")
-    rows.append(f"| parameters | {teacher['parameters'] / 1e6:.1f}M | {student['parameters'] / 1e6:.2f}M |")
+    rows.append(f"| layers | {teacher['layers'] or 'n/a'} | {student['layers']} |")  # n/a: outside outputs
+    theirs = f"{teacher['parameters'] / 1e6:.1f}M" if teacher["parameters"] is not None else "n/a"
+    rows.append(f"| parameters | {theirs} | {student['parameters'] / 1e6:.2f}M |")
     for size, ms in summary.get("latency_ms", {}).get("teacher", {}).items():
         mine = summary["latency_ms"]["student"][size]
         rows.append(f"| CPU latency, {size.replace('_', ' ')} (ms) | {ms:.1f} | {mine:.1f} ({ms / mine:.1f}x faster) |")
@@ -106,7 +107,7 @@ def how_made(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     data = summary.get("data", {})
     transfer = data.get("transfer", 0)
     lines = [
-        f"- Teacher: `{summary['teacher']['source']}` ({summary['teacher']['layers']} layers).",
+        f"- Teacher: `{summary['teacher']['source']}` ({summary['teacher']['layers'] or 'saved outputs, no'} layers).",
         f"- Student: `{summary['student']['name']}` with options `{json.dumps(config.get('student_options', {}))}`"
         + (f", vocabulary `{summary['student']['vocab']}`" if summary["student"].get("vocab") else "")
         + ".",

@@ -2,7 +2,8 @@
 
 Any model xkd saves answers the same way: built-in students (BERT-k, DistilRoBERTa, CNN, BiLSTM), plug-in students
 that follow the protocol, fine-tuned teachers, and ONNX exports of them (run by ONNX Runtime). Each text gets its
-label name and the probability of every label, or the predicted value for a regression task.
+label name and the probability of every label, or the predicted value for a regression task; a multi-label model
+gives the list of its labels whose sigmoid exceeds 0.5 and every label's own probability.
 
 Texts are tokenized exactly as training and `xkd eval` tokenize them (`xkd.data.tokenize_texts`) and batched in
 order of length, so little padding is computed and the predictions equal `xkd eval`'s.
@@ -34,11 +35,13 @@ MODEL_FILE = "xkd.json"  # transformer students and teachers (teachers.hf_encode
 
 @dataclass(frozen=True)
 class Labels:
-    """What a model's outputs mean: label names in output order (empty for regression) and the text count."""
+    """What a model's outputs mean: label names in output order (empty for regression), the text count, and whether
+    each label is its own sigmoid (`multi_label`) rather than one softmax over them."""
 
     names: tuple[str, ...]
     regression: bool
     pair: bool
+    multi_label: bool = False
 
     @classmethod
     def of(cls, meta: dict[str, Any], num_labels: int, config: Any = None) -> Labels:
@@ -52,7 +55,9 @@ class Labels:
         names = tuple(meta.get("labels") or (label_names(task) if task else ())) or _config_names(config, num_labels)
         if not regression and len(names) != num_labels:
             names = tuple(str(i) for i in range(num_labels))
-        return cls(() if regression else names, regression, pair)
+        problem_type = getattr(config, "problem_type", None)  # a foreign HF checkpoint says it here, if anywhere
+        multi_label = bool(meta.get("multi_label", problem_type == "multi_label_classification"))
+        return cls(() if regression else names, regression, pair, multi_label and not regression)
 
 
 def _config_names(config: Any, num_labels: int) -> tuple[str, ...]:
@@ -117,13 +122,16 @@ class Predictor:
             self.model.to(self.device).eval()
 
     def __call__(self, texts: Sequence[Text], progress: bool = False) -> list[dict[str, Any]]:
-        """One dict per text: `label` and `probabilities` (classification) or `value` (regression)."""
+        """One dict per text: `label` and `probabilities` (classification), `labels` (a list, maybe empty) and
+        `probabilities` (multi-label) or `value` (regression)."""
         return [self.describe(row) for row in self.logits(texts, progress)]
 
     def describe(self, logits: np.ndarray) -> dict[str, Any]:
         """A row of logits as a person reads it."""
         if self.labels.regression:
             return {"value": float(logits[0])}
+        if self.labels.multi_label:
+            return describe_multi_label(self.labels.names, logits)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         best = int(probs.argmax())
@@ -172,6 +180,16 @@ class Predictor:
         if missing:
             raise XKDError(f"the ONNX graph wants input '{missing[0]}', which this model's tokenizer does not give")
         return self.session.run(None, {n: inputs[n].numpy() for n in names})[0]
+
+
+def describe_multi_label(names: Sequence[str], logits: np.ndarray) -> dict[str, Any]:
+    """Every label's sigmoid, and the labels above 0.5 (logit > 0: the same test, free of rounding near 0.5), in
+    output order."""
+    probs = 0.5 * (1 + np.tanh(logits.astype(np.float64) / 2))  # σ(z), without overflow for large |z|
+    return {
+        "labels": [n for n, z in zip(names, logits, strict=True) if z > 0],
+        "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)},
+    }
 
 
 def pad_pair(tokenizer: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

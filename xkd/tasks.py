@@ -19,7 +19,9 @@ class Task:
     """A classification or regression task over one sentence or a sentence pair.
 
     `main_metric` picks the best checkpoint; `score` (the mean of the task's metrics, GLUE's convention for
-    MRPC, QQP and STS-B) is the default.
+    MRPC, QQP and STS-B) is the default. A `multi_label` task gives each row a set of labels (possibly empty):
+    its outputs are `num_labels` independent sigmoids, its labels multi-hot rows, and `label_separator` splits a
+    label cell of a .tsv/.csv file into names.
     """
 
     name: str
@@ -36,6 +38,8 @@ class Task:
     label_names: tuple[str, ...] | None = None
     label_range: tuple[float, float] | None = None  # regression targets must lie in it
     description: str = ""
+    multi_label: bool = False
+    label_separator: str = ","
 
     @property
     def is_pair(self) -> bool:
@@ -174,12 +178,19 @@ def label_names(task: Task) -> tuple[str, ...]:
 def task_record(task: Task) -> dict[str, Any]:
     """What a saved model records about its task, so it can be used on new text without the training data: the
     label names in output order, regression or not, and the text columns (two for pairs)."""
-    return {
+    record = {
         "task": task.name,
         "labels": list(label_names(task)),
         "regression": task.regression,
         "text_columns": list(task.text_columns),
     }
+    if task.multi_label:  # only then: the records of single-label models stay as they were
+        record["multi_label"] = True
+    return record
+
+
+# Micro F1 first: the main metric of multi-label tasks (see `custom_task`).
+MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "subset_accuracy")
 
 
 def custom_task(
@@ -189,16 +200,24 @@ def custom_task(
     num_labels: int | None = None,
     regression: bool = False,
     label_names: tuple[str, ...] | None = None,
+    multi_label: bool = False,
+    label_separator: str = ",",
 ) -> Task:
     """A task over local files with the given columns; its data must come from `--data-dir`.
 
-    `num_labels` may be left out: the data module then counts the training labels (see `xkd.data`).
+    `num_labels` may be left out: the data module then counts the training labels (see `xkd.data`). A
+    `multi_label` task is scored by micro F1 (its main metric: every (row, label) decision counts alike, so rare
+    labels do not swing it), macro F1 and subset accuracy (exact match of the whole label set).
     """
     if not 1 <= len(text_columns) <= 2:
         raise XKDError(
             f"a custom task needs one or two text columns, got {len(text_columns)}: pass --text-column once "
             "for single sentences or twice for pairs"
         )
+    if regression and multi_label:
+        raise XKDError("a task is either --regression or --multi-label, not both; drop one of the two")
+    if multi_label and not label_separator:
+        raise XKDError("--label-separator must not be empty; pass the string between label names, e.g. ','")
     if regression:
         num_labels = 1
     metrics = ("pearson", "spearman") if regression else ("accuracy",)
@@ -208,7 +227,10 @@ def custom_task(
         num_labels=num_labels or 0,
         label_column=label_column,
         regression=regression,
-        metrics=metrics,
+        metrics=MULTI_LABEL_METRICS if multi_label else metrics,
+        main_metric="micro_f1" if multi_label else "score",
         label_names=label_names,
-        description="custom task from local files",
+        description="custom multi-label task from local files" if multi_label else "custom task from local files",
+        multi_label=multi_label,
+        label_separator=label_separator,
     )

@@ -172,6 +172,7 @@ class InternalLoss(TermModule):
     "mapped layers; algorithms all, progressive (PID), stacked (SID); KD after the internal stages",
     needs_attentions=True,
     applies_to="transformer students sharing the teacher's tokenizer and head count (heads=average: any count)",
+    multi_label=True,  # attention and [CLS] terms are label-free; KD is per-label Bernoulli (`soft_term`)
 )
 def aguilar_terms(context: TermContext | None, o: AguilarOptions) -> list[LossTerm]:
     context = needs_context(context, "aguilar", "map layers")

@@ -64,6 +64,7 @@ class ALPLoss(ProjectionLoss):
     "all teacher layers in hidden space (mask=buckets: NO, mask=overlap: PO)",
     applies_to="any student and teacher (a learned width map when widths differ)",
     teacher_fields=("logits", "layer_vectors"),
+    multi_label=True,  # hidden-space MSE is label-free; KD is per-label Bernoulli (`soft_term`)
 )
 def alp_terms(context: TermContext | None, o: ALPOptions) -> list[LossTerm]:
     context = needs_context(context, "alp", "build its projector")

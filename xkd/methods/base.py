@@ -20,7 +20,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from xkd.errors import XKDError
-from xkd.methods.losses import kd_loss, regression_kd_loss, task_loss
+from xkd.methods.losses import binary_kd_loss, kd_loss, regression_kd_loss, task_loss
 from xkd.options import Options, OptionSpec
 from xkd.registry import Registry, import_plugin
 from xkd.tasks import Task
@@ -79,6 +79,7 @@ class TermContext:
     teacher_width: int
     output_size: int
     regression: bool = False
+    multi_label: bool = False  # C independent sigmoids: output-space terms compare per-label Bernoullis
     student_attention_heads: int | None = None  # None: the student has no self-attention (CNN, BiLSTM)
     teacher_attention_heads: int | None = None
     shared_tokenizer: bool = False  # same token ids, so attention maps can be compared position by position
@@ -106,7 +107,9 @@ class Method:
     the teacher's per-layer pseudo classifiers; `needs_attentions` for attention maps (never cached).
     `applies_to` tells users which students and teachers the method can pair before they try (`xkd methods`).
     `teacher_fields` names the parts of the teacher's `Trace` the terms read, so a large transfer set's cache stores
-    only those (a plug-in that does not say is assumed to read them all).
+    only those (a plug-in that does not say is assumed to read them all). `multi_label` says the terms handle
+    multi-label tasks (sigmoid outputs, multi-hot labels); a method that does not say so is refused on them, since
+    a softmax over independent labels would train silently wrong (see `check_task`).
     """
 
     name: str
@@ -118,6 +121,17 @@ class Method:
     needs_attentions: bool = False
     applies_to: str = "any student and teacher with the same labels"
     teacher_fields: tuple[str, ...] = ALL_TEACHER_FIELDS
+    multi_label: bool = False
+    fields_read: Callable[[Any], tuple[str, ...]] | None = None  # fewer fields under some options (see `reads`)
+
+    def reads(self, values: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+        """The teacher fields the terms read under these option values: `teacher_fields` unless the method says
+        some options need fewer (Universal-KD reads the teacher's layer vectors only with score=hidden). What a
+        transfer cache stores, and whether an ensemble of different widths or saved outputs can serve the method,
+        follow from it."""
+        if self.fields_read is None:
+            return self.teacher_fields
+        return tuple(f for f in ALL_TEACHER_FIELDS if f in self.fields_read(self.build(values or {})))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -170,6 +184,8 @@ def method(
     needs_attentions: bool = False,
     applies_to: str = "any student and teacher with the same labels",
     teacher_fields: tuple[str, ...] = ALL_TEACHER_FIELDS,
+    multi_label: bool = False,
+    fields_read: Callable[[Any], tuple[str, ...]] | None = None,
 ) -> Callable[[MakeTerms], MakeTerms]:
     """Register the decorated `make_terms(context, options)` as method `name` (the name is written once)."""
 
@@ -186,6 +202,8 @@ def method(
                 needs_attentions=needs_attentions,
                 applies_to=applies_to,
                 teacher_fields=teacher_fields,
+                multi_label=multi_label,
+                fields_read=fields_read,
             ),
         )
         return make_terms
@@ -281,7 +299,21 @@ def compose(parts: list[Method]) -> Method:
         needs_teacher_heads=any(p.needs_teacher_heads for p in parts),
         needs_attentions=any(p.needs_attentions for p in parts),
         teacher_fields=tuple(f for f in ALL_TEACHER_FIELDS if any(f in p.teacher_fields for p in parts)),
+        multi_label=all(p.multi_label for p in parts),
+        fields_read=lambda options: tuple(f for p in parts for f in p.reads(asdict(own(p, options)))),
     )
+
+
+def check_task(method: Method, task: Task) -> None:
+    """Refuse a method on a multi-label task unless it declares a multi-label form (one line, before any loading)."""
+    if task.multi_label and not method.multi_label:
+        part = next((p for p in method.name.split("+") if p in METHODS and not METHODS.get(p).multi_label), None)
+        usable = ", ".join(n for n in METHODS if METHODS.get(n).multi_label)
+        raise XKDError(
+            f"method '{part or method.name}' has no multi-label form (its terms may assume one softmax over the "
+            f"labels); use one of {usable}, or declare @method(..., multi_label=True) once its terms handle "
+            "Task.multi_label"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -317,18 +349,21 @@ def module_term(name: str, weight: float, module: nn.Module) -> LossTerm:
 
 
 def gold_term(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
-    """CE (or MSE for regression) on gold labels: the base term every method shares."""
-    return task_loss(student.logits, labels, task.regression)
+    """CE (MSE for regression, BCE for multi-label) on gold labels: the base term every method shares."""
+    return task_loss(student.logits, labels, task.regression, task.multi_label)
 
 
 def soft_term(temperature: float) -> LossFn:
-    """Hinton's KD on final logits at `temperature` (MSE to the teacher for regression)."""
+    """Hinton's KD on final logits at `temperature` (MSE to the teacher for regression, per-label Bernoulli KD for
+    multi-label tasks)."""
 
     def soft(student: Trace, teacher: Trace | None, labels: Tensor, task: Task) -> Tensor:
         if teacher is None:
             raise XKDError("this loss term needs a teacher's outputs, but none is loaded")
         if task.regression:
             return regression_kd_loss(student.logits, teacher.logits)
+        if task.multi_label:
+            return binary_kd_loss(student.logits, teacher.logits, temperature)
         return kd_loss(student.logits, teacher.logits, temperature)
 
     return soft

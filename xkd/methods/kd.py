@@ -37,6 +37,7 @@ def gold_and_soft(o: KDOptions) -> list[LossTerm]:
     needs_teacher=False,
     applies_to="any student; no teacher",
     teacher_fields=(),
+    multi_label=True,  # BCE on multi-hot labels (`gold_term`)
 )
 def no_kd(context: TermContext | None, options: MethodOptions) -> list[LossTerm]:
     return [LossTerm("ce", 1.0, gold_term)]
@@ -48,6 +49,7 @@ def no_kd(context: TermContext | None, options: MethodOptions) -> list[LossTerm]
     summary="vanilla KD (Hinton 2015): (1-α)·CE + α·τ²·KL(teacher ‖ student) on final logits; "
     "MSE to the teacher for regression",
     teacher_fields=("logits",),
+    multi_label=True,  # per-label Bernoulli KD (`soft_term`)
 )
 def vanilla_kd(context: TermContext | None, o: KDOptions) -> list[LossTerm]:
     return gold_and_soft(o)
@@ -59,6 +61,7 @@ def vanilla_kd(context: TermContext | None, o: KDOptions) -> list[LossTerm]:
     summary="logit MSE (Tang et al. 2019, BERT -> BiLSTM): (1-α)·CE + α·‖z^T - z^S‖²",
     applies_to="any student and teacher with the same labels; meant for CNN/BiLSTM students",
     teacher_fields=("logits",),
+    multi_label=True,  # logits are logits: the squared distance needs no multi-label form
 )
 def logit_mse(context: TermContext | None, o: LogitMSEOptions) -> list[LossTerm]:
     return [

@@ -12,17 +12,23 @@ from torch import Tensor
 
 
 def gold_rows(labels: Tensor, regression: bool) -> Tensor:
-    """Which rows carry a gold label: transfer rows carry none (label -1 for classification, NaN for regression)."""
+    """Which rows carry a gold label: transfer rows carry none (label -1 for classification, NaN for regression,
+    a row of -1 for multi-hot labels [B, C])."""
+    if labels.dim() == 2:
+        return (labels >= 0).all(dim=-1)
     return ~torch.isnan(labels) if regression else labels >= 0
 
 
-def task_loss(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
-    """Cross-entropy on gold labels, or MSE to the gold value for regression (logits [B, 1]), averaged over the
+def task_loss(logits: Tensor, labels: Tensor, regression: bool, multi_label: bool = False) -> Tensor:
+    """Cross-entropy on gold labels, or MSE to the gold value for regression (logits [B, 1]), or BCE with logits on
+    multi-hot labels [B, C] (`multi_label`: each label its own sigmoid, averaged over labels), averaged over the
     batch with rows without a gold label (transfer rows) counting 0.
 
     Dividing by the batch, not by the labelled rows, weighs every row alike: a labelled row adds CE to the teacher
     terms every row gets. (Averaging over the few labelled rows of a mostly-transfer batch would weigh each of them
     tens of times more than a transfer row, and overfit the gold data.)"""
+    if multi_label:
+        return multi_label_loss(logits, labels)
     gold = gold_rows(labels, regression)
     if bool(gold.all()):
         if regression:
@@ -44,6 +50,36 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * t * t
+
+
+def multi_label_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """BCE with logits on multi-hot labels [B, C], the mean over labels per row, rows without gold labels (a row of
+    -1) counting 0 in the batch mean as in `task_loss`."""
+    gold = gold_rows(labels, regression=False)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float().clamp_min(0), reduction="none")
+    return (bce.mean(dim=-1) * gold).sum() / len(labels)
+
+
+def bernoulli_kl(target_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """Elementwise KL(Bern(σ(t)) ‖ Bern(σ(s))) between the Bernoulli distributions of two logit tensors.
+
+    A label with logit z is the 2-class distribution [1 - σ(z), σ(z)] = softmax([0, z]); log σ(z) and log(1 - σ(z))
+    = log σ(-z) come from `logsigmoid`, stable for logits of any size (float32, as every loss here)."""
+    t, s = target_logits.float(), student_logits.float()
+    log_p_t, log_q_t = F.logsigmoid(t), F.logsigmoid(-t)
+    return log_p_t.exp() * (log_p_t - F.logsigmoid(s)) + log_q_t.exp() * (log_q_t - F.logsigmoid(-s))
+
+
+def binary_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Vanilla KD for multi-label outputs: `τ² · mean_c KL(Bern(σ(z_T,c/τ)) ‖ Bern(σ(z_S,c/τ)))`, averaged over the
+    batch.
+
+    Each label is its own sigmoid, so its teacher distribution is a Bernoulli; a softmax across labels (what
+    `kd_loss` would do) makes them compete for one unit of mass, which multi-label outputs never do (TextBrewer
+    issue #50). With one label it is `kd_loss` on the 2-class logits [0, z]; the τ² factor is Hinton's, as there.
+    """
+    t = temperature
+    return bernoulli_kl(teacher_logits.float() / t, student_logits.float() / t).mean(dim=-1).mean() * t * t
 
 
 def regression_kd_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:

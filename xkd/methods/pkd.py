@@ -47,6 +47,7 @@ class PatientLoss(nn.Module):
     "vectors of m-1 layers, mapping skip or last (normalize=false: plain MSE)",
     applies_to="any student with fewer layers than the teacher (a learned width map when widths differ)",
     teacher_fields=("logits", "layer_vectors"),
+    multi_label=True,  # hidden-space MSE is label-free; KD is per-label Bernoulli (`soft_term`)
 )
 def pkd_terms(context: TermContext | None, o: PKDOptions) -> list[LossTerm]:
     module = PatientLoss(needs_context(context, "pkd", "map layers"), o.mapping, o.normalize)

@@ -8,6 +8,8 @@ For student layer j and teacher layer i, `α_ji = softmax_i(s(j, i) / T_att)` wi
 - variant `logits`: the target is the attention-weighted teacher layer, `ẑ_j = Σ_i α_ji z^T_i`, and
   L = Σ_j τ² KL(softmax(ẑ_j/τ) ‖ softmax(z^S_j/τ))  (hidden space: Σ_j MSE(h^S_j W, Σ_i α_ji h^T_i)); or
 - variant `loss`: attention weights the per-pair losses, L = Σ_j Σ_i α_ji τ² KL(softmax(z^T_i/τ) ‖ softmax(z^S_j/τ)).
+Multi-label outputs (distance `bernoulli`) replace each softmax over the labels by one Bernoulli per label and the
+KL by its mean over labels (see `LayerProjector._bernoulli_loss`).
 Losses are summed over student layers and averaged over the batch. Everything is batched einsums over layers and
 computed in float32, so it is safe under autocast.
 """
@@ -26,10 +28,11 @@ from torch import Tensor, nn
 from xkd.errors import XKDError
 from xkd.layer_maps import uniform_map
 from xkd.methods.base import TermModule
+from xkd.methods.losses import bernoulli_kl
 from xkd.trace import Trace
 
 SPACES = ("output", "hidden")
-DISTANCES = ("kl", "mse")
+DISTANCES = ("kl", "mse", "bernoulli")
 SCORES = ("logits", "hidden")
 VARIANTS = ("logits", "loss")
 MASKS = ("all", "buckets", "overlap", "above")
@@ -108,7 +111,8 @@ class LayerProjector(nn.Module):
     ) -> None:
         super().__init__()
         # KL between label distributions in output space, MSE between vectors in hidden space; output-space MSE
-        # serves regression, where a softmax over one output carries no information.
+        # serves regression, where a softmax over one output carries no information, and `bernoulli` multi-label
+        # outputs, whose labels are independent sigmoids rather than one softmax.
         distance = distance or ("kl" if space == "output" else "mse")
         for name, value, allowed in (
             ("space", space, SPACES),
@@ -164,10 +168,8 @@ class LayerProjector(nn.Module):
             student, teacher = student_logits.float(), teacher_logits.float()
         else:
             student, teacher = self.map(student_hidden.float()), teacher_hidden.float()
-        loss = (
-            self._kl_loss(alpha, student, teacher) if self.distance == "kl" else self._mse_loss(alpha, student, teacher)
-        )
-        return Projection(loss=loss, attention=alpha.detach())
+        losses = {"kl": self._kl_loss, "mse": self._mse_loss, "bernoulli": self._bernoulli_loss}
+        return Projection(loss=losses[self.distance](alpha, student, teacher), attention=alpha.detach())
 
     def _kl_loss(self, alpha: Tensor, student: Tensor, teacher: Tensor) -> Tensor:
         tau = self.temperature
@@ -179,6 +181,26 @@ class LayerProjector(nn.Module):
         else:
             log_p_teacher = F.log_softmax(teacher / tau, dim=-1)  # [B, n, C]
             pair = (log_p_teacher.exp()[:, None] * (log_p_teacher[:, None] - log_p_student[:, :, None])).sum(-1)
+            kl = (alpha * pair).sum(-1)  # [B, m]
+        return tau * tau * kl.sum(-1).mean()
+
+    def _bernoulli_loss(self, alpha: Tensor, student: Tensor, teacher: Tensor) -> Tensor:
+        """`_kl_loss` for multi-label outputs: L = Σ_j τ² mean_c KL(Bern(σ(ẑ_jc/τ)) ‖ Bern(σ(z^S_jc/τ))) (variant
+        `logits`, ẑ_j = Σ_i α_ji z^T_i), or Σ_j Σ_i α_ji τ² mean_c KL(Bern(σ(z^T_ic/τ)) ‖ Bern(σ(z^S_jc/τ))) (`loss`).
+
+        Why this form: label c with logit z is the 2-class distribution [1 - σ(z), σ(z)] = softmax([0, z]). Mixing
+        teacher logits mixes these 2-class logits alike (Σ_i α_ji [0, z_ic] = [0, ẑ_jc]), and the `logits` score
+        z^S_j · z^T_i is the sum over labels of the 2-class scores [0, z^S_jc] · [0, z^T_ic]. So this is `_kl_loss`
+        run on every label's 2-class distribution with one attention shared by the labels, averaged over labels
+        (the mean keeps the scale of a one-label task whatever the label count). With one label it *is* `_kl_loss`
+        on the 2-class logits [0, z], attention included.
+        """
+        tau = self.temperature
+        if self.variant == "logits":
+            target = torch.einsum("bmn,bnc->bmc", alpha, teacher)
+            kl = bernoulli_kl(target / tau, student / tau).mean(-1)  # [B, m]
+        else:
+            pair = bernoulli_kl(teacher[:, None] / tau, student[:, :, None] / tau).mean(-1)  # [B, m, n]
             kl = (alpha * pair).sum(-1)  # [B, m]
         return tau * tau * kl.sum(-1).mean()
 

@@ -7,6 +7,7 @@ compared, so the student needs no width, depth or tokenizer agreement with the t
   different students: every student layer attends over every teacher layer.
 - `cg` (capacity gap): only the student's final logits attend over the teacher's pseudo classifiers, which act as
   free teacher assistants of graded strength.
+On multi-label tasks the label distributions are one Bernoulli per label (the projector's `bernoulli` distance).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class UniversalKD(ProjectionLoss):
             student_width=context.student_width,
             teacher_width=context.teacher_width,
             detach_attention=o.detach_attention,
-            distance="mse" if context.regression else "kl",
+            distance="mse" if context.regression else "bernoulli" if context.multi_label else "kl",
         )
 
     def student_logits(self, student: Trace) -> Tensor:
@@ -93,6 +94,10 @@ class UniversalKD(ProjectionLoss):
     "softmax(z^S_j/τ)), attention over the teacher's per-layer pseudo classifiers",
     needs_teacher_heads=True,
     applies_to="any student and teacher (the teacher's pseudo classifiers are trained once if missing)",
+    multi_label=True,  # per-label Bernoulli distributions in output space (`LayerProjector`, distance bernoulli)
+    # The teacher's layer vectors only score the attention with score=hidden; the default reads outputs alone, so
+    # teachers of any width (an ensemble of MiniLM and MPNet) and half-size transfer caches serve it.
+    fields_read=lambda o: ("logits", "pseudo_logits", *(("layer_vectors",) if o.score == "hidden" else ())),
 )
 def universal_terms(context: TermContext | None, o: UniversalOptions) -> list[LossTerm]:
     module = UniversalKD(needs_context(context, "universal", "build its heads"), o)

@@ -270,6 +270,13 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
         try:
             cfg = DistillConfig(**values, seed=seed, output_dir=None)
             check_config(cfg)
+            if not isinstance(cfg.teacher, str):  # the study shares one prepared teacher per [teachers] section
+                raise XKDError(
+                    "an ensemble (a list of teachers) cannot be a study's teacher yet; run it with 'xkd distill "
+                    "--teacher A --teacher B', or give each teacher its own [teachers.NAME] section"
+                )
+            if cfg.teacher_outputs:  # (the study would prepare a teacher model the runs never read)
+                raise XKDError("teacher_outputs cannot be a study's teacher yet; run it with 'xkd distill'")
         except XKDError as e:
             raise XKDError(f"study {path}, run {where}: {e}") from None
         hp_label = _label(hp, varying)
@@ -345,6 +352,7 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
 # What a transfer set's teacher cache depends on: runs equal in these share one.
 TRANSFER_KEYS = (
     *("teacher", "task", "data_dir", "text_columns", "label_column", "max_length", "max_examples"),
+    *("multi_label", "label_separator"),
     *("transfer", "augment", "augment_factor", "augment_options", "augment_mlm", "transfer_dtype"),
 )
 

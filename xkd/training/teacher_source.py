@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
-from xkd.teacher_cache import TeacherCache
 from xkd.trace import Trace
+
+
+class TeacherOutputs(Protocol):
+    """Stored teacher outputs the loop reads instead of running a teacher: a `TeacherCache`, an ensemble's
+    member caches combined (`xkd.teachers.ensemble.EnsembleCache`), or outputs saved from an outside model. The
+    loop asks only whether a split is held and for a batch's Trace, so it knows none of them."""
+
+    def has(self, split: str) -> bool: ...
+
+    def trace(self, split: str, index: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Trace: ...
 
 
 class TeacherSource:
     """The frozen teacher's Trace for a batch: from the teacher cache when it holds the split, else online."""
 
-    def __init__(self, teacher: nn.Module | None, cache: TeacherCache | None, needs_attentions: bool) -> None:
+    def __init__(self, teacher: nn.Module | None, cache: TeacherOutputs | None, needs_attentions: bool) -> None:
         self.teacher, self.cache, self.needs_attentions = teacher, cache, needs_attentions
         self.forward_examples = 0  # examples this process ran through the teacher (the compute columns count them)
 

@@ -29,9 +29,12 @@ SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl", ".parquet")
 
 def no_labels(task: Task, rows: int) -> np.ndarray:
     """The label column of rows without a gold label: UNLABELED for classification, NaN for regression (where
-    any number could be a real target). Losses on gold labels skip these rows."""
+    any number could be a real target), a row of UNLABELED for multi-label tasks. Losses on gold labels skip these
+    rows."""
     if task.regression:
         return np.full(rows, np.nan, dtype=np.float32)
+    if task.multi_label:
+        return np.full((rows, task.num_labels), UNLABELED, dtype=np.float32)
     return np.full(rows, UNLABELED, dtype=np.int64)
 
 
@@ -130,7 +133,8 @@ def build_transfer(
     if cfg.augment != "none":
         values = augment_values(cfg)
         if cfg.augment == "tang" and "mask_token" not in values:
-            values["mask_token"] = teacher_mask_token(cfg.teacher) or "[MASK]"
+            first = cfg.teacher if isinstance(cfg.teacher, str) else cfg.teacher[0]  # an ensemble: the first's
+            values["mask_token"] = teacher_mask_token(first) or "[MASK]"
         train = raw["train"].select_columns(list(task.text_columns)).to_pandas()
         frame, path = augmented_set(task, train, cfg.augment, values, cfg.augment_factor, log, cfg.progress)
         frames.append(frame[list(task.text_columns)])
