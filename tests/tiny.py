@@ -65,6 +65,20 @@ def tiny_bert_config(vocab_size: int, layers: int = 4, num_labels: int = 2, drop
     )
 
 
+def _tiny_sizes(tokenizer, layers: int, num_labels: int, width: int = 32) -> dict:
+    """The sizes of the tiny RoBERTa and MPNet (positions 72: both offset them past the padding id)."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 72,
+        "num_labels": num_labels,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def save_tiny(
     directory: Path, kind: str = "bert", layers: int = 4, num_labels: int = 2, bare: bool = False, dropout: float = 0.1
 ) -> Path:
@@ -73,14 +87,7 @@ def save_tiny(
     if kind == "mpnet":
         tokenizer = make_mpnet_tokenizer()
         config = MPNetConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=48,  # not the tiny BERT's 32: a teacher of another width too
-            num_hidden_layers=layers,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=72,
-            num_labels=num_labels,
-            pad_token_id=tokenizer.pad_token_id,
+            **_tiny_sizes(tokenizer, layers, num_labels, width=48),  # not the tiny BERT's 32: another width too
             hidden_dropout_prob=dropout,
             attention_probs_dropout_prob=dropout,
         )
@@ -90,16 +97,7 @@ def save_tiny(
         return directory
     tokenizer = make_tokenizer(directory / "_tok")
     if kind == "roberta":
-        config = RobertaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=layers,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=72,
-            num_labels=num_labels,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        config = RobertaConfig(**_tiny_sizes(tokenizer, layers, num_labels))
         model = RobertaForSequenceClassification(config)
     else:
         config = tiny_bert_config(len(tokenizer), layers, num_labels, dropout)
