@@ -940,6 +940,11 @@ def methods_command() -> None:
         click.echo("    options: " + ("(name=default, allowed values, what it does)" if specs else "none"))
         _echo_options(specs)
         click.echo(f"    applies to: {m.applies_to}")
+        reads = ", ".join([*m.reads(), *(["attention maps (online)"] if m.needs_attentions else [])])
+        click.echo(
+            f"    reads of the teacher (default options): {reads or 'nothing'}; "
+            f"multi-label tasks: {'yes' if m.multi_label else 'no'}"
+        )
 
 
 def _echo_options(specs) -> None:

@@ -186,6 +186,9 @@ def test_listings():
     assert "kd" in methods and "temperature=2.0" in methods
     # every method shows its terms under the defaults and what it applies to
     assert methods.count("    terms: ") == methods.count("    applies to: ") == methods.count("    options: ")
+    assert methods.count("    reads of the teacher (default options): ") == methods.count("    terms: ")
+    universal = methods[methods.index("universal: ") :]
+    assert "reads of the teacher (default options): logits, pseudo_logits; multi-label tasks: yes" in universal
     assert "terms: ce x 0.3, kd x 0.2, alp x 0.5" in methods  # ALP's β = 1 - η - λ convention
     assert "no teacher" in methods and "heads=average" in methods
     assert "bert-k" in run("students").output

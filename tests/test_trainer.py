@@ -22,7 +22,7 @@ from xkd.errors import XKDError
 from xkd.methods import get_method, weighted_loss
 from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_bert_k
-from xkd.tasks import get_task
+from xkd.tasks import custom_task, get_task
 from xkd.teachers import HFEncoderClassifier, load_teacher
 from xkd.trainer import TERMS_FILE, DistillationTrainer
 
@@ -206,3 +206,34 @@ def test_a_different_tokenizer_or_missing_heads_is_refused(tmp_path, pair):
     teacher.pseudo_heads = None
     with pytest.raises(XKDError, match="xkd teacher heads"):
         trainer(tmp_path, student, tokenizer, teacher, method="universal")
+
+
+def test_multi_label_students_get_bce_and_per_label_kd(tmp_path):
+    """A student whose config says multi_label_classification learns from sigmoids: the Trainer's loss on a fixed
+    batch of float multi-hot labels equals xkd's multi-label terms (BCE + per-label binary KD)."""
+    teacher_dir = save_tiny(tmp_path / "tags-teacher", num_labels=3)
+    config = AutoModelForSequenceClassification.from_pretrained(teacher_dir).config
+    config.problem_type = "multi_label_classification"
+    config.save_pretrained(teacher_dir)
+    tags = custom_task("trainer", ("text",), num_labels=3, multi_label=True)
+    teacher = load_teacher(str(teacher_dir), tags)
+    torch.manual_seed(0)
+    student = build_bert_k(teacher, layers=2).model
+    assert student.config.problem_type == "multi_label_classification"
+    tokenizer = teacher.tokenizer
+    options = {"temperature": 2.0, "alpha": 0.5}
+    t = trainer(tmp_path, student, tokenizer, teacher, method="kd", method_options=options)
+    inputs = batch(tokenizer)
+    inputs["labels"] = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]] * 4)
+    student.eval()
+    loss = t.compute_loss(student, dict(inputs))
+
+    features = {k: v for k, v in inputs.items() if k != "labels"}
+    with torch.no_grad():
+        s_logits, t_logits = student(**features).logits, teacher(features).logits
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(s_logits, inputs["labels"])
+    p, q = torch.sigmoid(t_logits / 2), torch.sigmoid(s_logits / 2)  # per-label Bernoullis at τ = 2
+    kl = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean() * 4
+    assert abs(loss.item() - (0.5 * bce + 0.5 * kl).item()) < 1e-5
+    with pytest.raises(XKDError, match="has no multi-label form"):
+        trainer(tmp_path, student, tokenizer, teacher, method="plugin_cosine:last-cosine")

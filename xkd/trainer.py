@@ -37,7 +37,8 @@ from xkd.data import tokenizer_fingerprint
 from xkd.distillation import term_context
 from xkd.errors import XKDError
 from xkd.methods import LossTerm, Method, get_method, weighted_loss
-from xkd.tasks import Task
+from xkd.methods.base import check_task
+from xkd.tasks import MULTI_LABEL_METRICS, Task
 from xkd.teachers import HFEncoderClassifier, freeze, load_teacher
 from xkd.trace import Trace
 
@@ -62,12 +63,19 @@ def resolve_method(name: str, options: Mapping[str, Any] | None) -> tuple[Method
 
 
 def task_for(student: PreTrainedModel) -> Task:
-    """The task the losses read (label count, regression), taken from the student's config as HF does."""
+    """The task the losses read (label count, regression, multi-label), taken from the student's config as HF does:
+    `problem_type="multi_label_classification"` means sigmoid outputs and float multi-hot `labels`."""
     config = student.config
-    if config.problem_type == "multi_label_classification":
-        raise XKDError("DistillationTrainer distils single-label classifiers and regressors, not multi-label ones")
+    multi_label = config.problem_type == "multi_label_classification"
     regression = config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
-    return Task(name="trainer", text_columns=("text",), num_labels=config.num_labels, regression=regression)
+    return Task(
+        name="trainer",
+        text_columns=("text",),
+        num_labels=config.num_labels,
+        regression=regression,
+        multi_label=multi_label,
+        metrics=MULTI_LABEL_METRICS if multi_label else ("accuracy",),
+    )
 
 
 def prepare_teacher(
@@ -199,6 +207,7 @@ class DistillationTrainer(Trainer):
         self._check_trainer_setup()
         self.method = chosen
         self.task = task_for(self.model)
+        check_task(chosen, self.task)  # a method without a multi-label form is refused on multi-label students
         tokenizer = self._given_tokenizer()
         self.teacher: HFEncoderClassifier | None = None
         if chosen.needs_teacher:
