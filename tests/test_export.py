@@ -155,3 +155,14 @@ def test_latency_benchmark_runs_on_a_tiny_setup(tmp_path, task_dir, bert_teacher
     json_path, table = latency.write_results(result, tmp_path / "out")
     assert json.loads(json_path.read_text())["models"].keys() == {"teacher", "cnn-run"}
     assert "| cnn-run |" in table.read_text()
+
+
+def test_agreement_compares_argmax_classes_or_whole_label_sets():
+    from xkd.export import agreement
+    from xkd.tasks import custom_task
+
+    a = np.array([[2.0, -1.0, 0.5], [-1.0, 3.0, -2.0]])
+    b = np.array([[1.0, -3.0, -0.5], [-2.0, 2.0, -1.0]])  # same argmax; row 1's third label flips off
+    assert agreement(get_task("mnli"), a, b) == 1.0
+    tags = custom_task("tags", ("text",), num_labels=3, multi_label=True)
+    assert agreement(tags, a, b) == 0.5

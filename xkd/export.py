@@ -29,6 +29,7 @@ from xkd.data import UNLABELED, Collator, encode, make_loader
 from xkd.errors import XKDError
 from xkd.evaluation import score_logits
 from xkd.latency import median_ms
+from xkd.metrics import predictions
 from xkd.tasks import Task
 
 CHECK_TEXTS = (
@@ -293,6 +294,13 @@ def _op_types(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
 
+def agreement(task: Task | None, reference: np.ndarray, other: np.ndarray) -> float:
+    """The share of rows predicted alike: the argmax class, or for a multi-label task the whole label set."""
+    if task is not None and task.multi_label:
+        return float(np.mean((predictions(task, reference) == predictions(task, other)).all(axis=-1)))
+    return float(np.mean(reference.argmax(-1) == other.argmax(-1)))
+
+
 def compare_int8(
     float_path: str | os.PathLike,
     quantized_path: str | os.PathLike,
@@ -302,7 +310,7 @@ def compare_int8(
 ) -> dict[str, Any]:
     """How far the int8 graph strays from the float one on the same inputs.
 
-    `agreement` is the share of argmax predictions that match (what a user of a classifier sees); with labels,
+    `agreement` is the share of predictions that match (what a user of a classifier sees); with labels,
     the task's accuracy of both (or its metrics, for tasks without accuracy) says what that costs.
     """
     reference, quantized = onnx_logits(float_path, feeds), onnx_logits(quantized_path, feeds)
@@ -311,7 +319,7 @@ def compare_int8(
         "max_abs_diff": round(float(np.abs(quantized - reference).max()), 5),
     }
     if task is None or not task.regression:
-        out["agreement"] = round(float(np.mean(reference.argmax(-1) == quantized.argmax(-1))), 4)
+        out["agreement"] = round(agreement(task, reference, quantized), 4)
     if labels is not None and task is not None and np.any(labels != UNLABELED):
         scores = {"float": score_logits(task, reference, labels), "int8": score_logits(task, quantized, labels)}
         for kind, metrics in scores.items():
