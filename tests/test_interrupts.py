@@ -63,6 +63,9 @@ def test_a_signal_during_training_keeps_a_checkpoint_and_says_how_to_continue(tm
     resumed = run("distill", "--resume", str(out), "--no-progress")
     assert resumed.exit_code == 0, resumed.output
     assert metrics(out) == metrics(tmp_path / "whole") and same_student(out, tmp_path / "whole")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_seconds_before_resume"] > 0  # the stretch before the signal counts in the run's times
+    assert summary["wall_seconds"] >= summary["train_seconds"] > summary["train_seconds_before_resume"]
 
 
 @contextmanager

@@ -580,7 +580,9 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     summary["data"] = {"train": len(raw["train"]), "transfer": len(transfer) if transfer is not None else 0}
     if transfer_report is not None:
         summary["data"]["transfer_set"] = transfer_report
-    summary["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
+    # A resumed run: its earlier processes' training time too (their setup time is not known, so a lower bound).
+    earlier = sum(stage.get("train_seconds_before_resume", 0.0) for stage in stages)
+    summary["wall_seconds"] = round(time.perf_counter() - wall_start + earlier, 2)
     if state.is_main_process:
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_model_card(run_dir)

@@ -478,6 +478,7 @@ def finish(run: Run) -> dict[str, Any]:
         "validation": state.best_val,
         "test": test,
         "train_seconds": round(seconds, 2),
+        "train_seconds_before_resume": round(state.earlier_seconds, 2),
         "steps_per_second": round(state.step / seconds, 3) if seconds else None,
         "device": str(accelerator.device),
         "processes": accelerator.num_processes,

@@ -77,6 +77,12 @@ class TrainState:
         """Training seconds, including those before an interruption."""
         return time.perf_counter() - self._clock
 
+    @property
+    def earlier_seconds(self) -> float:
+        """Training seconds of the processes before this one (0 unless resumed): a resumed run's wall time adds
+        them, so it reports the whole run, not its last stretch."""
+        return self._earlier_seconds
+
     def student(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
