@@ -57,11 +57,6 @@ def check_outside(cfg: Any, method: Any, task: Task, default_teacher: str) -> No
             "--teacher and --teacher-outputs both name a teacher; give one: a model with --teacher, or its saved "
             "outputs with --teacher-outputs"
         )
-    if task.multi_label:
-        raise XKDError(
-            "--teacher-outputs reads one distribution (or value) per row, not per-label sigmoids: multi-label tasks "
-            "need a teacher model (--teacher)"
-        )
     missing = _needs_more(method, cfg.method_options)
     if missing:
         raise XKDError(
@@ -181,7 +176,7 @@ def _row_id(value: Any, path: Path, number: int) -> int:
 
 def _vector(value: Any, form: str, task: Task, where: str) -> np.ndarray:
     """One row's output as a float32 logit-like vector of the task's output size."""
-    multi_label = getattr(task, "multi_label", False)  # independent labels: no distribution to normalise
+    multi_label = task.multi_label  # independent labels: no distribution to normalise, so logits only
     if form not in ("logits", "label") and task.regression or form != "logits" and multi_label:
         raise XKDError(
             f"{where}: task '{task.name}' takes its teacher's outputs as 'logits' (one per output), not {form}"

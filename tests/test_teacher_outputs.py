@@ -185,16 +185,15 @@ def test_bad_outputs_are_one_line(tmp_path, task_dir, bert_teacher_dir, teacher_
     assert not (tmp_path / "r").exists()
 
 
-def test_multi_label_tasks_are_refused_with_the_reason(tmp_path):
-    from xkd.config import DEFAULT_TEACHER
-    from xkd.methods import get_method
+def test_multi_label_tasks_take_per_label_logits_only(tmp_path):
     from xkd.tasks import custom_task
-    from xkd.teachers.outside import check_outside
+    from xkd.teachers.outside import read_outputs
 
-    path = tmp_path / "o.jsonl"
-    path.write_text('{"text": "a", "logits": [1.0, 2.0, 3.0]}\n')
     tags = custom_task("tags", ("text",), "tags", num_labels=3, multi_label=True)
-    cfg = DistillConfig(task="tags", method="kd", student="cnn", teacher_outputs=str(path))
-    with pytest.raises(XKDError, match="not per-label sigmoids: multi-label tasks need a teacher model"):
-        check_outside(cfg, get_method("kd"), tags, DEFAULT_TEACHER)
-    check_outside(cfg, get_method("kd"), get_task("mr"), DEFAULT_TEACHER)  # the same file on MR passes this check
+    good = tmp_path / "o.jsonl"
+    good.write_text('{"text": "a", "logits": [1.0, -2.0, 3.0]}\n')
+    np.testing.assert_array_equal(read_outputs(good, tags).rows[("a",)], [1.0, -2.0, 3.0])
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"text": "a", "probabilities": [0.9, 0.2, 0.7]}\n')  # per-label: they need not sum to 1
+    with pytest.raises(XKDError, match="takes its teacher's outputs as 'logits' .one per output., not probabilities"):
+        read_outputs(bad, tags)
