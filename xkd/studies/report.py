@@ -163,17 +163,36 @@ def report_study(study_dir: str | Path) -> list[Path]:
     metrics = metric_columns(rows)
     plots = study_dir / "plots"
     main = next((m for m in reversed(metrics) if any(g[m]["values"] for g in groups)), None)
+    lines = _study_header(study, rows, baseline)
+    teacher_lines, teacher_values, heads_figures = _teacher_section(study, plots)
+    lines += teacher_lines + _group_tables(groups, metrics, main, baseline)
+    images = _study_figures(study, groups, metrics, main, teacher_values, plots) + heads_figures
+    images += study_heatmaps(study, plots)
+    lines += ["## Plots", "", *_images(images, study_dir), ""]
+    runs_dir = Path(study["runs"][0]["dir"]).parent if study["runs"] else study_dir / "runs"
+    lines += [
+        "Files: `results/runs.csv` (one row per run), `results/groups.csv` and `results/groups.json` (per group, "
+        f"with the per-seed values); each run's own files are in `{runs_dir}/<id>/`.",
+        "",
+    ]
+    report = write_text_atomically(study_dir / "report.md", "\n".join(lines))
+    return [report, *paths.values(), *images]
+
+
+def _study_header(study: dict[str, Any], rows: list[dict[str, Any]], baseline: str | None) -> list[str]:
+    """The title and what the cells and cost columns mean."""
     done = sum(r["status"] == "finished" for r in rows)
-    lines = [
+    assistants = (
+        f", {len(study['assistants'])} TAKD assistant run(s) shared by the students of each seed"
+        if study["assistants"]
+        else ""
+    )
+    return [
         f"# Study report: {study['name']}",
         "",
         f"From `{study['source']}`: {len(study['runs'])} runs ({done} finished), seeds {study['seeds']}; teacher "
         f"fine-tune and pseudo heads shared (seed {study['teacher_seed']}), one teacher cache per teacher and task"
-        + (
-            f", {len(study['assistants'])} TAKD assistant run(s) shared by the students of each seed"
-            if study["assistants"]
-            else ""
-        )
+        + assistants
         + ".",
         "",
         "Cells: mean ± sample sd over seeds [95% CI, Student's t]"
@@ -184,9 +203,12 @@ def report_study(study_dir: str | Path) -> list[Path]:
         "+ 1 x for each teacher forward pass.",
         "",
     ]
-    teacher_rows = []
-    teacher_values: dict[str, float] = {}
-    heads_figures: list[Path] = []
+
+
+def _teacher_section(study: dict[str, Any], plots: Path) -> tuple[list[str], dict[str, float], list[Path]]:
+    """The teachers' table (from the first finished run of each), their metrics in percent for the accuracy plots'
+    reference line, and each teacher's pseudo-head figure."""
+    rows, values, figures = [], {}, []
     for name, info in study["teachers"].items():
         member = next(
             (
@@ -200,30 +222,27 @@ def report_study(study_dir: str | Path) -> list[Path]:
             continue
         teacher = json.loads((Path(member["dir"]) / "summary.json").read_text())["teacher"]
         cells = []
-        for split, values in teacher["metrics"].items():
-            for metric, value in shown_metrics(values).items():
+        for split, split_values in teacher["metrics"].items():
+            for metric, value in shown_metrics(split_values).items():
                 cells.append(f"{split} {metric} {_pct(value)}")
-                teacher_values[f"{split} {metric}"] = 100 * value
-        out = plots / f"teacher_heads{'_' + name if name else ''}.png"
-        heads_figures += teacher_heads_figure(teacher, out)
-        teacher_rows.append(
-            [
-                name or "teacher",
-                info.get("path", ""),
-                ", ".join(cells),
-                f"{teacher['parameters'] / 1e6:.1f}M",
-            ]
-        )
-    if teacher_rows:
-        lines += ["## Teacher", ""] + _table(["teacher", "path", "metrics (%)", "parameters"], teacher_rows) + [""]
-    panels: dict[str, list[dict[str, Any]]] = {}
-    for g in groups:
-        panels.setdefault(panel(g), []).append(g)
+                values[f"{split} {metric}"] = 100 * value
+        figures += teacher_heads_figure(teacher, plots / f"teacher_heads{'_' + name if name else ''}.png")
+        rows.append([name or "teacher", info.get("path", ""), ", ".join(cells), f"{teacher['parameters'] / 1e6:.1f}M"])
+    if not rows:
+        return [], values, figures
+    return ["## Teacher", "", *_table(["teacher", "path", "metrics (%)", "parameters"], rows), ""], values, figures
+
+
+def _group_tables(
+    groups: list[dict[str, Any]], metrics: list[str], main: str | None, baseline: str | None
+) -> list[str]:
+    """One table per panel (a student, or teacher x student): a row per method and hyperparameters."""
+    paired = bool(baseline and main)
     header = [
         "method",
         "n",
         *(f"{m} (%)" for m in metrics),
-        *([f"{main}: difference to {baseline}, paired by seed"] if baseline and main else []),
+        *([f"{main}: difference to {baseline}, paired by seed"] if paired else []),
         "training rows",
         "wall time",
         "trainable params",
@@ -231,41 +250,44 @@ def report_study(study_dir: str | Path) -> list[Path]:
         "student FLOPs/ex",
         "total FLOPs",
     ]
+    panels: dict[str, list[dict[str, Any]]] = {}
+    for g in groups:
+        panels.setdefault(panel(g), []).append(g)
+    lines: list[str] = []
     for name, members in panels.items():
-        table = []
-        for g in members:
-            table.append(
-                [
-                    series(g),
-                    f"{g['n']}" + (f"/{g['planned']}" if g["n"] < g["planned"] else ""),
-                    *(_cell(g[m]) for m in metrics),
-                    *([_cell(g[main].get("delta"), "+")] if baseline and main else []),
-                    _flops(g["train_rows"]),
-                    _duration(g["wall_seconds"]),
-                    _flops(g["trainable_parameters"]),
-                    _flops(g["teacher_forward_examples"]),
-                    _flops(g["student_flops_per_example"]),
-                    _flops(g["total_flops"]),
-                ]
-            )
-        lines += [f"## {name}", ""] + _table(header, table) + [""]
+        table = [
+            [
+                series(g),
+                f"{g['n']}" + (f"/{g['planned']}" if g["n"] < g["planned"] else ""),
+                *(_cell(g[m]) for m in metrics),
+                *([_cell(g[main].get("delta"), "+")] if paired else []),
+                _flops(g["train_rows"]),
+                _duration(g["wall_seconds"]),
+                _flops(g["trainable_parameters"]),
+                _flops(g["teacher_forward_examples"]),
+                _flops(g["student_flops_per_example"]),
+                _flops(g["total_flops"]),
+            ]
+            for g in members
+        ]
+        lines += [f"## {name}", "", *_table(header, table), ""]
+    return lines
+
+
+def _study_figures(
+    study: dict[str, Any],
+    groups: list[dict[str, Any]],
+    metrics: list[str],
+    main: str | None,
+    teacher_values: dict[str, float],
+    plots: Path,
+) -> list[Path]:
+    """Accuracy per metric (with the teacher's line), accuracy against compute, and the learning curves."""
     images: list[Path] = []
     for metric in metrics:
         if any(g[metric]["values"] for g in groups):
             slug = metric.replace(" ", "_")
             images.append(accuracy_figure(groups, metric, teacher_values.get(metric), plots / f"accuracy_{slug}.png"))
     cost = compute_figure(groups, main, plots / "accuracy_vs_compute.png") if main else None
-    images += [cost] if cost else []
     curves = learning_curves(study, plots / "learning_curves.png")
-    images += [curves] if curves else []
-    images += heads_figures
-    images += study_heatmaps(study, plots)
-    lines += ["## Plots", "", *_images(images, study_dir), ""]
-    runs_dir = Path(study["runs"][0]["dir"]).parent if study["runs"] else study_dir / "runs"
-    lines += [
-        "Files: `results/runs.csv` (one row per run), `results/groups.csv` and `results/groups.json` (per group, "
-        f"with the per-seed values); each run's own files are in `{runs_dir}/<id>/`.",
-        "",
-    ]
-    report = write_text_atomically(study_dir / "report.md", "\n".join(lines))
-    return [report, *paths.values(), *images]
+    return images + [p for p in (cost, curves) if p]
