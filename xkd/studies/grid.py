@@ -473,86 +473,142 @@ def run_study(
     check_unchanged(plan)
     if state.is_main_process:
         write_plan(plan, prepared)
-    everything = plan.select(only) if only else plan.all_runs()
-    states = {r.id: run_state(plan.run_dir(r)) for r in everything}
-    finished = {r.id for r in everything if states[r.id] == "finished"}
-    selected = f" (selected: {len(everything)})" if only else ""
-    log(
-        f"study {plan.name}: {len(plan.runs)} runs + {len(plan.assistants)} assistants{selected} in {plan.directory}; "
-        f"{len(finished)} finished, {sum(s == 'interrupted' for s in states.values())} to resume"
-    )
-    timed = [
-        (r.group, json.loads((plan.run_dir(r) / "summary.json").read_text()).get("wall_seconds", 0.0))
-        for r in everything
-        if r.id in finished
-    ]
-    failed: dict[str, str] = {}
-    # Runs without assistants first (results sooner), then the assistants, then the runs that learn from them.
-    order = [r for r in everything if r.kind == "run" and not r.assistants]
-    order += [r for r in everything if r.kind == "assistant"] + [r for r in everything if r.assistants]
-    todo = [r for r in order if r.id not in finished]
+    tally = _Tally.of(plan, plan.select(only) if only else plan.all_runs())
+    log(tally.opening(plan, selected=bool(only)))
+    todo = tally.todo()
     prepare_transfer_sets(todo, log, progress)
-    skipped: list[PlannedRun] = []
     for position, run in enumerate(todo, 1):
-        directory = plan.run_dir(run)
-        for assistant in (a for a in run.assistants if a.id not in finished):
-            if assistant.id not in failed:  # trained by another process (see the lock below): wait for it
-                log(f"[{position}/{len(todo)}] {run.id}: waiting for its assistant {assistant.id} (another process)")
-                if not distributed:
-                    with run_lock(plan.run_dir(assistant), wait=True):
-                        pass
-                if run_state(plan.run_dir(assistant)) == "finished":
-                    finished.add(assistant.id)
-                else:
-                    failed[assistant.id] = "did not finish in the other process"
-        blocked = [a.id for a in run.assistants if a.id in failed]
+        say = _numbered(log, position, len(todo), run.id)
+        _await_assistants(plan, run, tally, distributed, say)
+        blocked = [a.id for a in run.assistants if a.id in tally.failed]
         if blocked:
-            failed[run.id] = f"its assistant {blocked[0]} failed"
-            log(f"[{position}/{len(todo)}] {run.id}: skipped, {failed[run.id]}")
+            tally.failed[run.id] = f"its assistant {blocked[0]} failed"
+            say(f"skipped, {tally.failed[run.id]}")
             continue
-        with nullcontext(True) if distributed else run_lock(directory) as locked:
-            if not locked:
-                skipped.append(run)
-                log(f"[{position}/{len(todo)}] {run.id}: skipped, another process is running it")
-                continue
-            state = run_state(directory)  # another process may have finished it since the study started
-            if state == "finished":
-                finished.add(run.id)
-                continue
-            upcoming = [r for r in todo[position - 1 :] if r.id not in failed]
-            log(
-                f"[{position}/{len(todo)}] {run.id}: {'resuming' if state == 'interrupted' else 'starting'} "
-                f"({len(finished)} finished, {len(failed)} failed; {_eta(timed, upcoming)})"
-            )
-            try:
-                summary = _run_one(plan, run, state == "interrupted", progress, log)
-            except Interrupted as e:  # the whole study stops; the run is resumed from its checkpoint next time
-                raise Interrupted(
-                    f"study {plan.name} stopped in run {run.id} ({len(finished)} of {len(everything)} finished; "
-                    f"{str(e).split('; continue with')[0]}); continue with: xkd study {plan.source} (the same command)",
-                    e.signal_number,
-                ) from None
-            except Exception as e:  # one failed run must not lose the others
-                failed[run.id] = str(e).splitlines()[0] if str(e) else type(e).__name__
-                where = plan.run_dir(run) / "error.txt"
-                log(f"[{position}/{len(todo)}] {run.id}: failed: {failed[run.id]} (details in {where})")
-                continue
-        finished.add(run.id)
-        timed.append((run.group, summary["wall_seconds"]))
+        summary = _run_unless_taken(plan, run, todo[position - 1 :], tally, distributed, progress, log, say)
+        if summary is not None:
+            tally.done(run, summary, say)
+    return tally.outcome(plan)
+
+
+@dataclass
+class _Tally:
+    """What one `run_study` invocation knows: the runs it covers, which finished or failed, the wall times the
+    ETA is estimated from, and the runs it left to other processes."""
+
+    everything: list[PlannedRun]
+    states: dict[str, str]
+    finished: set[str]
+    timed: list[tuple[dict[str, str], float]]
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[PlannedRun] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, plan: StudyPlan, everything: list[PlannedRun]) -> _Tally:
+        states = {r.id: run_state(plan.run_dir(r)) for r in everything}
+        finished = {r.id for r in everything if states[r.id] == "finished"}
+        timed = [
+            (r.group, json.loads((plan.run_dir(r) / "summary.json").read_text()).get("wall_seconds", 0.0))
+            for r in everything
+            if r.id in finished
+        ]
+        return cls(everything, states, finished, timed)
+
+    def opening(self, plan: StudyPlan, selected: bool) -> str:
+        part = f" (selected: {len(self.everything)})" if selected else ""
+        return (
+            f"study {plan.name}: {len(plan.runs)} runs + {len(plan.assistants)} assistants{part} in "
+            f"{plan.directory}; {len(self.finished)} finished, "
+            f"{sum(s == 'interrupted' for s in self.states.values())} to resume"
+        )
+
+    def todo(self) -> list[PlannedRun]:
+        """Runs without assistants first (results sooner), then the assistants, then the runs that learn from them."""
+        order = [r for r in self.everything if r.kind == "run" and not r.assistants]
+        order += [r for r in self.everything if r.kind == "assistant"]
+        order += [r for r in self.everything if r.assistants]
+        return [r for r in order if r.id not in self.finished]
+
+    def done(self, run: PlannedRun, summary: dict[str, Any], say: Log) -> None:
+        self.finished.add(run.id)
+        self.timed.append((run.group, summary["wall_seconds"]))
         main = next(iter(summary["validation"].values()), {})
         metric = next((k for k in main if k != "score"), "score")
-        log(
-            f"[{position}/{len(todo)}] {run.id}: done in {summary['wall_seconds'] / 60:.1f} min, "
-            f"validation {metric} {100 * main.get(metric, float('nan')):.2f}"
+        say(
+            f"done in {summary['wall_seconds'] / 60:.1f} min, validation {metric} "
+            f"{100 * main.get(metric, float('nan')):.2f}"
         )
-    # Runs left to other processes: by now some of them may have finished there; report only those still going.
-    still_running = [r.id for r in skipped if run_state(plan.run_dir(r)) != "finished"]
-    return {
-        "finished": len(finished) + len(skipped) - len(still_running),
-        "total": len(everything),
-        "failed": failed,
-        "elsewhere": still_running,
-    }
+
+    def outcome(self, plan: StudyPlan) -> dict[str, Any]:
+        # Runs left to other processes: by now some may have finished there; report only those still going.
+        still_running = [r.id for r in self.skipped if run_state(plan.run_dir(r)) != "finished"]
+        return {
+            "finished": len(self.finished) + len(self.skipped) - len(still_running),
+            "total": len(self.everything),
+            "failed": self.failed,
+            "elsewhere": still_running,
+        }
+
+
+def _numbered(log: Log, position: int, total: int, run_id: str) -> Log:
+    """`log` with the run's place in this invocation's queue in front: `[3/12] cnn--kd--s1: ...`."""
+    return lambda message: log(f"[{position}/{total}] {run_id}: {message}")
+
+
+def _await_assistants(plan: StudyPlan, run: PlannedRun, tally: _Tally, distributed: bool, say: Log) -> None:
+    """Assistants of `run` that this process did not finish are being trained by another one: wait for them."""
+    for assistant in (a for a in run.assistants if a.id not in tally.finished):
+        if assistant.id in tally.failed:
+            continue
+        say(f"waiting for its assistant {assistant.id} (another process)")
+        if not distributed:
+            with run_lock(plan.run_dir(assistant), wait=True):
+                pass
+        if run_state(plan.run_dir(assistant)) == "finished":
+            tally.finished.add(assistant.id)
+        else:
+            tally.failed[assistant.id] = "did not finish in the other process"
+
+
+def _run_unless_taken(
+    plan: StudyPlan,
+    run: PlannedRun,
+    upcoming: list[PlannedRun],
+    tally: _Tally,
+    distributed: bool,
+    progress: bool,
+    log: Log,
+    say: Log,
+) -> dict[str, Any] | None:
+    """Train `run` under its lock; None when another process holds it, has finished it, or it failed (recorded)."""
+    directory = plan.run_dir(run)
+    with nullcontext(True) if distributed else run_lock(directory) as locked:
+        if not locked:
+            tally.skipped.append(run)
+            say("skipped, another process is running it")
+            return None
+        state = run_state(directory)  # another process may have finished it since the study started
+        if state == "finished":
+            tally.finished.add(run.id)
+            return None
+        left = [r for r in upcoming if r.id not in tally.failed]
+        say(
+            f"{'resuming' if state == 'interrupted' else 'starting'} ({len(tally.finished)} finished, "
+            f"{len(tally.failed)} failed; {_eta(tally.timed, left)})"
+        )
+        try:
+            return _run_one(plan, run, state == "interrupted", progress, log)
+        except Interrupted as e:  # the whole study stops; the run is resumed from its checkpoint next time
+            raise Interrupted(
+                f"study {plan.name} stopped in run {run.id} ({len(tally.finished)} of {len(tally.everything)} "
+                f"finished; {str(e).split('; continue with')[0]}); continue with: xkd study {plan.source} "
+                "(the same command)",
+                e.signal_number,
+            ) from None
+        except Exception as e:  # one failed run must not lose the others
+            tally.failed[run.id] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            say(f"failed: {tally.failed[run.id]} (details in {directory / 'error.txt'})")
+            return None
 
 
 def run_lock(directory: Path, wait: bool = False):
