@@ -227,6 +227,49 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
             raise XKDError(
                 f"unknown study key '{key}' in {path}{closest(str(key), TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}"
             )
+    seeds, teacher_seed = _seeds(raw, path)
+    name = str(raw.get("name") or path.stem)
+    directory = Path(output_dir or raw.get("output_dir") or Path("studies") / name)
+    runs_dir = Path(_expand(raw["runs_dir"], f"runs_dir in {path}")) if raw.get("runs_dir") else None
+    base = _config_values(raw.get("base") or {}, "[base]", path)
+    teachers = _named_tables(raw, "teachers", path) or {"": {}}
+    students = _named_tables(raw, "students", path) or {"": {}}
+    only_for = _student_restrictions(raw, path)  # (takes each method's `students` key out first)
+    methods = _named_tables(raw, "methods", path) or {"": {}}
+    _check_names(raw, path, students, methods, only_for)
+    baseline = raw.get("baseline", "none" if "none" in methods else None)
+    grid = _grid(raw, path)
+    varying = {k for k in (grid[0] if grid else {}) if len({json.dumps(g[k]) for g in grid}) > 1}
+
+    runs: list[PlannedRun] = []
+    assistants: dict[tuple, PlannedRun] = {}
+    for (t_name, t_values), (s_name, s_values), (m_name, m_values), hp, seed in itertools.product(
+        teachers.items(), students.items(), methods.items(), grid or [{}], seeds
+    ):
+        if m_name in only_for and s_name not in only_for[m_name]:
+            continue  # the method is meant for other students (e.g. attention KL for transformers only)
+        where = " / ".join(n for n in (t_name, s_name, m_name) if n) or "base"
+        cfg = _run_config({**base, **t_values, **s_values, **m_values, **hp}, seed, f"study {path}, run {where}")
+        hp_label = _label(hp, varying)
+        group = {"teacher": t_name, "student": s_name, "method": m_name, "hyperparameters": hp_label}
+        run = PlannedRun(_slug(t_name, s_name, m_name, hp_label, f"s{seed}"), group, seed, cfg)
+        if cfg.assistant_layers:
+            # The chain is a function of the teacher, the shared settings and the seed, not of the student.
+            link_base = DistillConfig(**{**base, **t_values, **hp}, seed=seed)
+            run.assistants = _assistant_chain(assistants, run, link_base, t_name, hp_label)
+            run.config = replace(cfg, assistant_layers=[])
+        runs.append(run)
+    ids = [r.id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise XKDError(f"two runs of {path} get the same name; give the sections distinct names")
+    return StudyPlan(
+        name, directory, seeds, teacher_seed, teachers, runs, list(assistants.values()),
+        str(path), runs_dir, baseline,
+    )  # fmt: skip
+
+
+def _seeds(raw: dict[str, Any], path: Path) -> tuple[list[int], int]:
+    """The study's seeds (distinct integers) and the seed of the shared teacher fine-tune (default: the first)."""
     seeds = raw.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise XKDError(f"'seeds' in {path} must be a non-empty list of integers, e.g. seeds = [42, 1, 2]")
@@ -235,15 +278,13 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
     teacher_seed = raw.get("teacher_seed", seeds[0])
     if not isinstance(teacher_seed, int):
         raise XKDError(f"'teacher_seed' in {path} must be an integer, got {teacher_seed!r}")
-    name = str(raw.get("name") or path.stem)
-    directory = Path(output_dir or raw.get("output_dir") or Path("studies") / name)
-    runs_dir = Path(_expand(raw["runs_dir"], f"runs_dir in {path}")) if raw.get("runs_dir") else None
-    base = _config_values(raw.get("base") or {}, "[base]", path)
-    teachers = _named_tables(raw, "teachers", path) or {"": {}}
-    students = _named_tables(raw, "students", path) or {"": {}}
-    only_for = _student_restrictions(raw, path)
-    methods = _named_tables(raw, "methods", path) or {"": {}}
-    grid = _grid(raw, path)
+    return seeds, teacher_seed
+
+
+def _check_names(
+    raw: dict[str, Any], path: Path, students: dict[str, Any], methods: dict[str, Any], only_for: dict[str, list]
+) -> None:
+    """The baseline and each method's `students` name sections that exist."""
     baseline = raw.get("baseline", "none" if "none" in methods else None)
     if baseline is not None and baseline not in methods:
         raise XKDError(
@@ -256,60 +297,42 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
                 f"[methods.{method}] students in {path} names '{unknown[0]}', which is not a [students.NAME] "
                 f"section{closest(unknown[0], students)}"
             )
-    varying = {k for k in (grid[0] if grid else {}) if len({json.dumps(g[k]) for g in grid}) > 1}
 
-    runs: list[PlannedRun] = []
-    assistants: dict[tuple, PlannedRun] = {}
-    for (t_name, t_values), (s_name, s_values), (m_name, m_values), hp, seed in itertools.product(
-        teachers.items(), students.items(), methods.items(), grid or [{}], seeds
-    ):
-        if m_name in only_for and s_name not in only_for[m_name]:
-            continue  # the method is meant for other students (e.g. attention KL for transformers only)
-        where = " / ".join(n for n in (t_name, s_name, m_name) if n) or "base"
-        values = {**base, **t_values, **s_values, **m_values, **hp}
-        try:
-            cfg = DistillConfig(**values, seed=seed, output_dir=None)
-            check_config(cfg)
-            if not isinstance(cfg.teacher, str):  # the study shares one prepared teacher per [teachers] section
-                raise XKDError(
-                    "an ensemble (a list of teachers) cannot be a study's teacher yet; run it with 'xkd distill "
-                    "--teacher A --teacher B', or give each teacher its own [teachers.NAME] section"
-                )
-            if cfg.teacher_outputs:  # (the study would prepare a teacher model the runs never read)
-                raise XKDError("teacher_outputs cannot be a study's teacher yet; run it with 'xkd distill'")
-        except XKDError as e:
-            raise XKDError(f"study {path}, run {where}: {e}") from None
-        hp_label = _label(hp, varying)
-        group = {"teacher": t_name, "student": s_name, "method": m_name, "hyperparameters": hp_label}
-        run = PlannedRun(_slug(t_name, s_name, m_name, hp_label, f"s{seed}"), group, seed, cfg)
-        if cfg.assistant_layers:
-            # The chain is a function of the teacher, the shared settings and the seed, not of the student.
-            link_base = DistillConfig(**{**base, **t_values, **hp}, seed=seed)
-            chain: list[int] = []
-            for k in cfg.assistant_layers:
-                chain.append(k)
-                key = (t_name, hp_label, seed, tuple(chain))
-                if key not in assistants:
-                    link_id = _slug(t_name, "ta" + "-ta".join(map(str, chain)), hp_label, f"s{seed}")
-                    link_cfg = assistant_config(link_base, "", k, Path())
-                    assistants[key] = PlannedRun(
-                        link_id,
-                        {**group, "student": f"ta{k}", "method": "kd"},
-                        seed,
-                        link_cfg,
-                        list(run.assistants),
-                        kind="assistant",
-                    )
-                run.assistants.append(assistants[key])
-            run.config = replace(cfg, assistant_layers=[])
-        runs.append(run)
-    ids = [r.id for r in runs]
-    if len(set(ids)) != len(ids):
-        raise XKDError(f"two runs of {path} get the same name; give the sections distinct names")
-    return StudyPlan(
-        name, directory, seeds, teacher_seed, teachers, runs, list(assistants.values()),
-        str(path), runs_dir, baseline,
-    )  # fmt: skip
+
+def _run_config(values: dict[str, Any], seed: int, where: str) -> DistillConfig:
+    """One run's checked config; errors name the run (its study file and sections)."""
+    try:
+        cfg = DistillConfig(**values, seed=seed, output_dir=None)
+        check_config(cfg)
+        if not isinstance(cfg.teacher, str):  # the study shares one prepared teacher per [teachers] section
+            raise XKDError(
+                "an ensemble (a list of teachers) cannot be a study's teacher yet; run it with 'xkd distill "
+                "--teacher A --teacher B', or give each teacher its own [teachers.NAME] section"
+            )
+        if cfg.teacher_outputs:  # (the study would prepare a teacher model the runs never read)
+            raise XKDError("teacher_outputs cannot be a study's teacher yet; run it with 'xkd distill'")
+    except XKDError as e:
+        raise XKDError(f"{where}: {e}") from None
+    return cfg
+
+
+def _assistant_chain(
+    assistants: dict[tuple, PlannedRun], run: PlannedRun, link_base: DistillConfig, t_name: str, hp_label: str
+) -> list[PlannedRun]:
+    """The TAKD assistants `run` learns through, each planned once per teacher, hyperparameters, seed and chain
+    prefix (so students of one seed share them); new links are added to `assistants`."""
+    chain: list[int] = []
+    links: list[PlannedRun] = []
+    for k in run.config.assistant_layers:
+        chain.append(k)
+        key = (t_name, hp_label, run.seed, tuple(chain))
+        if key not in assistants:
+            link_id = _slug(t_name, "ta" + "-ta".join(map(str, chain)), hp_label, f"s{run.seed}")
+            group = {**run.group, "student": f"ta{k}", "method": "kd"}
+            link_cfg = assistant_config(link_base, "", k, Path())
+            assistants[key] = PlannedRun(link_id, group, run.seed, link_cfg, list(links), kind="assistant")
+        links.append(assistants[key])
+    return links
 
 
 def _comparable(cfg: DistillConfig | dict) -> dict[str, Any]:
