@@ -39,15 +39,20 @@ def layer_vectors(
     progress: bool = True,
     desc: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every layer's sentence vector [N, L, D] (float32, CPU) and the labels [N], from one frozen pass."""
+    """Every layer's sentence vector [N, L, D] (float32, CPU) and the labels [N], from one frozen pass, in the
+    split's row order. Batches group texts of similar length, as the teacher cache's pass does: less padding,
+    about half the time of a pass in row order on MR."""
     device = next(model.parameters()).device
     model.eval()
-    vectors, labels = [], []
-    for batch in tqdm(make_loader(split, collator, batch_size, shuffle=False), desc=desc, disable=not progress):
+    rows, vectors, labels = [], [], []
+    loader = make_loader(split, collator, batch_size, shuffle=False, buckets=True)
+    for batch in tqdm(loader, desc=desc, disable=not progress):
         inputs = {k: v.to(device) for k, v in batch["teacher"].items()}
         vectors.append(model(inputs).layer_vectors.float().cpu())
         labels.append(batch["labels"])
-    return torch.cat(vectors), torch.cat(labels)
+        rows.append(batch["index"])
+    order = torch.cat(rows).argsort()
+    return torch.cat(vectors)[order], torch.cat(labels)[order]
 
 
 def train_heads(

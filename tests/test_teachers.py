@@ -91,3 +91,19 @@ def test_a_teacher_another_process_is_fine_tuning_is_waited_for_then_reused(tmp_
     waiter.join(timeout=60)
     path, _, cached = result["out"]
     assert path == directory and cached and not any(line.startswith("fine-tuning") for line in logs)
+
+
+def test_layer_vectors_come_back_in_row_order_from_length_sorted_batches(tmp_path, task_dir, bert_teacher_dir):
+    from xkd.data import Collator, encode, load_splits
+    from xkd.teachers.heads import layer_vectors
+
+    task, raw = load_splits(get_task("mr"), task_dir)
+    teacher = load_teacher(str(bert_teacher_dir), task)
+    tokenizers = {"teacher": teacher.tokenizer}
+    split = encode(raw["train"], task, tokenizers, 16)
+    vectors, labels = layer_vectors(teacher, split, Collator(tokenizers), batch_size=8, progress=False)
+    assert torch.equal(labels, torch.tensor(raw["train"]["labels"]))
+    for row in (0, 17, 63):  # each row alone, unpadded: the same vectors
+        alone = teacher.tokenizer([raw["train"][row]["sentence"]], return_tensors="pt", truncation=True, max_length=16)
+        with torch.no_grad():
+            torch.testing.assert_close(vectors[row], teacher(dict(alone)).layer_vectors[0], atol=1e-5, rtol=1e-5)
