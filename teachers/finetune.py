@@ -72,6 +72,7 @@ def finetune(
     )
     summary["base_model"] = model_name
     write_text_atomically(output_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
+    Checkpoints.discard(output_dir)  # finished (its metrics.json written): the model is the result
     return freeze(model), summary
 
 

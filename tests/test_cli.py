@@ -31,6 +31,7 @@ def test_distill_kd_end_to_end(tmp_path, task_dir, bert_teacher_dir):
     assert set(summary["test"]) == {"test"} and 0 <= summary["test"]["test"]["accuracy"] <= 1
     assert summary["method"]["terms"] == {"ce": 0.5, "kd": 0.5}
     assert (out / "student" / "model.safetensors").is_file()
+    assert not (out / "checkpoints").exists()  # a finished run keeps its result, not its resumable states
     # The saved student scores the same through `xkd eval` as at the end of training.
     scored = run(
         "eval",

@@ -151,6 +151,7 @@ def test_an_interrupted_teacher_finetune_continues_with_the_same_command(tmp_pat
     resumed = run(*common, *quick, "--output-dir", str(tmp_path / "t"))
     assert resumed.exit_code == 0, resumed.output
     assert "continuing the interrupted fine-tune" in resumed.output
+    assert not (tmp_path / "t" / "checkpoints").exists() and not (tmp_path / "whole" / "checkpoints").exists()
     done = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "t")]
     assert done[0]["validation"] == done[1]["validation"] and done[0]["test"] == done[1]["test"]
     wa, wb = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "t"))

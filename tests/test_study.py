@@ -17,6 +17,7 @@ from tiny import run, save_tiny
 from xkd.pseudo_heads import PseudoHeads
 from xkd.studies import run_lock
 from xkd.studies.results import confidence_interval
+from xkd.training import Checkpoints
 
 
 def study_file(tmp_path: Path, teacher: Path, data: Path, extra: str = "", top: str = "") -> Path:
@@ -71,7 +72,9 @@ def test_ci_is_students_t():
     assert math.isnan(confidence_interval([1.0])[2])
 
 
-def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_dir, isolated_cache):
+def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_dir, isolated_cache, monkeypatch):
+    # Finished runs keep their checkpoints here, so that one can be turned back into an interrupted run below.
+    monkeypatch.setattr(Checkpoints, "discard", classmethod(lambda cls, run_dir: None))
     teacher = save_tiny(tmp_path / "encoder", layers=4, bare=True)  # needs the shared fine-tune
     config = study_file(tmp_path, teacher, task_dir)
     out = tmp_path / "study"

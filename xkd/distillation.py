@@ -586,6 +586,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if state.is_main_process:
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_model_card(run_dir)
+        Checkpoints.discard(run_dir)  # finished: the student and summary are the result
     return summary
 
 

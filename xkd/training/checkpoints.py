@@ -42,6 +42,12 @@ class Checkpoints:
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
 
+    @classmethod
+    def discard(cls, run_dir: Path) -> None:
+        """Delete a finished run's checkpoints: its saved model and summary are the result, and resuming a finished
+        run is refused, so they only hold disk (a 12-layer teacher's fine-tune kept 3.3 GB)."""
+        shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+
     def clean(self) -> None:
         """Remove what a process killed mid-write left (`*.partial`); finished checkpoints are never touched."""
         for stale in self.directory.glob("*.partial"):
