@@ -116,10 +116,14 @@ class EnsembleTeacher(nn.Module):
     combined pseudo logits hold), `layer_width` (the first member's; equal for all when a method reads layer
     vectors), `num_labels`, and `tokenizer` (the first member's: students built from a teacher use the first)."""
 
-    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float], average: str = "logits") -> None:
+    def __init__(
+        self, members: Sequence[nn.Module], weights: Sequence[float], average: str = "logits", multi_label: bool = False
+    ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.weights, self.average = normalized(weights, len(members)), average
+        # Probabilities of a multi-label task are each label's sigmoid, not one softmax (see `combine_logits`).
+        self.average = "sigmoids" if multi_label and average == "probabilities" else average
+        self.weights = normalized(weights, len(members))
 
     @property
     def first(self) -> nn.Module:

@@ -177,7 +177,7 @@ def _row_id(value: Any, path: Path, number: int) -> int:
 def _vector(value: Any, form: str, task: Task, where: str) -> np.ndarray:
     """One row's output as a float32 logit-like vector of the task's output size."""
     multi_label = task.multi_label  # independent labels: no distribution to normalise, so logits only
-    if form not in ("logits", "label") and task.regression or form != "logits" and multi_label:
+    if (task.regression and form not in ("logits", "label")) or (multi_label and form != "logits"):
         raise XKDError(
             f"{where}: task '{task.name}' takes its teacher's outputs as 'logits' (one per output), not {form}"
         )

@@ -126,6 +126,9 @@ def test_a_run_on_saved_outputs_trains_as_on_the_teacher_itself(tmp_path, task_d
         assert summaries[1]["teacher"]["metrics"][split] == pytest.approx(summaries[0]["teacher"]["metrics"][split])
     assert summaries[1]["teacher"]["outputs"]["splits"] == ["test", "train", "validation"]
     assert summaries[1]["teacher"]["layers"] is None and summaries[1]["compute"]["teacher_forward_flops"] == 0
+    reported = run("report", str(tmp_path / "saved"))  # a run without a teacher model reports like any other
+    assert reported.exit_code == 0, reported.output
+    assert "| parameters | n/a |" in (tmp_path / "saved" / "report.md").read_text()
 
 
 def test_missing_rows_are_dropped_and_counted_transfer_rows_too(tmp_path, task_dir, teacher_logits):

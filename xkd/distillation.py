@@ -261,8 +261,7 @@ def resolve_teachers(
     if len(resolved) == 1:
         return resolved[0]
     teachers, infos = zip(*resolved, strict=True)
-    average = "sigmoids" if task.multi_label and cfg.ensemble_average == "probabilities" else cfg.ensemble_average
-    ensemble = EnsembleTeacher(teachers, cfg.teacher_weights, average)
+    ensemble = EnsembleTeacher(teachers, cfg.teacher_weights, cfg.ensemble_average, task.multi_label)
     return ensemble, ensemble_info(infos, cfg.teacher_weights, cfg.ensemble_average)
 
 
@@ -553,10 +552,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     context = term_context(student, teacher, task, steps_per_epoch=math.ceil(rows / cfg.batch_size))
     terms = method.terms(context, **options)
 
-    tokenizers = {**teacher_tokenizers(teacher), "student": student.tokenizer}
-    separate = separate_roles(student)
-    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
-    collator = ensemble_collator(tokenizers, separate, members=len(teacher_list(cfg.teacher)))
+    splits, collator = encoded_splits(cfg, task, raw, teacher, student)
     with continued_by(again):
         cache = open_teacher_outputs(cfg, method, task, teacher, teacher_info, splits, collator, log, outside)
     splits = with_transfer_rows(splits)
@@ -584,10 +580,25 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     earlier = sum(stage.get("train_seconds_before_resume", 0.0) for stage in stages)
     summary["wall_seconds"] = round(time.perf_counter() - wall_start + earlier, 2)
     if state.is_main_process:
-        write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        write_model_card(run_dir)
-        Checkpoints.discard(run_dir)  # finished: the student and summary are the result
+        finish_run(run_dir, summary)
     return summary
+
+
+def finish_run(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write what a finished run leaves: `summary.json` and the student's model card; its checkpoints go (the
+    student and summary are the result, and resuming a finished run is refused)."""
+    write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_model_card(run_dir)
+    Checkpoints.discard(run_dir)
+
+
+def encoded_splits(cfg: DistillConfig, task: Task, raw: DatasetDict, teacher, student) -> tuple[DatasetDict, Collator]:
+    """Every split tokenized for each role (the teacher or each ensemble member, and the student, identical
+    tokenizers encoded once) and the collator that pads them."""
+    tokenizers = {**teacher_tokenizers(teacher), "student": student.tokenizer}
+    separate = separate_roles(student)
+    splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length, separate) for n, s in raw.items()})
+    return splits, ensemble_collator(tokenizers, separate, members=len(teacher_list(cfg.teacher)))
 
 
 @contextmanager

@@ -78,63 +78,10 @@ def report_run(run_dir: str | Path) -> list[Path]:
         )
     lines = [f"# Run report: {run_dir.name}", ""]
     if summary_path.is_file():
-        s = json.loads(summary_path.read_text())
-        lines += [
-            f"{s['task']}: {s['teacher'].get('source', '')} ({s['teacher']['layers']} layers) -> "
-            f"{s['student']['name']} ({s['student']['layers']} layers) with {s['method']['name']} "
-            f"({', '.join(f'{k} {v:g}' for k, v in s['method']['terms'].items())}); best epoch {s['best_epoch']}.",
-            "",
-        ]
-        rows = []
-        for split, metrics in s["teacher"]["metrics"].items():
-            student = s["validation"].get(split) or s["test"].get(split, {})
-            for name, value in shown_metrics(metrics).items():
-                rows.append([f"{split} {name} (%)", _pct(value), _pct(student.get(name))])
-        rows.append(
-            ["parameters", f"{s['teacher']['parameters'] / 1e6:.1f}M", f"{s['student']['parameters'] / 1e6:.1f}M"]
-        )
-        compute = s.get("compute", {})
-        if compute:
-            rows.append(
-                [
-                    "forward FLOPs per example",
-                    _flops(compute["teacher_flops_per_example"]),
-                    _flops(compute["student_flops_per_example"]),
-                ]
-            )
-        for size, ms in s.get("latency_ms", {}).get("teacher", {}).items():
-            rows.append(
-                [f"CPU latency {size.replace('_', ' ')} (ms)", f"{ms:.2f}", f"{s['latency_ms']['student'][size]:.2f}"]
-            )
-        lines += _table(["", "teacher", "student"], rows) + [""]
-        if compute:
-            lines += [
-                f"Wall time {s['wall_seconds'] / 60:.1f} min (student training {s['train_seconds']:.0f} s); training "
-                f"compute {_flops(compute['total_flops'])}FLOPs ({compute['train_examples']} training examples"
-                + (
-                    f" over {s['data']['train']} gold and {s['data']['transfer']} transfer rows"
-                    if s.get("data")
-                    else ""
-                )
-                + f", {compute['teacher_forward_examples']} teacher forward passes"
-                + (f", assistants {_flops(compute['assistant_flops'])}FLOPs" if compute["assistant_flops"] else "")
-                + ").",
-                "",
-            ]
+        lines += _summary_lines(json.loads(summary_path.read_text()))
     metrics_path = run_dir / "metrics.jsonl"
     if metrics_path.is_file():
-        records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-        terms = list(records[0]["train"]) if records else []
-        splits = metric_splits(records[0]) if records else []
-        rows = [
-            [
-                f"{r['epoch']} (step {r['step']})" if r.get("at") == "step" else str(r["epoch"]),
-                *(f"{r['train'].get(t, float('nan')):.4f}" for t in terms),
-                *(_pct(r[sp].get("score")) for sp in splits),
-            ]
-            for r in records
-        ]
-        lines += ["## Per epoch", ""] + _table(["epoch", *terms, *(f"{sp} score (%)" for sp in splits)], rows) + [""]
+        lines += _epoch_lines([json.loads(line) for line in metrics_path.read_text().splitlines()])
     if plots:
         lines += ["## Plots", "", *_images(plots, run_dir), ""]
     report = write_text_atomically(run_dir / "report.md", "\n".join(lines))
@@ -150,6 +97,62 @@ def _cell(stat: dict[str, Any] | None, sign: str = "") -> str:
         return mean
     low, high = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
     return f"{mean} ± {stat['sd']:.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
+
+
+def _summary_lines(s: dict[str, Any]) -> list[str]:
+    """What the run distilled, teacher against student (metrics, size, compute, latency), and its cost. A run on
+    saved outputs (`--teacher-outputs`) has no teacher model: its size and latency read n/a."""
+    teacher = s["teacher"]
+    depth = f" ({teacher['layers']} layers)" if teacher.get("layers") else ""
+    lines = [
+        f"{s['task']}: {teacher.get('source', '')}{depth} -> {s['student']['name']} ({s['student']['layers']} layers) "
+        f"with {s['method']['name']} ({', '.join(f'{k} {v:g}' for k, v in s['method']['terms'].items())}); best "
+        f"epoch {s['best_epoch']}.",
+        "",
+    ]
+    rows = []
+    for split, metrics in teacher["metrics"].items():
+        student = s["validation"].get(split) or s["test"].get(split, {})
+        for name, value in shown_metrics(metrics).items():
+            rows.append([f"{split} {name} (%)", _pct(value), _pct(student.get(name))])
+    size = f"{teacher['parameters'] / 1e6:.1f}M" if teacher.get("parameters") is not None else "n/a"
+    rows.append(["parameters", size, f"{s['student']['parameters'] / 1e6:.1f}M"])
+    compute = s.get("compute", {})
+    if compute:
+        flops = (_flops(compute["teacher_flops_per_example"]), _flops(compute["student_flops_per_example"]))
+        rows.append(["forward FLOPs per example", *flops])
+    for size, ms in s.get("latency_ms", {}).get("teacher", {}).items():
+        rows.append(
+            [f"CPU latency {size.replace('_', ' ')} (ms)", f"{ms:.2f}", f"{s['latency_ms']['student'][size]:.2f}"]
+        )
+    lines += _table(["", "teacher", "student"], rows) + [""]
+    if compute:
+        data = s.get("data")
+        lines += [
+            f"Wall time {s['wall_seconds'] / 60:.1f} min (student training {s['train_seconds']:.0f} s); training "
+            f"compute {_flops(compute['total_flops'])}FLOPs ({compute['train_examples']} training examples"
+            + (f" over {data['train']} gold and {data['transfer']} transfer rows" if data else "")
+            + f", {compute['teacher_forward_examples']} teacher forward passes"
+            + (f", assistants {_flops(compute['assistant_flops'])}FLOPs" if compute["assistant_flops"] else "")
+            + ").",
+            "",
+        ]
+    return lines
+
+
+def _epoch_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The per-epoch table of `metrics.jsonl`: each loss term and each evaluated split's score."""
+    terms = list(records[0]["train"]) if records else []
+    splits = metric_splits(records[0]) if records else []
+    rows = [
+        [
+            f"{r['epoch']} (step {r['step']})" if r.get("at") == "step" else str(r["epoch"]),
+            *(f"{r['train'].get(t, float('nan')):.4f}" for t in terms),
+            *(_pct(r[sp].get("score")) for sp in splits),
+        ]
+        for r in records
+    ]
+    return ["## Per epoch", "", *_table(["epoch", *terms, *(f"{sp} score (%)" for sp in splits)], rows), ""]
 
 
 def report_study(study_dir: str | Path) -> list[Path]:
