@@ -72,3 +72,28 @@ def test_resume_errors(tmp_path, task_dir, bert_teacher_dir):
     assert finished.exit_code == 2 and "finished run" in finished.output
     extra = run("distill", "--resume", str(tmp_path / "done"), "--epochs", "5")
     assert extra.exit_code == 2 and "drop --epochs" in extra.output
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_a_kill_at_any_instant_of_a_checkpoint_save_leaves_at_most_keep(tmp_path, keep, monkeypatch):
+    """What a SIGKILL would find on disk at every instant of `save` (each file operation), and what resuming keeps."""
+    import xkd.training.checkpoints as checkpoints
+
+    store = checkpoints.Checkpoints(tmp_path / "checkpoints", keep=keep)
+    on_disk: list[int] = []
+    seen = lambda: on_disk.append(len(store.paths()))  # noqa: E731
+    real_save, real_replace, real_unlink = torch.save, os.replace, checkpoints.Path.unlink
+    monkeypatch.setattr(checkpoints.torch, "save", lambda *a, **k: (seen(), real_save(*a, **k), seen()))
+    monkeypatch.setattr(checkpoints.os, "replace", lambda *a: (seen(), real_replace(*a), seen()))
+    monkeypatch.setattr(checkpoints.Path, "unlink", lambda self, **k: (seen(), real_unlink(self, **k), seen()))
+    for step in range(1, 7):
+        store.save({"step": step})
+    assert max(on_disk) == (2 if keep == 1 else keep)  # keep 1: its only checkpoint outlives the rename
+    newest = [f"step-{s:08d}.pt" for s in range(7 - keep, 7)]
+    assert [p.name for p in store.paths()] == newest
+
+    (store.directory / "step-00000000.pt").write_bytes(b"")  # one over keep: keep 1 killed at the rename
+    (store.directory / "step-00000007.pt.partial").write_bytes(b"half")  # killed while writing
+    store.clean()  # what resuming does first
+    assert [p.name for p in store.paths()] == newest and not list(store.directory.glob("*.partial"))
+    assert store.latest()["step"] == 6

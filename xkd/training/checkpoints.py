@@ -38,8 +38,14 @@ class Checkpoints:
         tmp = final.with_name(final.name + ".partial")
         with removed_on_failure(tmp):  # a full disk: no half-written file stays behind, the older ones are intact
             torch.save(state, tmp)
+        # Written: make room before it becomes a checkpoint, so a kill at any instant leaves at most `keep` of them.
+        # With keep 1 the only checkpoint must outlive the rename, so two exist for that instant (clean() prunes).
+        self._prune(max(self.keep - 1, 1))
         os.replace(tmp, final)  # a crash mid-write leaves the previous checkpoint as the newest
-        for old in self.paths()[: -self.keep]:
+        self._prune(self.keep)
+
+    def _prune(self, keep: int) -> None:
+        for old in self.paths()[:-keep]:
             old.unlink(missing_ok=True)
 
     @classmethod
@@ -49,9 +55,10 @@ class Checkpoints:
         shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
 
     def clean(self) -> None:
-        """Remove what a process killed mid-write left (`*.partial`); finished checkpoints are never touched."""
+        """Remove what a process killed mid-write left (`*.partial`, and with keep 1 the older of two checkpoints)."""
         for stale in self.directory.glob("*.partial"):
             stale.unlink(missing_ok=True)
+        self._prune(self.keep)  # keep 1 killed mid-write leaves two
 
     def latest(self) -> dict[str, Any] | None:
         """The newest checkpoint that loads; a damaged one (a disk error, a file cut short) is skipped with a line
