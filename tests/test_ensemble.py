@@ -201,10 +201,71 @@ def test_what_ensembles_refuse_is_one_line(tmp_path, task_dir, bert_teacher_dir,
     assert not (tmp_path / "r").exists()
 
 
-def test_a_study_refuses_an_ensemble_teacher(tmp_path):
-    from xkd.studies import load_plan
+def test_a_study_compares_a_teacher_an_ensemble_and_saved_outputs(tmp_path, task_dir, bert_teacher_dir,
+                                                                   isolated_cache):  # fmt: skip
+    """[teachers.NAME] sections may be an ensemble (each member prepared once, with its heads) or saved outputs
+    (nothing to prepare); rerunning skips every finished run (the members' heads fingerprints are checked) and the
+    report shows each member's pseudo heads."""
+    import pandas as pd
+    from tiny import write_frame
 
-    recipe = tmp_path / "s.toml"
-    recipe.write_text('seeds = [1]\n[base]\nteacher = ["a", "b"]\nmethod = "kd"\n')
-    with pytest.raises(XKDError, match="an ensemble .* cannot be a study's teacher yet"):
-        load_plan(str(recipe), None)
+    wide = save_tiny(tmp_path / "wide", kind="mpnet")  # another family and width (48 against 32)
+    train = pd.read_csv(task_dir / "train.tsv", sep="\t")
+    outputs = tmp_path / "labels.jsonl"  # an outside labeller's hard labels: here the gold ones
+    write_frame(train[["sentence", "label"]], outputs)
+    base = f"""
+seeds = [1]
+baseline = "kd"
+[base]
+task = "mr"
+data_dir = "{task_dir}"
+student = "cnn"
+student_layers = 1
+student_options = {{ embedding_dim = 16, channels = 8 }}
+epochs = 1
+batch_size = 16
+max_length = 16
+heads_epochs = 1
+latency = false
+[methods.kd]
+method = "kd"
+"""
+    models = (
+        f'[teachers.one]\nteacher = "{bert_teacher_dir}"\n'
+        + f'[teachers.pair]\nteacher = ["{bert_teacher_dir}", "{wide}"]\n'
+    )
+    saved_outputs = f'[teachers.saved]\nteacher_outputs = "{outputs}"\n'
+    universal = '[methods.universal]\nmethod = "universal"\n'
+    refused = tmp_path / "refused.toml"  # saved outputs hold no layers for Universal-KD
+    refused.write_text(base + models + saved_outputs + universal)
+    result = run("study", str(refused), "--dry-run")
+    assert result.exit_code == 2 and "saved / universal" in result.output, result.output
+    recipe, with_outputs = tmp_path / "study.toml", tmp_path / "outputs.toml"
+    recipe.write_text(base + models + universal)
+    with_outputs.write_text(base + saved_outputs)
+
+    out = tmp_path / "out"
+    first = run("study", str(recipe), "--output-dir", str(out), "--no-progress")
+    assert first.exit_code == 0, first.output
+    study = json.loads((out / "study.json").read_text())
+    pair = study["teachers"]["pair"]
+    assert [m["path"] for m in pair["members"]] == [str(bert_teacher_dir), str(wide)]
+    for entry in study["runs"]:
+        cfg = json.loads((tmp_path / entry["dir"] / "config.json").read_text())
+        summary = summary_of(tmp_path / entry["dir"])
+        if entry["group"]["teacher"] == "pair":
+            assert cfg["teacher"] == [str(bert_teacher_dir), str(wide)]
+            assert len(summary["teacher"]["members"]) == 2
+        if entry["group"]["method"] == "universal":  # heads of every member, recorded per member
+            recorded = summary["teacher"].get("members", [summary["teacher"]])
+            assert all(len(m["heads_sha256"]) == 64 for m in recorded)
+    again = run("study", str(recipe), "--output-dir", str(out), "--no-progress")
+    assert again.exit_code == 0 and "4 finished" in again.output, again.output
+    report = (out / "report.md").read_text()
+    assert f"| pair | {bert_teacher_dir} + {wide} |" in report
+    assert (out / "plots" / "teacher_heads_pair_member2.png").stat().st_size > 1000
+
+    saved = run("study", str(with_outputs), "--output-dir", str(tmp_path / "saved"), "--no-progress")
+    assert saved.exit_code == 0, saved.output
+    (entry,) = json.loads((tmp_path / "saved" / "study.json").read_text())["runs"]
+    assert summary_of(tmp_path / entry["dir"])["teacher"]["source"] == f"outputs:{outputs}"

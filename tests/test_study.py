@@ -269,8 +269,8 @@ RECIPE_RUNS = {
     "mr-ta-study.toml": (45, "studies/mr-runs/bert2--none--s42"),
     "mr-methods.toml": (66, "studies/mr-runs/bert2--none--s42"),
     "mr-head-norm.toml": (9, "studies/mr-runs/bert2--none--s42"),
-    "mr-transfer.toml": (90, "studies/mr-runs/bert2--none--s42"),
-    "mr-transfer-cnn.toml": (36, "studies/mr-runs/cnn-wp--kd-tang-a1--s2"),
+    "mr-transfer.toml": (78, "studies/mr-runs/bert2--universal-tang-e1--s2"),
+    "mr-transfer-cnn.toml": (48, "studies/mr-runs/cnn--universal-tang5-lr5e-4--s2"),
     "mr-mpnet.toml": (24, "studies/mr-mpnet-runs/minilm--universal--s42"),
 }
 

@@ -38,7 +38,8 @@ The file (TOML, YAML or JSON)::
     [grid]                         # optional: hyperparameters, each a list; the cross product
     temperature = [1.0, 2.0]
 
-`[teachers.NAME]` tables compare teachers the same way (default: one teacher, from [base]). String values may
+`[teachers.NAME]` tables compare teachers the same way (default: one teacher, from [base]): a model, an ensemble
+(`teacher = ["a", "b"]`: each member prepared once, as its own teacher) or saved outputs (`teacher_outputs`). String values may
 name environment variables as `${NAME}`; an unset one is an error.
 """
 
@@ -59,9 +60,10 @@ from xkd.config import CONFIG_FIELDS, DistillConfig, coerce_value, read_mapping
 from xkd.data import load_splits
 from xkd.distillation import (
     assistant_config,
-    build_teacher_cache,
+    build_teacher_caches,
     check_config,
     ensure_teacher_heads,
+    member_configs,
     resolve_task,
     resolve_teacher,
     run_distill,
@@ -73,6 +75,7 @@ from xkd.methods import get_method
 from xkd.processes import process_state
 from xkd.pseudo_heads import WEIGHTS_FILE, PseudoHeads
 from xkd.teachers import heads_dir
+from xkd.teachers.ensemble import ensemble_info, teacher_list
 from xkd.training import Checkpoints
 
 SECTIONS = ("teachers", "students", "methods")
@@ -304,13 +307,6 @@ def _run_config(values: dict[str, Any], seed: int, where: str) -> DistillConfig:
     try:
         cfg = DistillConfig(**values, seed=seed, output_dir=None)
         check_config(cfg)
-        if not isinstance(cfg.teacher, str):  # the study shares one prepared teacher per [teachers] section
-            raise XKDError(
-                "an ensemble (a list of teachers) cannot be a study's teacher yet; run it with 'xkd distill "
-                "--teacher A --teacher B', or give each teacher its own [teachers.NAME] section"
-            )
-        if cfg.teacher_outputs:  # (the study would prepare a teacher model the runs never read)
-            raise XKDError("teacher_outputs cannot be a study's teacher yet; run it with 'xkd distill'")
     except XKDError as e:
         raise XKDError(f"{where}: {e}") from None
     return cfg
@@ -350,20 +346,30 @@ def run_state(directory: Path) -> str:
 
 
 def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Fine-tune (when needed) and train pseudo heads once per teacher; point every run at the result."""
+    """Fine-tune (when needed) and train pseudo heads once per teacher, each member of an ensemble as its own
+    teacher; point every run at the result. Runs distilled from saved outputs (`teacher_outputs`) need none."""
     prepared: dict[str, dict[str, Any]] = {}
     for name in plan.teachers:
-        members = [r for r in plan.runs if r.group["teacher"] == name]
+        members = [r for r in plan.runs if r.group["teacher"] == name and not r.config.teacher_outputs]
+        if not members:
+            outputs = next(r.config.teacher_outputs for r in plan.runs if r.group["teacher"] == name)
+            prepared[name] = {"source": f"outputs:{outputs}", "seconds": 0.0}
+            continue
         first = replace(members[0].config, seed=plan.teacher_seed, progress=progress)
         start = time.perf_counter()
         task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples)
-        teacher, info = resolve_teacher(first, task, raw, log)
         needs_heads = any(get_method(r.config.method).needs_teacher_heads for r in members)
-        ensure_teacher_heads(teacher, info, needs_heads, task, raw, first, log)
+        infos = []
+        for member in member_configs(first):
+            teacher, info = resolve_teacher(member, task, raw, log)
+            ensure_teacher_heads(teacher, info, needs_heads, task, raw, member, log)
+            infos.append(info)
+            del teacher
+        info = infos[0] if len(infos) == 1 else ensemble_info(infos, first.teacher_weights, first.ensemble_average)
         prepared[name] = {**info, "seconds": round(time.perf_counter() - start, 2)}
+        paths = [i["path"] for i in infos]
         for run in [*members, *(a for a in plan.assistants if a.group["teacher"] == name)]:
-            run.config = replace(run.config, teacher=info["path"], finetune_teacher="never")
-        del teacher
+            run.config = replace(run.config, teacher=paths[0] if len(paths) == 1 else paths, finetune_teacher="never")
     # Assistant chains: each link's teacher is the previous link's saved student.
     for run in plan.all_runs():
         if run.assistants:
@@ -386,7 +392,7 @@ def prepare_transfer_sets(runs: list[PlannedRun], log: Log, progress: bool = Tru
     groups: dict[str, list[PlannedRun]] = {}
     for run in runs:
         cfg = run.config
-        if cfg.transfer or cfg.augment != "none":
+        if (cfg.transfer or cfg.augment != "none") and not cfg.teacher_outputs:  # saved outputs are read as they are
             key = json.dumps({k: getattr(cfg, k) for k in TRANSFER_KEYS}, sort_keys=True, default=str)
             groups.setdefault(key, []).append(run)
     for members in groups.values():
@@ -394,7 +400,7 @@ def prepare_transfer_sets(runs: list[PlannedRun], log: Log, progress: bool = Tru
         names = sorted({m.name for m in methods if m.needs_teacher and not m.needs_attentions})
         if names:
             log(f"transfer set for {len(members)} run(s): labelled once for {', '.join(names)}")
-            build_teacher_cache(replace(members[0].config, method="+".join(names), progress=progress), log)
+            build_teacher_caches(replace(members[0].config, method="+".join(names), progress=progress), log)
 
 
 def check_unchanged(plan: StudyPlan) -> None:
@@ -430,13 +436,19 @@ def _heads_changed(run: PlannedRun, directory: Path, fingerprints: dict[Path, st
         return False
     summary_file = directory / "summary.json"
     teacher = json.loads(summary_file.read_text()).get("teacher", {})
-    stored = heads_dir(run.config.teacher)
-    if "heads_sha256" in teacher:
-        if stored not in fingerprints:
-            fingerprints[stored] = PseudoHeads.fingerprint(stored)
-        return teacher["heads_sha256"] != fingerprints[stored]
-    weights = stored / WEIGHTS_FILE
-    return weights.is_file() and weights.stat().st_mtime > summary_file.stat().st_mtime
+    recorded = teacher.get("members", [teacher])  # an ensemble records each member's heads
+    for path, member in zip(teacher_list(run.config.teacher), recorded, strict=False):
+        stored = heads_dir(path)
+        if "heads_sha256" in member:
+            if stored not in fingerprints:
+                fingerprints[stored] = PseudoHeads.fingerprint(stored)
+            changed = member["heads_sha256"] != fingerprints[stored]
+        else:
+            weights = stored / WEIGHTS_FILE
+            changed = weights.is_file() and weights.stat().st_mtime > summary_file.stat().st_mtime
+        if changed:
+            return True
+    return False
 
 
 def _estimate(timed: list[tuple[dict[str, str], float]], run: PlannedRun) -> float | None:

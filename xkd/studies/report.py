@@ -208,6 +208,10 @@ def _study_header(study: dict[str, Any], rows: list[dict[str, Any]], baseline: s
     ]
 
 
+def _millions(count: int | None) -> str:
+    return "n/a" if count is None else f"{count / 1e6:.1f}M"  # n/a: saved outputs, no teacher model
+
+
 def _teacher_section(study: dict[str, Any], plots: Path) -> tuple[list[str], dict[str, float], list[Path]]:
     """The teachers' table (from the first finished run of each), their metrics in percent for the accuracy plots'
     reference line, and each teacher's pseudo-head figure."""
@@ -229,8 +233,12 @@ def _teacher_section(study: dict[str, Any], plots: Path) -> tuple[list[str], dic
             for metric, value in shown_metrics(split_values).items():
                 cells.append(f"{split} {metric} {_pct(value)}")
                 values[f"{split} {metric}"] = 100 * value
-        figures += teacher_heads_figure(teacher, plots / f"teacher_heads{'_' + name if name else ''}.png")
-        rows.append([name or "teacher", info.get("path", ""), ", ".join(cells), f"{teacher['parameters'] / 1e6:.1f}M"])
+        stem = f"teacher_heads{'_' + name if name else ''}"
+        members = teacher.get("members", [])  # an ensemble: each member's pseudo heads
+        for k, one in enumerate(members or [teacher], start=1):
+            figures += teacher_heads_figure(one, plots / (f"{stem}_member{k}.png" if members else f"{stem}.png"))
+        path = info.get("path") or " + ".join(str(m.get("path", "")) for m in info.get("members", []))
+        rows.append([name or "teacher", path, ", ".join(cells), _millions(teacher.get("parameters"))])
     if not rows:
         return [], values, figures
     return ["## Teacher", "", *_table(["teacher", "path", "metrics (%)", "parameters"], rows), ""], values, figures
