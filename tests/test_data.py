@@ -165,3 +165,18 @@ def test_different_tokenizers_get_separate_encodings(tmp_path):
     b = BertTokenizer(vocab=str(tmp_path / "b" / "vocab.txt"))
     assert shared_roles({"teacher": a, "student": b}) == {"teacher": "teacher", "student": "student"}
     assert shared_roles({"teacher": a, "student": make_tokenizer(tmp_path / "c")})["student"] == "teacher"
+
+
+def test_a_tokenizer_call_with_padding_keeps_its_fingerprint():
+    """Fast tokenizers keep the last call's padding and truncation in their backend; the token ids do not change,
+    so teacher and student still share one encoding (and Aguilar's attention maps still line up)."""
+    from tiny import make_mpnet_tokenizer
+
+    from xkd.data import tokenizer_fingerprint, tokenizer_spec_fingerprint
+
+    used, fresh = make_mpnet_tokenizer(), make_mpnet_tokenizer()
+    spec = tokenizer_spec_fingerprint(used)
+    used(["a b c", "d"], padding="max_length", truncation=True, max_length=8)
+    assert tokenizer_spec_fingerprint(used) != spec  # the state did change
+    assert tokenizer_fingerprint(used) == tokenizer_fingerprint(fresh)
+    assert shared_roles({"teacher": used, "student": fresh}) == {"teacher": "teacher", "student": "teacher"}

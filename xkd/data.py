@@ -329,7 +329,19 @@ def is_labeled(split: Dataset) -> bool:
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Same fingerprint = same token ids for the same text, so teacher and student can share one encoding."""
+    """Same fingerprint = same token ids for the same text, so teacher and student can share one encoding (and
+    compare attention maps position by position). The backend's padding and truncation state is left out: a call
+    such as `tokenizer(texts, padding="max_length")` changes it on a fast tokenizer without changing any token id."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer_spec_fingerprint(tokenizer)
+    spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def tokenizer_spec_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The whole backend spec as it is, state included: part of the teacher cache's fingerprint, whose token ids
+    are hashed as well; kept as it was when caches were first keyed, so existing caches stay valid."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}:{len(tokenizer)}"
     return hashlib.sha1(text.encode()).hexdigest()

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from xkd.config import DEFAULTS
 from xkd.damage import damaged, first_line
-from xkd.data import Collator, make_loader, tokenizer_fingerprint
+from xkd.data import Collator, make_loader, tokenizer_spec_fingerprint
 from xkd.errors import Interrupted, XKDError
 from xkd.files import file_lock, write_text_atomically
 from xkd.interrupts import stop_requests
@@ -84,7 +84,7 @@ def split_key(split: Dataset, collator: Collator) -> str:
 def fingerprint(teacher: nn.Module, splits: DatasetDict, collator: Collator, max_length: int) -> str:
     """What the cached outputs are a function of: weights, heads, tokenizer, token ids, labels and max length."""
     h = hashlib.sha1(f"format={FORMAT};max_length={max_length}".encode())
-    h.update(tokenizer_fingerprint(teacher.tokenizer).encode())
+    h.update(tokenizer_spec_fingerprint(teacher.tokenizer).encode())
     _hash_tensors(h, teacher.state_dict())  # includes the pseudo heads when attached
     for name in sorted(splits):
         h.update(name.encode())

@@ -18,8 +18,6 @@ cache, training the teacher's pseudo classifiers (run `xkd teacher heads` once) 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -117,16 +115,6 @@ def check_labels(student: PreTrainedModel, teacher: HFEncoderClassifier) -> None
         )
 
 
-def token_ids_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """`xkd.data.tokenizer_fingerprint` without the backend's padding and truncation state, which a call such as
-    `tokenizer(texts, padding="max_length")` changes on a fast tokenizer without changing any token id."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return tokenizer_fingerprint(tokenizer)
-    spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
 def check_tokenizers(
     student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, teacher: HFEncoderClassifier
 ) -> PreTrainedTokenizerBase:
@@ -148,7 +136,7 @@ def check_tokenizers(
                 f"({teacher.config.vocab_size}): DistillationTrainer needs one tokenizer for both; {fix}"
             )
         return teacher.tokenizer
-    if teacher.tokenizer is not None and token_ids_fingerprint(tokenizer) != token_ids_fingerprint(teacher.tokenizer):
+    if teacher.tokenizer is not None and tokenizer_fingerprint(tokenizer) != tokenizer_fingerprint(teacher.tokenizer):
         raise XKDError(
             "the student's tokenizer (processing_class) is not the teacher's: DistillationTrainer runs the teacher on "
             f"the student's token ids, so both must use one tokenizer; {fix}"

@@ -39,8 +39,8 @@ The file (TOML, YAML or JSON)::
     temperature = [1.0, 2.0]
 
 `[teachers.NAME]` tables compare teachers the same way (default: one teacher, from [base]): a model, an ensemble
-(`teacher = ["a", "b"]`: each member prepared once, as its own teacher) or saved outputs (`teacher_outputs`). String values may
-name environment variables as `${NAME}`; an unset one is an error.
+(`teacher = ["a", "b"]`: each member prepared once, as its own teacher) or saved outputs (`teacher_outputs`).
+String values may name environment variables as `${NAME}`; an unset one is an error.
 """
 
 from __future__ import annotations
