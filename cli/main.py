@@ -783,7 +783,10 @@ def _to_stderr(message: str) -> None:
 
 
 @cli.command("inspect")
-@click.option("--teacher", default=None, help="Teacher [default: the quickstart's].")
+@click.option("--teacher", multiple=True, help="Teacher [default: the quickstart's]; repeat it for an ensemble.")
+@click.option("--teacher-weights", help="Ensemble: the members' weights W1,W2,... [default: equal].")
+@click.option("--ensemble-average", type=click.Choice(["logits", "probabilities"]), default=DEFAULTS.ensemble_average,
+              show_default=True)  # fmt: skip
 @click.option("--student", default=DEFAULTS.student, show_default=True)
 @click.option("--task", default=DEFAULTS.task, show_default=True)
 @click.option("--student-layers", type=int, default=DEFAULTS.student_layers, show_default=True)
@@ -791,7 +794,10 @@ def _to_stderr(message: str) -> None:
 @click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
 @click.option("--max-length", type=int, default=DEFAULTS.max_length, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of the table.")
-def inspect_command(teacher, student, task, student_layers, student_options, data_dir, max_length, as_json) -> None:
+def inspect_command(
+    teacher, teacher_weights, ensemble_average, student, task, student_layers, student_options, data_dir, max_length,
+    as_json,
+) -> None:  # fmt: skip
     """Run one batch through a teacher and a student and print layers, shapes, sizes and applicable methods.
 
     Nothing is trained or written.
@@ -800,9 +806,13 @@ def inspect_command(teacher, student, task, student_layers, student_options, dat
     Example:
       xkd inspect --student cnn --student-layers 3 -S vectors=glove.6B.50d.txt
     """
-    from xkd.config import DistillConfig
+    from xkd.config import DistillConfig, coerce_value
     from xkd.pairing import format_inspection, inspect_pair
 
+    ensemble = {
+        "ensemble_average": ensemble_average,
+        "teacher_weights": coerce_value("teacher_weights", teacher_weights, "--teacher-weights") or [],
+    }
     cfg = DistillConfig(
         task=task,
         student=student,
@@ -810,7 +820,8 @@ def inspect_command(teacher, student, task, student_layers, student_options, dat
         student_options=parse_pairs(list(student_options)),
         data_dir=data_dir,
         max_length=max_length,
-        **({"teacher": teacher} if teacher else {}),
+        **({"teacher": coerce_value("teacher", list(teacher), "--teacher")} if teacher else {}),
+        **ensemble,
     ).validate()
     report = inspect_pair(cfg)
     click.echo(json.dumps(report, indent=2) if as_json else format_inspection(report))

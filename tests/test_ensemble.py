@@ -269,3 +269,26 @@ method = "kd"
     assert saved.exit_code == 0, saved.output
     (entry,) = json.loads((tmp_path / "saved" / "study.json").read_text())["runs"]
     assert summary_of(tmp_path / entry["dir"])["teacher"]["source"] == f"outputs:{outputs}"
+
+
+def test_inspect_an_ensemble(tmp_path, task_dir, bert_teacher_dir):
+    """`xkd inspect` with two teachers of different families and widths: the members, the combined trace (pseudo
+    logits of all 4 + 3 layers) and what the ensemble refuses, as `xkd distill` would."""
+    wide = save_tiny(tmp_path / "wide", kind="mpnet", layers=3)  # width 48 against the tiny BERT's 32
+    args = ["inspect", "--teacher", str(bert_teacher_dir), "--teacher", str(wide), "--teacher-weights", "3,1",
+            "--student", "cnn", "--student-layers", "2", "--data-dir", str(task_dir),
+            "-S", "embedding_dim=8"]  # fmt: skip
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    teacher = report["teacher"]
+    assert [m["source"] for m in teacher["members"]] == [str(bert_teacher_dir), str(wide)]
+    assert [m["width"] for m in teacher["members"]] == [32, 48] and teacher["layers"] == 4 + 3
+    assert "weights [0.75, 0.25]" in teacher["note"]
+    assert teacher["trace"]["logits"] == [4, 2]
+    methods = report["methods"]
+    assert methods["universal"]["applies"] and methods["kd"]["applies"]
+    assert not methods["pkd"]["applies"] and "different widths" in methods["pkd"]["why"]
+    assert not methods["aguilar"]["applies"]
+    table = run(*args)
+    assert table.exit_code == 0 and "member 2: " + str(wide) in table.output, table.output
