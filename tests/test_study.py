@@ -269,7 +269,7 @@ RECIPE_RUNS = {
     "mr-ta-study.toml": (45, "studies/mr-runs/bert2--none--s42"),
     "mr-methods.toml": (66, "studies/mr-runs/bert2--none--s42"),
     "mr-head-norm.toml": (9, "studies/mr-runs/bert2--none--s42"),
-    "mr-transfer.toml": (78, "studies/mr-runs/bert2--universal-tang-e1--s2"),
+    "mr-transfer.toml": (81, "studies/mr-runs/bert2--universal-tang5-e1--s2"),
     "mr-transfer-cnn.toml": (48, "studies/mr-runs/cnn--universal-tang5-lr5e-4--s2"),
     "mr-mpnet.toml": (30, "studies/mr-mpnet-runs/cnn--universal-tang5-lr5e-4--s2"),
 }
