@@ -48,6 +48,28 @@ def test_cached_trace_equals_the_online_teacher(tmp_path, task_dir, bert_teacher
     assert "does not match" in logs[-2] and "rebuilding" in logs[-2]
 
 
+def test_a_tokenizer_call_keeps_the_cache_and_earlier_caches_are_reused(tmp_path, task_dir, bert_teacher_dir):
+    """The fingerprint ignores the fast tokenizer's padding/truncation state (which any call changes); a cache
+    stored under the earlier fingerprint, which hashed that state, is reused, not labelled again."""
+    from xkd.teacher_cache import fingerprints
+
+    teacher, collator, splits, _, _ = cache_inputs(task_dir, bert_teacher_dir)
+    logs: list[str] = []
+    cache = open_or_build(teacher, splits, collator, tmp_path / "c", {}, 16, logs.append, progress=False)
+    now, before = fingerprints(teacher, splits, collator, 16)
+    assert cache.meta["fingerprint"] == now != before
+    teacher.tokenizer(["a b"], padding="max_length", max_length=7, truncation=True)  # another backend state
+    assert fingerprints(teacher, splits, collator, 16)[0] == now
+    open_or_build(teacher, splits, collator, tmp_path / "c", {}, 16, logs.append, progress=False)
+    assert "reusing" in logs[-1]
+
+    teacher.tokenizer(["a b"], truncation=True, max_length=16)  # the state the cache was stored under
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    (tmp_path / "c" / "meta.json").write_text(json.dumps({**meta, "fingerprint": before}))  # as stored before
+    again = open_or_build(teacher, splits, collator, tmp_path / "c", {}, 16, logs.append, progress=False)
+    assert "reusing" in logs[-1] and again.meta["fingerprint"] == before
+
+
 def test_cached_distillation_equals_online_distillation(tmp_path, task_dir, bert_teacher_dir):
     """Universal-KD reads final logits, pseudo-logits and layer vectors: all from the cache, bit for bit."""
     base = [*distill(bert_teacher_dir, task_dir), "--method", "universal", "--student-layers", "2", *QUICK]

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from xkd.config import DEFAULTS
 from xkd.damage import damaged, first_line
-from xkd.data import Collator, make_loader, tokenizer_spec_fingerprint
+from xkd.data import Collator, make_loader, tokenizer_fingerprint, tokenizer_spec_fingerprint
 from xkd.errors import Interrupted, XKDError
 from xkd.files import file_lock, write_text_atomically
 from xkd.interrupts import stop_requests
@@ -81,16 +81,34 @@ def split_key(split: Dataset, collator: Collator) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(teacher: nn.Module, splits: DatasetDict, collator: Collator, max_length: int) -> str:
-    """What the cached outputs are a function of: weights, heads, tokenizer, token ids, labels and max length."""
-    h = hashlib.sha1(f"format={FORMAT};max_length={max_length}".encode())
-    h.update(tokenizer_spec_fingerprint(teacher.tokenizer).encode())
+class _Hashes:
+    """Several hashes fed the same bytes (one pass over the weights and token ids for two fingerprints)."""
+
+    def __init__(self, *hashes: Any) -> None:
+        self.hashes = hashes
+
+    def update(self, data: bytes) -> None:
+        for h in self.hashes:
+            h.update(data)
+
+
+def fingerprints(teacher: nn.Module, splits: DatasetDict, collator: Collator, max_length: int) -> tuple[str, str]:
+    """What the cached outputs are a function of: weights, heads, tokenizer, token ids, labels and max length.
+
+    Returns (the fingerprint, the one caches were stored under before): the earlier one also hashed the fast
+    tokenizer's padding/truncation state, which depends on whether the tokenizer was called before (an ensemble
+    member sharing another member's encoding never is); a cache stored under it is still reused."""
+    head = hashlib.sha1(f"format={FORMAT};max_length={max_length}".encode())
+    now, before = head.copy(), head.copy()
+    now.update(tokenizer_fingerprint(teacher.tokenizer).encode())
+    before.update(tokenizer_spec_fingerprint(teacher.tokenizer).encode())
+    h = _Hashes(now, before)
     _hash_tensors(h, teacher.state_dict())  # includes the pseudo heads when attached
     for name in sorted(splits):
         h.update(name.encode())
         _hash_teacher_inputs(h, splits[name], collator)
         _hash_column(h, splits[name], "labels")
-    return h.hexdigest()
+    return now.hexdigest(), before.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -449,9 +467,9 @@ def open_or_build(
 
     Processes sharing the cache (study workers) check and build it under a lock, so one builds while the others
     wait and then reuse it."""
-    wanted = fingerprint(teacher, splits, collator, max_length)
+    wanted, before = fingerprints(teacher, splits, collator, max_length)
     lock = directory.with_name(f".{directory.name}.lock")
-    job = (teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size)
+    job = (teacher, splits, collator, directory, meta, (wanted, before), log, progress, storage, batch_size)
     if process_state().num_processes > 1:
         return _open_or_build_together(lock, *job)
     with file_lock(lock) as free:
@@ -462,14 +480,16 @@ def open_or_build(
         return _open_or_build(*job)
 
 
-def _plan(directory: Path, splits: DatasetDict, wanted: str, storage: Storage, log: Log):
-    """(the cache to reuse, None) or (None, the storage to build with), said in the log."""
+def _plan(directory: Path, splits: DatasetDict, accepted: tuple[str, ...], storage: Storage, log: Log):
+    """(the cache to reuse, None) or (None, the storage to build with), said in the log. `accepted`: the
+    fingerprints a reusable cache may carry (see `fingerprints`)."""
     try:
         cache = open_cache(directory)
     except DamagedCache as e:
         log(f"teacher cache: {directory} is damaged ({e.why}); rebuilding it")
         return None, storage
-    same = cache is not None and cache.meta.get("fingerprint") == wanted and set(cache.meta["splits"]) >= set(splits)
+    stored = cache.meta.get("fingerprint") if cache is not None else None
+    same = stored in accepted and set(cache.meta["splits"]) >= set(splits)
     if same and Storage.of(cache.meta).holds(storage):
         log(f"teacher cache: reusing {directory} ({cache.size_bytes / 2**20:.0f} MiB)")
         return cache, None
@@ -479,7 +499,7 @@ def _plan(directory: Path, splits: DatasetDict, wanted: str, storage: Storage, l
     elif cache is not None:
         log(
             f"teacher cache: {directory} does not match this teacher and data (fingerprint "
-            f"{str(cache.meta.get('fingerprint'))[:12]} != {wanted[:12]}: weights, heads, tokenizer or data changed); "
+            f"{str(stored)[:12]} != {accepted[0][:12]}: weights, heads, tokenizer or data changed); "
             "rebuilding it"
         )
     else:
@@ -487,11 +507,11 @@ def _plan(directory: Path, splits: DatasetDict, wanted: str, storage: Storage, l
     return None, storage
 
 
-def _open_or_build(teacher, splits, collator, directory, meta, wanted, log, progress, storage, batch_size):
-    cache, storage = _plan(directory, splits, wanted, storage, log)
+def _open_or_build(teacher, splits, collator, directory, meta, accepted, log, progress, storage, batch_size):
+    cache, storage = _plan(directory, splits, accepted, storage, log)
     if cache is not None:
         return cache
-    meta = {**meta, "fingerprint": wanted}
+    meta = {**meta, "fingerprint": accepted[0]}
     cache = build_cache(
         teacher, splits, collator, directory, meta, batch_size, progress, **storage.as_kwargs(), log=log
     )
@@ -499,17 +519,17 @@ def _open_or_build(teacher, splits, collator, directory, meta, wanted, log, prog
     return cache
 
 
-def _open_or_build_together(lock, teacher, splits, collator, directory, meta, wanted, log, progress, storage, size):
+def _open_or_build_together(lock, teacher, splits, collator, directory, meta, accepted, log, progress, storage, size):
     """Under several processes: the main process decides (holding the lock other studies' processes respect), all
     label their share when a pass is needed, and all open the result."""
     from accelerate.utils import broadcast_object_list
 
     group = process_state()
     with file_lock(lock, wait=True) if group.is_main_process else nullcontext(True):
-        plan = [_plan(directory, splits, wanted, storage, log)[1]] if group.is_main_process else [None]
+        plan = [_plan(directory, splits, accepted, storage, log)[1]] if group.is_main_process else [None]
         storage = broadcast_object_list(plan)[0]  # None: reuse the cache as it is
         if storage is not None:
-            meta = {**meta, "fingerprint": wanted}
+            meta = {**meta, "fingerprint": accepted[0]}
             build_cache(teacher, splits, collator, directory, meta, size, progress, **storage.as_kwargs(), log=log)
         group.wait_for_everyone()
     cache = open_cache(directory)
