@@ -39,7 +39,7 @@ def applicability(method: str, teacher, context: TermContext, cfg: DistillConfig
     m = METHODS.get(method)
     try:
         m.terms(context)
-        if len(widths) > 1:
+        if isinstance(teacher, EnsembleTeacher):
             check_ensemble(replace(cfg, method=method), m, task)
             check_ensemble_widths(m, {}, widths)  # each method with its default options
     except XKDError as e:
