@@ -46,6 +46,11 @@ TEACHER_STUDENTS = {
 }
 
 
+def outside_info(path: str | Path) -> dict[str, Any]:
+    """What a run (and a study) records as its teacher when saved outputs stand in for one."""
+    return {"source": f"outputs:{path}"}
+
+
 def check_outside(cfg: Any, method: Any, task: Task, default_teacher: str) -> None:
     """Everything `--teacher-outputs` cannot do, refused before anything loads, each in one line with the reason:
     a teacher model besides the file, methods reading more than final outputs, TAKD, students built from a

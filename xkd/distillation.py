@@ -73,7 +73,7 @@ from xkd.teachers.ensemble import (
 )
 from xkd.teachers.heads import STANDARDIZED, heads_info
 from xkd.teachers.hf_encoder import load_config
-from xkd.teachers.outside import OutsideOutputs, check_outside, match_outputs
+from xkd.teachers.outside import OutsideOutputs, check_outside, match_outputs, outside_info
 from xkd.training import Checkpoints, TrainSettings, parameter_count, train
 from xkd.training.tracking import check_trackers
 from xkd.transfer.sets import SPLIT as TRANSFER
@@ -244,19 +244,19 @@ def check_teachers(cfg: DistillConfig, task: Task, method: Method) -> None:
 
 
 def resolve_teachers(
-    cfg: DistillConfig, task: Task, raw: DatasetDict, method: Method, run_dir: Path, log: Log
+    cfg: DistillConfig, task: Task, raw: DatasetDict, needs_heads: bool, run_dir: Path, log: Log
 ) -> tuple[nn.Module | None, dict[str, Any]]:
-    """The frozen teacher (the last TAKD assistant, with `--assistant-layers`) with pseudo heads when the method
-    needs them; with several teachers an `EnsembleTeacher` of members each resolved as its one-teacher run would;
-    with `--teacher-outputs`, none."""
+    """The frozen teacher (the last TAKD assistant, with `--assistant-layers`) with pseudo heads when `needs_heads`;
+    with several teachers an `EnsembleTeacher` of members each resolved as its one-teacher run would; with
+    `--teacher-outputs`, none."""
     if cfg.teacher_outputs:  # saved outputs stand in for the teacher: nothing to load
-        return None, {"source": f"outputs:{cfg.teacher_outputs}"}
+        return None, outside_info(cfg.teacher_outputs)
     resolved = []
     for member in member_configs(cfg):
         teacher, info = resolve_teacher(member, task, raw, log)
         if cfg.assistant_layers:  # one teacher only (`check_ensemble`)
             teacher, info = assistant_chain(cfg, task, info, run_dir, log)
-        ensure_teacher_heads(teacher, info, method.needs_teacher_heads, task, raw, member, log)
+        ensure_teacher_heads(teacher, info, needs_heads, task, raw, member, log)
         resolved.append((teacher, info))
     if len(resolved) == 1:
         return resolved[0]
@@ -542,7 +542,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     teacher_start = time.perf_counter()
     again = "the same command (the teacher's fine-tune and labelling continue where they stopped)"
     with state.main_process_first(), continued_by(again):  # fine-tunes and heads are cached: one process trains
-        teacher, teacher_info = resolve_teachers(cfg, task, raw, method, run_dir, log)
+        teacher, teacher_info = resolve_teachers(cfg, task, raw, method.needs_teacher_heads, run_dir, log)
     teacher_info["seconds"] = round(time.perf_counter() - teacher_start, 2)
     if transfer is not None:  # only now: fine-tuning and head training read the gold splits alone
         raw = DatasetDict({**raw, TRANSFER: transfer})
@@ -556,12 +556,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     with continued_by(again):
         cache = open_teacher_outputs(cfg, method, task, teacher, teacher_info, splits, collator, log, outside)
     splits = with_transfer_rows(splits)
-    layers = f" ({teacher.num_layers} layers)" if teacher is not None else ""
-    log(
-        f"distilling {teacher_info['source']}{layers} -> {cfg.student} ({student.num_layers} layers) "
-        f"on {task.name} with {method.name}: {len(splits['train'])} training examples"
-        + (f" ({len(transfer)} of them transfer rows without gold labels)" if transfer is not None else "")
-    )
+    log(_distilling_line(cfg, task, method, teacher, teacher_info, student, len(splits["train"]), transfer))
     meta = {
         "role": "student",
         **task_record(task),
@@ -573,15 +568,28 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
     models = (teacher, teacher_info, student, cache)
     summary = describe_run(cfg, task, method, terms, stages, *models, splits, collator, run_dir)
-    summary["data"] = {"train": len(raw["train"]), "transfer": len(transfer) if transfer is not None else 0}
-    if transfer_report is not None:
-        summary["data"]["transfer_set"] = transfer_report
+    summary["data"] = _data_record(raw, transfer, transfer_report)
     # A resumed run: its earlier processes' training time too (their setup time is not known, so a lower bound).
     earlier = sum(stage.get("train_seconds_before_resume", 0.0) for stage in stages)
     summary["wall_seconds"] = round(time.perf_counter() - wall_start + earlier, 2)
     if state.is_main_process:
         finish_run(run_dir, summary)
     return summary
+
+
+def _distilling_line(cfg, task: Task, method: Method, teacher, teacher_info, student, rows: int, transfer) -> str:
+    layers = f" ({teacher.num_layers} layers)" if teacher is not None else ""
+    return (
+        f"distilling {teacher_info['source']}{layers} -> {cfg.student} ({student.num_layers} layers) "
+        f"on {task.name} with {method.name}: {rows} training examples"
+        + (f" ({len(transfer)} of them transfer rows without gold labels)" if transfer is not None else "")
+    )
+
+
+def _data_record(raw: DatasetDict, transfer, transfer_report: dict[str, Any] | None) -> dict[str, Any]:
+    """`summary.json`'s `data`: gold and transfer training rows, and how the transfer set was made."""
+    record = {"train": len(raw["train"]), "transfer": len(transfer) if transfer is not None else 0}
+    return record if transfer_report is None else {**record, "transfer_set": transfer_report}
 
 
 def finish_run(run_dir: Path, summary: dict[str, Any]) -> None:

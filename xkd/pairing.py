@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from xkd.config import DistillConfig
-from xkd.data import encode, load_splits, tokenizer_fingerprint
+from xkd.data import encode, load_splits
 from xkd.distillation import check_student, configured_student, resolve_task, separate_roles, term_context
 from xkd.errors import XKDError
 from xkd.limits import check_teacher_sizes
@@ -104,8 +104,7 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
             "layers": m,
             "width": student.layer_width,
             "parameters": parameter_count(student),
-            "shares_teacher_tokenizer": tokenizer_fingerprint(student.tokenizer)
-            == tokenizer_fingerprint(first_member(teacher).tokenizer),
+            "shares_teacher_tokenizer": context.shared_tokenizer,  # (an ensemble: its first member's)
             "trace": _shapes(s_trace),
             "init_from_teacher_layers": getattr(student, "meta", {}).get("teacher_layers"),
         },

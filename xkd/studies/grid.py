@@ -62,10 +62,8 @@ from xkd.distillation import (
     assistant_config,
     build_teacher_caches,
     check_config,
-    ensure_teacher_heads,
-    member_configs,
     resolve_task,
-    resolve_teacher,
+    resolve_teachers,
     run_distill,
 )
 from xkd.errors import Interrupted, XKDError, closest
@@ -75,7 +73,8 @@ from xkd.methods import get_method
 from xkd.processes import process_state
 from xkd.pseudo_heads import WEIGHTS_FILE, PseudoHeads
 from xkd.teachers import heads_dir
-from xkd.teachers.ensemble import ensemble_info, teacher_list
+from xkd.teachers.ensemble import teacher_list
+from xkd.teachers.outside import outside_info
 from xkd.training import Checkpoints
 
 SECTIONS = ("teachers", "students", "methods")
@@ -353,21 +352,17 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
         members = [r for r in plan.runs if r.group["teacher"] == name and not r.config.teacher_outputs]
         if not members:
             outputs = next(r.config.teacher_outputs for r in plan.runs if r.group["teacher"] == name)
-            prepared[name] = {"source": f"outputs:{outputs}", "seconds": 0.0}
+            prepared[name] = {**outside_info(outputs), "seconds": 0.0}
             continue
         first = replace(members[0].config, seed=plan.teacher_seed, progress=progress)
         start = time.perf_counter()
         task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples)
         needs_heads = any(get_method(r.config.method).needs_teacher_heads for r in members)
-        infos = []
-        for member in member_configs(first):
-            teacher, info = resolve_teacher(member, task, raw, log)
-            ensure_teacher_heads(teacher, info, needs_heads, task, raw, member, log)
-            infos.append(info)
-            del teacher
-        info = infos[0] if len(infos) == 1 else ensemble_info(infos, first.teacher_weights, first.ensemble_average)
+        # load_plan cleared the runs' assistant_layers (their chains are runs of their own): no chain is trained here
+        teacher, info = resolve_teachers(first, task, raw, needs_heads, plan.directory, log)
+        del teacher
         prepared[name] = {**info, "seconds": round(time.perf_counter() - start, 2)}
-        paths = [i["path"] for i in infos]
+        paths = [member["path"] for member in info.get("members", [info])]
         for run in [*members, *(a for a in plan.assistants if a.group["teacher"] == name)]:
             run.config = replace(run.config, teacher=paths[0] if len(paths) == 1 else paths, finetune_teacher="never")
     # Assistant chains: each link's teacher is the previous link's saved student.

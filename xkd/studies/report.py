@@ -115,8 +115,7 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
         student = s["validation"].get(split) or s["test"].get(split, {})
         for name, value in shown_metrics(metrics).items():
             rows.append([f"{split} {name} (%)", _pct(value), _pct(student.get(name))])
-    size = f"{teacher['parameters'] / 1e6:.1f}M" if teacher.get("parameters") is not None else "n/a"
-    rows.append(["parameters", size, f"{s['student']['parameters'] / 1e6:.1f}M"])
+    rows.append(["parameters", _millions(teacher.get("parameters")), _millions(s["student"]["parameters"])])
     compute = s.get("compute", {})
     if compute:
         flops = (_flops(compute["teacher_flops_per_example"]), _flops(compute["student_flops_per_example"]))
