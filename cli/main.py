@@ -469,13 +469,14 @@ def teacher_heads(
     from xkd.data import load_splits
     from xkd.distillation import resolve_task
     from xkd.errors import XKDError
+    from xkd.processes import process_device
     from xkd.teachers import heads_dir, load_teacher, train_heads
     from xkd.teachers.heads import heads_info
 
     if epochs < 1 or not lr > 0:
         raise XKDError("--epochs must be at least 1 and --lr > 0")
     spec, raw = load_splits(resolve_task(DistillConfig(task=task, **given(custom))), data_dir, max_examples)
-    model = load_teacher(teacher_path, spec)
+    model = load_teacher(teacher_path, spec).to(process_device())  # its layer vectors come from the GPU if any
     length = max_length or int(model.meta.get("max_length", DEFAULTS.max_length))
     heads, metrics = train_heads(
         model,
@@ -626,6 +627,7 @@ def eval_command(
     from xkd.distillation import resolve_task, separate_roles
     from xkd.errors import XKDError
     from xkd.evaluation import evaluate
+    from xkd.processes import process_device
     from xkd.students import load_student
     from xkd.students.sentence_encoder import CONFIG_FILE
     from xkd.teachers import load_teacher
@@ -641,6 +643,7 @@ def eval_command(
     spec, raw = load_splits(resolve_task(cfg), data_dir, max_examples)
     is_encoder_student = (Path(model_dir) / CONFIG_FILE).is_file()
     model = load_student(model_dir) if is_encoder_student else load_teacher(model_dir, spec)
+    model.to(process_device())
     if model.num_labels != spec.output_size:
         raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
     length = max_length or int(saved_meta(model_dir).get("max_length", 128))

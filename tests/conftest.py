@@ -30,3 +30,15 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XKD_CACHE_DIR", str(cache))
     monkeypatch.chdir(tmp_path)
     return cache
+
+
+@pytest.fixture
+def on_cpu(monkeypatch: pytest.MonkeyPatch):
+    """Run on the CPU even on a GPU machine, for what is a CPU fact: pinned float values, gloo process groups.
+    accelerate's process-wide state is reset so that the next run builds it for the CPU, and again afterwards."""
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")  # read by xkd.processes.use_cpu and by launched processes
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

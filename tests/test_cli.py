@@ -277,3 +277,29 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(tmp_p
         train(student, task, splits, Collator(tokenizers), terms, settings, tmp_path / "run")
     assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_runs_in_one_process_may_change_precision(tmp_path, task_dir, bert_teacher_dir):
+    """accelerate keeps one state per process and refuses a second Accelerator with another mixed precision: a
+    study or a notebook running bf16 and then float32 must get both."""
+    for precision in ("bf16", "no"):
+        out = tmp_path / precision
+        result = run(*distill(bert_teacher_dir, task_dir), "--method", "kd", *QUICK, "--max-steps", "2",
+                     "--precision", precision, "--output-dir", str(out))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "summary.json").read_text())["settings"]["precision"] == precision
+
+
+def test_more_processes_than_gpus_is_one_clear_line(tmp_path, task_dir, bert_teacher_dir, monkeypatch):
+    """`accelerate launch --num_processes 2` on a machine with one GPU: the second process is told why and what to
+    do, not CUDA's 'invalid device ordinal' traceback."""
+    import torch
+
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "device_count", lambda: 1)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    result = run(*distill(bert_teacher_dir, task_dir), *QUICK, "--output-dir", str(tmp_path / "r"))
+    assert result.exit_code == 2
+    assert "process 2 of this machine has no GPU of its own (the machine has 1)" in result.output
+    assert "ACCELERATE_USE_CPU=1" in result.output and "Traceback" not in result.output

@@ -292,3 +292,19 @@ def test_inspect_an_ensemble(tmp_path, task_dir, bert_teacher_dir):
     assert not methods["aguilar"]["applies"]
     table = run(*args)
     assert table.exit_code == 0 and "member 2: " + str(wide) in table.output, table.output
+
+
+def test_resolved_teachers_are_placed_where_the_process_computes(monkeypatch, task_dir, bert_teacher_dir,
+                                                                   roberta_teacher_dir):  # fmt: skip
+    """On a GPU machine the teacher's heads pass and labelling pass must not run on the CPU: every resolved member
+    goes to the process's device (here `meta` stands in for a GPU) before anything reads it."""
+    import xkd.distillation as distillation
+
+    monkeypatch.setattr(distillation, "process_device", lambda: torch.device("meta"))
+    task, raw = load_splits(MR, task_dir)
+    for teachers in ([str(bert_teacher_dir)], [str(bert_teacher_dir), str(roberta_teacher_dir)]):
+        cfg = DistillConfig(task="mr", teacher=teachers if len(teachers) > 1 else teachers[0], max_length=16)
+        teacher, _ = distillation.resolve_teachers(cfg, task, raw, False, task_dir, print)
+        members = getattr(teacher, "members", [teacher])
+        assert len(members) == len(teachers)
+        assert {p.device.type for m in members for p in m.parameters()} == {"meta"}

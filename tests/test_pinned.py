@@ -15,6 +15,14 @@ import torch
 from safetensors.torch import load_file
 from tiny import distill, run, save_tiny, write_task_dir
 
+# The values are float sums of one torch release's CPU kernels (CI installs that release): another release changes
+# the last digits (torch 2.11 on an H100 machine's CPU: 6e-9 on a KD loss of 8e-4), which says nothing about xkd.
+PINNED_TORCH = "2.13"
+pytestmark = pytest.mark.skipif(
+    not torch.__version__.startswith(PINNED_TORCH + "."),
+    reason=f"pinned on torch {PINNED_TORCH}'s CPU kernels; this is torch {torch.__version__}",
+)
+
 # The teacher is fine-tuned first (a random one would teach nothing), so the students' metrics move.
 ARGS = [
     "--finetune-teacher", "always", "--teacher-epochs", "4", "--teacher-lr", "5e-3", "--heads-epochs", "3",
@@ -89,7 +97,7 @@ def one_thread():
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_pinned_run(tmp_path, one_thread, name):
+def test_pinned_run(tmp_path, one_thread, on_cpu, name):
     teacher = save_tiny(tmp_path / "teacher", layers=4)
     data = write_task_dir(tmp_path / "data", sizes=(128, 32, 32))
     out = tmp_path / name

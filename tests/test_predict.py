@@ -58,7 +58,7 @@ def test_predict_equals_eval(tmp_path, task_dir, kind, task_name):
         model_dir = student.save(tmp_path / "student", **task_record(task), max_length=32)
     model = load_student(model_dir) if kind != "teacher" else load_teacher(str(teacher_dir), task)
     expected, rows = eval_logits(model.eval(), task, data)
-    predictor = Predictor(model_dir, batch_size=5, max_length=32)
+    predictor = Predictor(model_dir, batch_size=5, max_length=32, device="cpu")  # eval's device: the same arithmetic
     np.testing.assert_allclose(predictor.logits(rows), expected, atol=1e-5)
     answers = predictor(rows[:3])
     names = (kind != "teacher" and task.label_names) or ("0", "1")  # a bare HF checkpoint names no labels

@@ -43,7 +43,7 @@ from xkd.methods.base import check_task
 from xkd.metrics import shown_metrics
 from xkd.model_card import write_model_card
 from xkd.options import resolve_options
-from xkd.processes import process_state
+from xkd.processes import process_device, process_state
 from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
@@ -216,7 +216,7 @@ def resolve_teacher(
         info.update(
             path=path, finetuned_dir=path, finetune_cached=cached, finetune_seconds=summary.get("train_seconds")
         )
-    return load_teacher(path, task), info
+    return load_teacher(path, task).to(process_device()), info
 
 
 def member_configs(cfg: DistillConfig) -> list[DistillConfig]:
@@ -427,7 +427,7 @@ def assistant_chain(
         source = summary["student"]["dir"]
         links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
     info = {**teacher_info, "path": source, "original_teacher": teacher_info["path"], "assistants": links}
-    return load_teacher(source, task), info
+    return load_teacher(source, task).to(process_device()), info
 
 
 def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
@@ -574,6 +574,9 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     summary["wall_seconds"] = round(time.perf_counter() - wall_start + earlier, 2)
     if state.is_main_process:
         finish_run(run_dir, summary)
+    # The next run may read what the main process just wrote (a study's TAKD run loads its assistant's student):
+    # without this, another process, which writes nothing, got there first under load and found no model.
+    state.wait_for_everyone()
     return summary
 
 

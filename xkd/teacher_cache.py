@@ -367,9 +367,14 @@ def _label_split(
     bar = tqdm(total=len(split), desc=f"teacher labels {name}", unit=" texts", disable=not (progress and main),
                dynamic_ncols=True, initial=sum(len(b) for b in order[: first_round * world]))  # fmt: skip
     saved_at = time.perf_counter()
+
+    def launch(mine: int):
+        return _launch_batch(teacher, collator, split, order[mine], fields, device) if mine < len(order) else None
+
+    pending = launch(first_round * world + rank)
     for start in range(first_round * world, len(order), world):
-        mine = start + rank
-        outputs = _label_batch(teacher, collator, split, order[mine], fields, device) if mine < len(order) else None
+        following = launch(start + world + rank)  # queued on the device before this batch is waited for
+        outputs, pending = _finished(pending), following
         for rows, values in _gathered(outputs, group):
             _write_rows(files, work / name, len(split), rows, values, dtype)
             bar.update(len(rows))
@@ -399,12 +404,29 @@ def _open_split_files(directory: Path, fields: tuple[str, ...], resume: bool) ->
     return {f: np.load(directory / f"{f}.npy", mmap_mode="r+") for f in fields if (directory / f"{f}.npy").is_file()}
 
 
-def _label_batch(teacher, collator, split, rows: list[int], fields, device) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The teacher's outputs on the given rows: (row numbers, field -> float32 array)."""
+def _launch_batch(teacher, collator, split, rows: list[int], fields, device) -> tuple:
+    """Start the teacher on the given rows: (row numbers, field -> float32 CPU tensor being copied, the event that
+    marks the copies done, or None on the CPU).
+
+    On a GPU the copies are asynchronous, so the next batch's collation (CPU) overlaps this batch's forward pass
+    instead of waiting for it: a pass that waits batch by batch ran at 2/3 of plain inference on an H100."""
     batch = collator([split[i] for i in rows])
     trace = teacher({k: v.to(device) for k, v in batch["teacher"].items()})
-    values = {f: getattr(trace, f).float().cpu().numpy() for f in fields if getattr(trace, f) is not None}
-    return batch["index"].numpy(), values
+    values = {
+        f: getattr(trace, f).float().to("cpu", non_blocking=True) for f in fields if getattr(trace, f) is not None
+    }
+    event = torch.accelerator.current_stream(device).record_event() if device.type != "cpu" else None
+    return batch["index"].numpy(), values, event
+
+
+def _finished(launched) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """A launched batch's (row numbers, field -> float32 array), once its copies are done."""
+    if launched is None:
+        return None
+    rows, values, event = launched
+    if event is not None:
+        event.synchronize()
+    return rows, {f: v.numpy() for f, v in values.items()}
 
 
 def _gathered(outputs, group) -> list:

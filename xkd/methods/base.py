@@ -323,14 +323,15 @@ def check_task(method: Method, task: Task) -> None:
 def weighted_loss(
     terms: list[LossTerm], student: Trace, teacher: Trace | None, labels: Tensor, task: Task
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The total loss and each term's unweighted value (detached), for logging."""
+    """The total loss and each term's unweighted value (detached, on the batch's device: a plug-in term that returns
+    a CPU scalar, such as `torch.tensor(0.0)`, must not break the logging on a GPU), for logging."""
     total: Tensor | None = None
     values: dict[str, Tensor] = {}
     for term in terms:
         if term.weight == 0:
             continue
         value = term.fn(student, teacher, labels, task)
-        values[term.name] = value.detach()
+        values[term.name] = value.detach().to(labels.device)
         total = term.weight * value if total is None else total + term.weight * value
     if total is None:
         raise XKDError("every loss term has weight 0; give at least one term a positive weight")

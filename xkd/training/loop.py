@@ -33,7 +33,7 @@ from xkd.evaluation import evaluate
 from xkd.interrupts import StopRequest, stop_requests
 from xkd.log import Log, to_stderr
 from xkd.methods.base import LossTerm, TermModule, weighted_loss
-from xkd.processes import use_cpu
+from xkd.processes import fresh_accelerator_state, use_cpu
 from xkd.tasks import Task
 from xkd.teacher_cache import TeacherCache
 from xkd.trace import Trace
@@ -154,6 +154,7 @@ def set_up(
     """Seed, device, loaders, optimizer and schedule; the terms' `start` hooks check the student first."""
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(settings.seed)
+    fresh_accelerator_state()
     accelerator = Accelerator(
         cpu=use_cpu(),
         mixed_precision=settings.precision,
