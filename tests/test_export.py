@@ -166,3 +166,31 @@ def test_agreement_compares_argmax_classes_or_whole_label_sets():
     assert agreement(get_task("mnli"), a, b) == 1.0
     tags = custom_task("tags", ("text",), num_labels=3, multi_label=True)
     assert agreement(tags, a, b) == 0.5
+
+
+def test_int8_input_drops_the_shapes_of_weights(tmp_path):
+    """The dynamo exporter records each weight's shape in value_info; ONNX Runtime's dynamic quantizer (1.30)
+    transposes a Gemm weight in place under its own name, which that record then contradicts."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from xkd.export import _without_weight_shapes, quantize_onnx
+
+    weight = numpy_helper.from_array(np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["logits"], transB=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [weight],
+        value_info=[helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), tmp_path / "f.onnx")
+    cleaned = onnx.load(_without_weight_shapes(tmp_path / "f.onnx", tmp_path / "in.onnx"))
+    assert not cleaned.graph.value_info and [t.name for t in cleaned.graph.initializer] == ["w"]
+    # What the 1.30 quantizer does, on any ONNX Runtime: the weight transposed under its name, Gemm -> MatMul.
+    cleaned.graph.initializer[0].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight).T, "w"))
+    cleaned.graph.node[0].CopyFrom(helper.make_node("MatMul", ["x", "w"], ["logits"]))
+    onnx.shape_inference.infer_shapes(cleaned, strict_mode=True)
+    report = quantize_onnx(tmp_path / "f.onnx", tmp_path / "q.onnx", "dynamic", log=lambda m: None)
+    assert report["mode"] == "dynamic" and (tmp_path / "q.onnx").exists()

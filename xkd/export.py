@@ -235,6 +235,28 @@ def _preprocessed(source: Path, target: Path) -> bool:
     return True
 
 
+def _without_weight_shapes(source: Path, target: Path) -> Path:
+    """`source` without the value_info entries that describe initializers, written to `target` when it had any.
+
+    The dynamo exporter records every weight's shape in value_info. ONNX Runtime's dynamic quantizer (1.30; 1.32
+    names the copy apart) turns Gemm into MatMul by transposing the weight in place under its own name, so that
+    stale entry then contradicts the weight and ONNX shape inference stops ("existing shape differ"): int8 export
+    failed with torch 2.11's image on a GPU machine. An initializer carries its own shape: the entries say nothing
+    more.
+    """
+    import onnx
+
+    model = onnx.load(str(source))
+    weights = {tensor.name for tensor in model.graph.initializer}
+    kept = [info for info in model.graph.value_info if info.name not in weights]
+    if len(kept) == len(model.graph.value_info):
+        return source
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    onnx.save(model, str(target))
+    return target
+
+
 def quantize_onnx(
     float_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -270,7 +292,7 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory(prefix="xkd-int8-") as tmp:
         source = Path(tmp) / "pre.onnx"
         report["preprocessed"] = _preprocessed(float_path, source)
-        source = source if report["preprocessed"] else float_path
+        source = _without_weight_shapes(source if report["preprocessed"] else float_path, Path(tmp) / "in.onnx")
         if report["mode"] == "dynamic":
             quantize_dynamic(source, partial)
         else:
