@@ -272,6 +272,7 @@ RECIPE_RUNS = {
     "mr-transfer.toml": (81, "studies/mr-runs/bert2--universal-tang5-e1--s2"),
     "mr-transfer-cnn.toml": (48, "studies/mr-runs/cnn--universal-tang5-lr5e-4--s2"),
     "mr-mpnet.toml": (30, "studies/mr-mpnet-runs/cnn--universal-tang5-lr5e-4--s2"),
+    "mr-ensemble.toml": (12, "studies/mr-ensemble-runs/bilstm--universal--s2"),
 }
 
 
@@ -283,6 +284,8 @@ def test_every_recipe_is_checked():
 def test_recipes_are_valid_studies(recipe, monkeypatch, tmp_path):
     monkeypatch.setenv("XKD_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MPNET_DIR", str(save_tiny(tmp_path / "mpnet", kind="mpnet", bare=True)))
+    monkeypatch.setenv("MINILM_MR", str(save_tiny(tmp_path / "minilm-mr")))  # fine-tuned teachers (the ensemble)
+    monkeypatch.setenv("MPNET_MR", str(save_tiny(tmp_path / "mpnet-mr", kind="mpnet")))
     (tmp_path / "glove").mkdir()
     (tmp_path / "glove" / "glove.6B.50d.top60k.txt").write_text("good 0.1 0.2\n")  # transfer recipes check it
     result = run("study", str(RECIPES / recipe), "--dry-run")
