@@ -238,3 +238,23 @@ def test_an_interrupted_labelling_pass_continues_and_ends_with_the_same_files(tm
     for split in whole.arrays:
         for field, array in whole.arrays[split].items():
             assert np.array_equal(np.asarray(array), np.asarray(resumed.arrays[split][field])), (split, field)
+
+
+@pytest.mark.parametrize("from_file", [True, False])
+def test_labelling_benchmark_runs_on_a_tiny_setup(tmp_path, task_dir, bert_teacher_dir, from_file):
+    """`benchmarks/labelling.py`'s quick form (a saved set, or tang texts made from the training split), so it
+    cannot rot between real runs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "labelling.py"
+    module_spec = importlib.util.spec_from_file_location("labelling_benchmark", path)
+    labelling = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(labelling)
+    texts = tmp_path / "set.txt"
+    texts.write_text("".join(f"a film number {i} that never drags\n" for i in range(30)))
+    result = labelling.measure(str(bert_teacher_dir), "mr", str(task_dir), 24, ("logits",), "float16", 8, "cpu",
+                               str(texts) if from_file else None)  # fmt: skip
+    assert result["texts"] == 24 and result["device"] == "cpu" and result["fields"] == ["logits"]
+    assert result["stored_bytes_per_text"] == 2 * 2  # two float16 logits a text
+    assert result["plain_texts_per_second"] > 0 and result["labelling_texts_per_second"] > 0
