@@ -22,6 +22,7 @@ import torch
 from datasets import DatasetDict
 
 from xkd.data import Collator, encode, load_splits, make_loader
+from xkd.processes import process_device
 from xkd.tasks import get_task
 from xkd.teacher_cache import FIELDS, build_cache
 from xkd.teachers import load_teacher
@@ -66,7 +67,7 @@ def measure(
     texts_file: str | None = None,
 ) -> dict:
     spec, split = texts_to_label(task, data_dir, texts, texts_file)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device) if device else process_device()  # as `xkd cache build` places its teacher
     teacher = load_teacher(teacher_dir, spec).to(device).eval()
     tokenizers = {"teacher": teacher.tokenizer}
     split = encode(split, spec, tokenizers, 64)
@@ -82,7 +83,7 @@ def measure(
         stored = cache.size_bytes
     return {
         "teacher": teacher_dir,
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "texts": len(split),
         "batch_size": batch_size,
         "fields": list(fields),

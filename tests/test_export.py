@@ -4,13 +4,12 @@ graphs through ONNX Runtime's quantizer agree with the float ones."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from tiny import QUICK, run, save_tiny, write_task_dir
+from tiny import QUICK, load_benchmark, run, save_tiny, write_task_dir
 
 from xkd.data import load_splits
 from xkd.export import example_inputs, export_int8, export_onnx
@@ -138,12 +137,7 @@ def test_int8_bad_input_is_one_line(tmp_path, args, message):
 
 def test_latency_benchmark_runs_on_a_tiny_setup(tmp_path, task_dir, bert_teacher_dir):
     """The benchmark's quick form (`--examples`), so it cannot rot between real runs."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
-    module_spec = importlib.util.spec_from_file_location("latency_benchmark", path)
-    latency = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(latency)
+    latency = load_benchmark("latency")
     teacher = load_teacher(str(bert_teacher_dir), get_task("mr"))
     build_student("cnn", teacher, get_task("mr"), TEXTS, log=lambda m: None).save(tmp_path / "cnn-run" / "student")
     result = latency.latency_rows(

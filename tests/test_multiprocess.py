@@ -16,8 +16,8 @@ pytestmark = [
     pytest.mark.usefixtures("on_cpu"),  # 2 gloo processes on the CPU, also on a machine with a GPU
     pytest.mark.skipif(
         0 < torch.cuda.device_count() < 2,
-        reason="accelerate's barrier hands each process its GPU number even under gloo, and the second process of "
-        "a one-GPU machine has none (seen on an H100 machine)",
+        reason="seen failing on a one-GPU machine (an H100) in accelerate's barrier under gloo, which passes each "
+        "process's GPU number (device_ids); the second process has no GPU of that number",
     ),
 ]
 

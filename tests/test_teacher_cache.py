@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from tiny import QUICK, distill, run, save_tiny
+from tiny import QUICK, distill, load_benchmark, run, save_tiny
 
 from xkd.data import Collator, LengthBuckets, encode, example_lengths, load_splits, make_loader
 from xkd.tasks import get_task
@@ -244,13 +244,7 @@ def test_an_interrupted_labelling_pass_continues_and_ends_with_the_same_files(tm
 def test_labelling_benchmark_runs_on_a_tiny_setup(tmp_path, task_dir, bert_teacher_dir, from_file):
     """`benchmarks/labelling.py`'s quick form (a saved set, or tang texts made from the training split), so it
     cannot rot between real runs."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "labelling.py"
-    module_spec = importlib.util.spec_from_file_location("labelling_benchmark", path)
-    labelling = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(labelling)
+    labelling = load_benchmark("labelling")
     texts = tmp_path / "set.txt"
     texts.write_text("".join(f"a film number {i} that never drags\n" for i in range(30)))
     result = labelling.measure(str(bert_teacher_dir), "mr", str(task_dir), 24, ("logits",), "float16", 8, "cpu",

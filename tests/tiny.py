@@ -144,6 +144,17 @@ def distill(teacher, data_dir) -> list[str]:
     return ["distill", "--teacher", str(teacher), "--data-dir", str(data_dir)]
 
 
+def load_benchmark(name: str):
+    """A script of `benchmarks/` (not a package) as a module, so a test can run its quick form."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    module_spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def run(*args: str) -> Result:
     """Invoke the xkd CLI in-process."""
     from xkd.cli.main import cli

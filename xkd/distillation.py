@@ -574,8 +574,9 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     summary["wall_seconds"] = round(time.perf_counter() - wall_start + earlier, 2)
     if state.is_main_process:
         finish_run(run_dir, summary)
-    # The next run may read what the main process just wrote (a study's TAKD run loads its assistant's student):
-    # without this, another process, which writes nothing, got there first under load and found no model.
+    # The next run may read what the main process just wrote (a study's TAKD run loads its assistant's student);
+    # another process, which writes nothing, must not get there first (the likely cause of a two-process study
+    # failing once under load: the other process left the study and the main one's barrier lost its peer).
     state.wait_for_everyone()
     return summary
 
