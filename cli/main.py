@@ -133,7 +133,17 @@ DISTILL_OPTIONS = [
     config_option("weight_decay", "AdamW weight decay.", type=float),
     config_option("max_length", "Maximum tokens per example.", type=int),
     config_option("max_steps", "Stop after this many optimizer steps (quick runs).", type=int),
-    config_option("max_examples", "Use at most this many examples per split (quick runs).", type=int),
+    config_option(
+        "max_examples",
+        "Use at most this many random examples of every split, validation and test included (quick runs): the "
+        "metrics are then a subset's, as summary.json and the model card say.",
+        type=int,
+    ),
+    config_option(
+        "max_train_examples",
+        "Use at most this many random labelled training examples; validation and test stay whole.",
+        type=int,
+    ),
     config_option("seed", "Random seed.", type=int),
     config_option("precision", "Mixed precision on GPU: no, bf16, fp16.", type=click.Choice(["no", "bf16", "fp16"])),
     config_option("grad_accumulation", "Accumulate gradients over N batches before each optimizer step.", type=int),
@@ -398,7 +408,7 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     Example:
       xkd teacher finetune --model sentence-transformers/all-MiniLM-L6-v2 --task mr --output-dir teachers/minilm-mr
     """
-    from xkd.data import load_splits
+    from xkd.data import check_classes, load_splits
     from xkd.distillation import resolve_task, train_settings
     from xkd.errors import Interrupted, XKDError
     from xkd.teachers import finetune
@@ -406,6 +416,7 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
 
     cfg = finetune_config(model_name, task, data_dir, options)
     spec, raw = load_splits(resolve_task(cfg), data_dir, cfg.max_examples)
+    check_classes(spec, raw, data_dir)
     slug = model_name.strip("/").replace("/", "--")
     out = Path(output_dir) if output_dir else Path("runs") / f"teacher-{spec.name}-{slug}"
     if (out / "metrics.json").exists() and not options["overwrite"]:
@@ -466,7 +477,7 @@ def teacher_heads(
       xkd teacher heads --teacher runs/teacher-mr --task mr
     """
     from xkd.config import DistillConfig
-    from xkd.data import load_splits
+    from xkd.data import check_classes, load_splits
     from xkd.distillation import resolve_task
     from xkd.errors import XKDError
     from xkd.processes import process_device
@@ -476,7 +487,9 @@ def teacher_heads(
     if epochs < 1 or not lr > 0:
         raise XKDError("--epochs must be at least 1 and --lr > 0")
     spec, raw = load_splits(resolve_task(DistillConfig(task=task, **given(custom))), data_dir, max_examples)
-    model = load_teacher(teacher_path, spec).to(process_device())  # its layer vectors come from the GPU if any
+    check_classes(spec, raw, data_dir)
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    model = load_teacher(teacher_path, spec, say).to(process_device())  # its layer vectors come from the GPU if any
     length = max_length or int(model.meta.get("max_length", DEFAULTS.max_length))
     heads, metrics = train_heads(
         model,
@@ -488,7 +501,7 @@ def teacher_heads(
         lr=lr,
         seed=seed,
         progress=progress,
-        log=lambda m: click.echo(m, err=True),
+        log=say,
     )
     directory = heads.save(heads_dir(teacher_path), **heads_info(metrics, spec, max_length=length))
     click.echo(json.dumps({"heads_dir": str(directory), "layer_metrics": metrics}, indent=2))
@@ -630,7 +643,9 @@ def eval_command(
     from xkd.processes import process_device
     from xkd.students import load_student
     from xkd.students.sentence_encoder import CONFIG_FILE
+    from xkd.tasks import check_label_names
     from xkd.teachers import load_teacher
+    from xkd.teachers.loading import model_label_names
 
     cfg = DistillConfig(
         task=task,
@@ -642,10 +657,17 @@ def eval_command(
     )
     spec, raw = load_splits(resolve_task(cfg), data_dir, max_examples)
     is_encoder_student = (Path(model_dir) / CONFIG_FILE).is_file()
-    model = load_student(model_dir) if is_encoder_student else load_teacher(model_dir, spec)
+    model = load_student(model_dir) if is_encoder_student else load_teacher(model_dir, spec, labels=False)
     model.to(process_device())
     if model.num_labels != spec.output_size:
         raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
+    # Scored by position: a model whose label names are not the task's would be scored silently wrong.
+    meta = getattr(model, "meta", None) or {}
+    labels = meta.get("labels") if is_encoder_student else model_label_names(model.config, meta)
+    kept = f"the labels of its {CONFIG_FILE}" if is_encoder_student else "id2label and label2id in its config.json"
+    fix = f"score it on the task it was trained for, or, if only its names are wrong, rename or reorder {kept}"
+    labels = labels if isinstance(labels, list | tuple) else None
+    check_label_names(f"model '{model_dir}'", labels, spec, fix, log=lambda m: click.echo(m, err=True))
     length = max_length or int(saved_meta(model_dir).get("max_length", 128))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
     unknown = [n for n in names if n not in raw]
@@ -703,7 +725,9 @@ def predict_command(
     else:
         rows = [tuple(t.split("\t", 1)) if pair else t for t in texts]
     answers = predictor(rows, progress=progress and input_path is not None)
-    lines = [json.dumps({"text": row, **answer}, ensure_ascii=False) for row, answer in zip(rows, answers, strict=True)]
+    # allow_nan=False: a NaN would be invalid JSON; Predictor refuses non-finite outputs, so none can reach here.
+    pairs = zip(rows, answers, strict=True)
+    lines = [json.dumps({"text": row, **answer}, ensure_ascii=False, allow_nan=False) for row, answer in pairs]
     if output_path:
         write_text_atomically(Path(output_path), "".join(line + "\n" for line in lines))
         click.echo(f"{len(lines)} predictions: {output_path}", err=True)

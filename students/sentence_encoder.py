@@ -30,6 +30,19 @@ def _pad_to(x: Tensor, steps: int, value: int) -> Tensor:
     return F.pad(x, (0, steps - x.shape[1]), value=value)
 
 
+def nonempty(input_ids: Tensor, attention_mask: Tensor, pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Inputs in which every row has at least one position to read, so an empty or whitespace-only text (no tokens)
+    gets finite outputs instead of a crash (a convolution needs an input to slide over, packing a length) or NaN
+    (a max over no position is -inf): a batch of such texts gets one padding step, and a row without tokens reads
+    its first position, padding, as its only token. Rows with tokens are left exactly as they were; the row fix
+    has no data-dependent branch, so the graph still exports with dynamic shapes."""
+    if not torch.jit.is_tracing() and input_ids.shape[1] == 0:  # (an exported graph is given one step: see predict)
+        input_ids = F.pad(input_ids, (0, 1), value=pad_token_id)
+        attention_mask = F.pad(attention_mask, (0, 1), value=0)
+    empty = (attention_mask.sum(1, keepdim=True) == 0).to(attention_mask.dtype)  # [B, 1]
+    return input_ids, torch.cat([attention_mask[:, :1] + empty, attention_mask[:, 1:]], dim=1)
+
+
 def masked_max(x: Tensor, mask: Tensor) -> Tensor:
     """Max over time [B, T, D] -> [B, D], ignoring padded positions."""
     return x.masked_fill(~mask.bool()[..., None], float("-inf")).amax(1)
@@ -95,11 +108,11 @@ class SentenceEncoderStudent(nn.Module):
                 pad = self.config.pad_token_id
                 ids, ids_b = _pad_to(ids, steps, pad), _pad_to(ids_b, steps, pad)
                 mask, mask_b = _pad_to(mask, steps, 0), _pad_to(mask_b, steps, 0)
-            both = self.encode(torch.cat([ids, ids_b]), torch.cat([mask, mask_b]))
+            both = self.encode(*nonempty(torch.cat([ids, ids_b]), torch.cat([mask, mask_b]), self.config.pad_token_id))
             n = inputs["input_ids"].shape[0]
             layers = [torch.cat([u, v, u * v, (u - v).abs()], dim=-1) for u, v in ((x[:n], x[n:]) for x in both)]
         else:
-            layers = self.encode(inputs["input_ids"], inputs["attention_mask"])
+            layers = self.encode(*nonempty(inputs["input_ids"], inputs["attention_mask"], self.config.pad_token_id))
         vectors = torch.stack(layers, dim=1)
         return Trace(
             logits=self.classifier(self.dropout(vectors[:, -1])),

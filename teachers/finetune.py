@@ -23,7 +23,7 @@ from xkd.data import Collator, encode
 from xkd.files import file_lock, write_text_atomically
 from xkd.log import to_stderr
 from xkd.methods import get_method
-from xkd.paths import cache_root
+from xkd.paths import cache_root, model_key
 from xkd.tasks import Task, task_record
 from xkd.training import Checkpoints, TrainSettings, train
 
@@ -91,10 +91,13 @@ def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainS
     hyper = {k: v for k, v in asdict(settings).items() if k not in ignored}
     # A multi-label task of the same name and data is another teacher; single-label keys stay as they were.
     multi = {"multi_label": True, "label_separator": task.label_separator} if task.multi_label else {}
-    blob = json.dumps(
-        {"model": model_name, "task": task.name, "data": data_source, "max_length": max_length, **hyper, **multi},
-        sort_keys=True,
-    )
+    # The model by its resolved path (or hub id) and the data by what it is (`xkd.distillation.data_source`: the
+    # rows' fingerprint), never by a path as spelled: keys made before named the data directory as given, so the
+    # same spelling in another folder found another data set's teacher. Fine-tunes cached under those keys are not
+    # found again (nothing recorded in them proves what data they saw): each is fine-tuned once more under its new
+    # key, and the old directories are left for `rm` (under <cache root>/teachers/).
+    identity = {"model": model_key(model_name), "task": task.name, "data": data_source, "max_length": max_length}
+    blob = json.dumps({**identity, **hyper, **multi}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -133,7 +136,7 @@ def cached_finetune(
     Returns (directory, its summary, whether it came from the cache). A copy counts as cached only once its
     `metrics.json` is written, which happens last, so an interrupted fine-tune is redone, not reused.
     """
-    slug = model_name.strip("/").replace("/", "--")
+    slug = model_key(model_name).strip("/").replace("/", "--")
     key = finetune_key(model_name, task, data_source, settings, max_length)
     directory = cache_root() / "teachers" / f"{task.name}--{slug}--{key}"
     summary = cached_summary(directory)

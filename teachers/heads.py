@@ -25,9 +25,10 @@ from xkd.data import Collator, encode, make_loader
 from xkd.methods.losses import task_loss
 from xkd.metrics import compute_metrics
 from xkd.pseudo_heads import PseudoHeads
-from xkd.tasks import Task
+from xkd.tasks import Task, check_label_names, label_names
 
 from .hf_encoder import HFEncoderClassifier
+from .loading import LABELS_FIX, model_label_names
 
 
 @torch.no_grad()
@@ -59,7 +60,10 @@ def train_heads(
     teacher: HFEncoderClassifier, task: Task, raw_splits: DatasetDict, max_length: int, **fit_options: Any
 ) -> tuple[PseudoHeads, list[dict[str, float]]]:
     """Train one head per teacher layer on gold labels; returns the heads and each head's validation metrics.
-    `fit_options` (kind, epochs, lr, batch_size, seed, progress, log) are `fit_heads`'s."""
+    `fit_options` (kind, epochs, lr, batch_size, seed, progress, log) are `fit_heads`'s. A teacher whose label
+    names are not the task's is refused (`xkd.tasks.check_label_names`): its heads would learn another order."""
+    names = model_label_names(teacher.config, teacher.meta)
+    check_label_names(f"teacher '{teacher.meta.get('source', 'given')}'", names, task, LABELS_FIX)
     tokenizers = {"teacher": teacher.tokenizer}
     collator = Collator(tokenizers)
     val_name = task.validation_splits[0]
@@ -132,4 +136,13 @@ STANDARDIZED = "inputs_standardized"
 
 
 def heads_info(metrics: list[dict[str, float]], task: Task, **extra: Any) -> dict[str, Any]:
-    return {"task": task.name, "main_metric": task.main_metric, "layer_metrics": metrics, STANDARDIZED: True, **extra}
+    """What `pseudo_heads.json` records beside the heads: the task and its label names in output order (checked
+    when the heads load with their teacher), each head's validation metrics."""
+    return {
+        "task": task.name,
+        "labels": list(label_names(task)),
+        "main_metric": task.main_metric,
+        "layer_metrics": metrics,
+        STANDARDIZED: True,
+        **extra,
+    }

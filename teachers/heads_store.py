@@ -7,12 +7,13 @@ import hashlib
 import os
 from pathlib import Path
 
-from xkd.paths import cache_root
+from xkd.paths import cache_root, model_key
 
 
 def heads_dir(teacher: str) -> Path:
     path = Path(teacher)
     if path.is_dir() and os.access(path, os.W_OK):
         return path
-    key = hashlib.sha1(str(path.resolve() if path.exists() else teacher).encode()).hexdigest()[:12]
-    return cache_root() / "heads" / f"{teacher.strip('/').replace('/', '--')[-60:]}--{key}"
+    name = model_key(teacher)  # the resolved path, so every spelling of a read-only teacher finds its heads
+    key = hashlib.sha1(name.encode()).hexdigest()[:12]
+    return cache_root() / "heads" / f"{name.strip('/').replace('/', '--')[-60:]}--{key}"

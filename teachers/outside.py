@@ -38,6 +38,7 @@ from xkd.trace import Trace
 FORMS = ("logits", "probabilities", "log_probabilities", "label")
 FLOOR = 1e-7  # the least probability kept: log(0) would make KD's KL divergence NaN
 TOLERANCE = 1e-3  # how far from 1 a row of probabilities may sum
+SAME = 1e-5  # two rows for one text agree when their outputs differ by no more (batched inference's rounding)
 SHOWN = 3  # rows without outputs named in a message
 TRANSFER = "transfer"  # the transfer split's name (`xkd.transfer.sets.SPLIT`)
 TEACHER_STUDENTS = {
@@ -132,11 +133,20 @@ def read_outputs(path: str | Path, task: Task) -> OutputTable:
     table = OutputTable(path, forms, by)
     keys = frame[key_columns].astype(str).itertuples(index=False, name=None) if by == "text" else frame["id"]
     outputs = frame[forms].itertuples(index=False, name=None)
+    first: dict[Any, tuple[int, str]] = {}  # the row that gave each key its outputs, and those outputs as given
     for number, (key, values) in enumerate(zip(keys, outputs, strict=True), start=1):
         where = f"{path} row {number}"
         form, value = _one_output(forms, values, where)
         key = _row_id(key, path, number) if by == "id" else key
-        table.rows.setdefault(key, _vector(value, form, task, where))
+        vector = _vector(value, form, task, where)
+        if key not in table.rows:
+            table.rows[key], first[key] = vector, (number, _given(form, value, where))
+        elif not np.allclose(table.rows[key], vector, rtol=SAME, atol=SAME):  # the same outputs twice: one row
+            shown = f"id {key}" if by == "id" else f"the text {' | '.join(key)[:50]!r}"
+            raise XKDError(
+                f"{path} rows {first[key][0]} and {number} give {shown} different outputs ({first[key][1]} and "
+                f"{_given(form, value, where)}); keep one row per text"
+            )
     return table
 
 
@@ -198,7 +208,13 @@ def _vector(value: Any, form: str, task: Task, where: str) -> np.ndarray:
         return values
     probabilities = values if form == "probabilities" else np.exp(values.astype(np.float64))
     total = float(probabilities.sum())
-    if abs(total - 1) > TOLERANCE or probabilities.min() < -TOLERANCE:
+    if probabilities.min() < -TOLERANCE:
+        position = int(probabilities.argmin())
+        raise XKDError(
+            f"{where}: '{form}' holds a negative probability, {_number(probabilities[position])} (value "
+            f"{position + 1} of {_shown(values)}); probabilities lie between 0 and 1, fix the row"
+        )
+    if abs(total - 1) > TOLERANCE:
         raise XKDError(
             f"{where}: '{form}' describe probabilities summing to {total:.4f}, not 1; fix or renormalise the row"
         )
@@ -207,6 +223,7 @@ def _vector(value: Any, form: str, task: Task, where: str) -> np.ndarray:
 
 def _numbers(value: Any, form: str, where: str) -> np.ndarray:
     """A list of finite floats from a JSON list, a parquet array, a number, or a TSV/CSV cell holding JSON."""
+    cell = value
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -215,12 +232,44 @@ def _numbers(value: Any, form: str, where: str) -> np.ndarray:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     try:
-        array = np.asarray(value, dtype=np.float32)
+        array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        array = np.asarray([np.nan], dtype=np.float32)
-    if array.ndim != 1 or not np.isfinite(array).all():
-        raise XKDError(f"{where}: '{form}' is {str(value)[:60]!r}, not a list of numbers such as [0.2, 0.8]")
-    return array
+        array = np.asarray(None, dtype=object)  # not numbers: refused below
+    if array.ndim != 1 or array.dtype != np.float64:
+        raise XKDError(f"{where}: '{form}' is {str(cell)[:60]!r}, not a list of numbers such as [0.2, 0.8]")
+    with np.errstate(over="ignore"):
+        bad = np.flatnonzero(~np.isfinite(array.astype(np.float32)))
+    if len(bad):
+        # Shown from the numbers, not the cell: pandas reads a JSON NaN inside a list as None.
+        x = array[bad[0]]
+        what = _number(x) if not np.isfinite(x) else f"{_number(x)}, beyond float32's range,"
+        raise XKDError(
+            f"{where}: '{form}' holds {what} (value {bad[0] + 1} of {_shown(array)}); every value must be a finite "
+            "number"
+        )
+    return array.astype(np.float32)
+
+
+def _given(form: str, value: Any, where: str) -> str:
+    """A row's output as the file gives it, for a message: `label 'positive'`, `logits [0.5, 1]`."""
+    return f"{form} {value!r}" if form == "label" else f"{form} {_shown(_numbers(value, form, where))}"
+
+
+def _number(x: Any) -> str:
+    """A float as a message shows it: NaN and Infinity by name (as JSON writes them), else 6 significant digits."""
+    x = float(x)
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    return f"{x:.6g}"
+
+
+def _shown(values: Any) -> str:
+    """A row of numbers for a message, e.g. [NaN, 1]; long rows are cut after 8 values."""
+    values = list(np.asarray(values, dtype=np.float64).ravel())
+    text = ", ".join(_number(x) for x in values[:8])
+    return f"[{text}{', ...' if len(values) > 8 else ''}]"
 
 
 def _one_hot(value: Any, task: Task, where: str) -> np.ndarray:
@@ -276,8 +325,9 @@ def match_outputs(
     every row has outputs (then its "teacher" metrics are the outside labels'). Returns the splits and the source
     (its `report` is what the summary records)."""
     table = read_outputs(cfg.teacher_outputs, task)
-    if table.by == "id" and cfg.max_examples is not None:
-        raise XKDError(f"{table.path} keys rows by id (training row numbers); drop --max-examples, or key rows by text")
+    if table.by == "id" and (cfg.max_examples is not None or cfg.max_train_examples is not None):
+        cut = "--max-examples" if cfg.max_examples is not None else "--max-train-examples"
+        raise XKDError(f"{table.path} keys rows by id (training row numbers); drop {cut}, or key rows by text")
     found = {name: _lookup(table, task, split, name) for name, split in raw.items()}
     report: dict[str, Any] = {"file": str(table.path), "forms": table.forms, "keyed_by": table.by}
     raw = _drop_or_fail(cfg, raw, found, table, task, report, log)

@@ -55,7 +55,8 @@ class DistillConfig:
     weight_decay: float = 0.01
     max_length: int = 64
     max_steps: int | None = None
-    max_examples: int | None = None
+    max_examples: int | None = None  # every split, validation and test included: a quick run's metrics are a subset's
+    max_train_examples: int | None = None  # the training split only: validation and test stay whole
     seed: int = 42
     precision: str = "no"
     grad_accumulation: int = 1  # optimizer step every N batches (effective batch = N x batch-size x processes)
@@ -102,7 +103,7 @@ class DistillConfig:
         for name in ("eval_every", "patience"):
             if getattr(self, name) < 0:
                 raise XKDError(f"{name.replace('_', '-')} must be 0 (off) or more, got {getattr(self, name)}")
-        for name in ("max_steps", "max_examples", "num_labels"):
+        for name in ("max_steps", "max_examples", "max_train_examples", "num_labels"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise XKDError(f"{name.replace('_', '-')} must be at least 1, got {value}")

@@ -24,7 +24,10 @@ from torch import nn
 from xkd.config import CONFIG_FIELDS, DEFAULT_TEACHER, DistillConfig
 from xkd.data import (
     Collator,
+    check_classes,
+    data_fingerprint,
     encode,
+    full_rows,
     is_labeled,
     load_splits,
     local_data_dir,
@@ -126,28 +129,33 @@ def default_run_dir(cfg: DistillConfig) -> Path:
     return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{method}{data}-{stamp}"
 
 
-def data_source(cfg: DistillConfig, task: Task) -> str:
-    """Names the data a teacher was fine-tuned or cached on (local directory or hub id, and the subset size)."""
-    return str(local_data_dir(task, cfg.data_dir) or f"hub:{task.hub_path}") + f":max_examples={cfg.max_examples}"
+def data_source(cfg: DistillConfig, task: Task, raw: DatasetDict) -> str:
+    """Names the data a teacher is fine-tuned or cached on by what it is: the fingerprint of the loaded gold rows
+    (`xkd.data.data_fingerprint`; the subset's, under --max-examples), after the hub id for hub data. Never a path
+    as spelled nor the working directory: the same spelling in two folders is two data sets, two spellings of one
+    folder one. (Keys before named the directory as given: what they cached is not found again, but rebuilt.)"""
+    rows = data_fingerprint(task, {n: s for n, s in raw.items() if n != TRANSFER})
+    return f"rows:{rows}" if local_data_dir(task, cfg.data_dir) is not None else f"hub:{task.hub_path}:rows:{rows}"
 
 
 def teacher_cache(
-    cfg: DistillConfig, method, task: Task, teacher, teacher_path: str, splits: DatasetDict, collator, log: Log
+    cfg: DistillConfig, method, task: Task, teacher, teacher_path: str, data: str, splits: DatasetDict, collator, log
 ) -> TeacherCache | None:
-    """The teacher-output cache when the config and method allow one (see `xkd.teacher_cache`), else None."""
+    """The teacher-output cache when the config and method allow one (see `xkd.teacher_cache`), else None. `data`:
+    the gold data's `data_source`."""
     if not method.needs_teacher or cfg.teacher_cache == "off":
         return None
     if method.needs_attentions:
         log(f"teacher cache: not used: {method.name} needs attention maps, which are never cached; teacher runs online")
         return None
-    return open_caches(cfg, method, task, teacher, teacher_path, splits, collator, log)
+    return open_caches(cfg, method, task, teacher, teacher_path, data, splits, collator, log)
 
 
 def open_caches(
-    cfg: DistillConfig, method, task: Task, teacher, teacher_path: str, splits: DatasetDict, collator, log: Log
+    cfg: DistillConfig, method, task: Task, teacher, teacher_path: str, data: str, splits: DatasetDict, collator, log
 ) -> TeacherCache:
     """The gold splits' cache, joined with the transfer set's (which stores only what `method` reads) if any."""
-    cache = open_teacher_cache(cfg, task, teacher, teacher_path, splits, collator, log)
+    cache = open_teacher_cache(cfg, task, teacher, teacher_path, data, splits, collator, log)
     if TRANSFER not in splits:
         return cache
     fields = ("logits", *method.reads(cfg.method_options))
@@ -186,20 +194,21 @@ def with_transfer_rows(splits: DatasetDict) -> DatasetDict:
 
 
 def open_teacher_cache(
-    cfg: DistillConfig, task: Task, teacher, teacher_path: str, splits: DatasetDict, collator, log: Log
+    cfg: DistillConfig, task: Task, teacher, teacher_path: str, data: str, splits: DatasetDict, collator, log: Log
 ) -> TeacherCache:
-    """The cache of this teacher's outputs on the splits training reads (train, validation, labelled test)."""
+    """The cache of this teacher's outputs on the splits training reads (train, validation, labelled test), keyed by
+    `data`, the gold data's `data_source` (the encoded `splits` no longer hold the texts it is computed from)."""
     names = [n for n in splits if n == "train" or n in task.validation_splits or is_labeled(splits[n])]
     names = [n for n in names if n != TRANSFER]  # a transfer set has a cache of its own
     splits = DatasetDict({n: splits[n] for n in names})
-    return _open_cache(cfg, task, teacher, teacher_path, data_source(cfg, task), splits, collator, log)
+    return _open_cache(cfg, task, teacher, teacher_path, data, splits, collator, log)
 
 
 def resolve_teacher(
     cfg: DistillConfig, task: Task, raw: DatasetDict, log: Log
 ) -> tuple[HFEncoderClassifier, dict[str, Any]]:
     """The frozen teacher, fine-tuning (and caching) it first when it has no trained classifier."""
-    info: dict[str, Any] = {"source": cfg.teacher}
+    info: dict[str, Any] = {"source": cfg.teacher, "data_fingerprint": data_source(cfg, task, raw)}
     config = load_config(cfg.teacher, "teacher")
     needs_finetune = cfg.finetune_teacher == "always" or (
         cfg.finetune_teacher == "auto" and not is_sequence_classifier(config)
@@ -207,7 +216,7 @@ def resolve_teacher(
     path = cfg.teacher
     info["path"] = path
     if needs_finetune:
-        source = data_source(cfg, task)
+        source = info["data_fingerprint"]
         directory, summary, cached = cached_finetune(
             cfg.teacher, task, raw, train_settings(cfg, teacher=True), cfg.max_length, source, log
         )
@@ -216,7 +225,7 @@ def resolve_teacher(
         info.update(
             path=path, finetuned_dir=path, finetune_cached=cached, finetune_seconds=summary.get("train_seconds")
         )
-    return load_teacher(path, task).to(process_device()), info
+    return load_teacher(path, task, log).to(process_device()), info
 
 
 def member_configs(cfg: DistillConfig) -> list[DistillConfig]:
@@ -237,7 +246,8 @@ def check_teachers(cfg: DistillConfig, task: Task, method: Method) -> None:
     for member in reversed(member_configs(cfg)):
         config = check_teacher_sizes(member)
         if cfg.finetune_teacher == "never" or is_sequence_classifier(config):
-            check_teacher(member.teacher, task)
+            # Label names only when this teacher is used as it is: a fine-tune gives it the task's names.
+            check_teacher(member.teacher, task, labels=cfg.finetune_teacher != "always")
         widths[member.teacher] = config.hidden_size
     if len(widths) > 1:
         check_ensemble_widths(method, cfg.method_options, dict(reversed(widths.items())))
@@ -297,14 +307,15 @@ def open_teacher_outputs(
         info["outputs"] = outside.report
         return outside
     if not isinstance(teacher, EnsembleTeacher):
-        cache = teacher_cache(cfg, method, task, teacher, info["path"], splits, collator, log)
+        cache = teacher_cache(cfg, method, task, teacher, info["path"], info["data_fingerprint"], splits, collator, log)
         if cache is not None:
             info["cache"] = str(cache.directory)
         return cache
     caches = []
     for k, (member, member_info) in enumerate(zip(teacher.members, info["members"], strict=True)):
         view = member_collator(collator, k)
-        caches.append(teacher_cache(cfg, method, task, member, member_info["path"], splits, view, log))
+        source = member_info["data_fingerprint"]
+        caches.append(teacher_cache(cfg, method, task, member, member_info["path"], source, splits, view, log))
         if caches[-1] is not None:
             member_info["cache"] = str(caches[-1].directory)
     if any(c is None for c in caches):
@@ -427,7 +438,7 @@ def assistant_chain(
         source = summary["student"]["dir"]
         links.append({"layers": k, "dir": source, **{n: summary.get(n) for n in LINK_KEYS}})
     info = {**teacher_info, "path": source, "original_teacher": teacher_info["path"], "assistants": links}
-    return load_teacher(source, task).to(process_device()), info
+    return load_teacher(source, task, log).to(process_device()), info
 
 
 def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
@@ -439,7 +450,8 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     cfg.validate()
     check_transfer(cfg)
     method = get_method(cfg.method)
-    task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples)
+    task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples, cfg.max_train_examples)
+    check_classes(task, raw, cfg.data_dir)  # a fine-tune or pseudo heads would train on it
     check_teacher_sizes(cfg)
     teacher, info = resolve_teacher(cfg, task, raw, log)
     ensure_teacher_heads(teacher, info, method.needs_teacher_heads, task, raw, cfg, log)
@@ -448,7 +460,8 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
         raw = DatasetDict({**raw, TRANSFER: transfer})
     tokenizers = {"teacher": teacher.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, cfg.max_length) for n, s in raw.items()})
-    return open_caches(cfg, method, task, teacher, info["path"], splits, Collator(tokenizers), log)
+    collator = Collator(tokenizers)
+    return open_caches(cfg, method, task, teacher, info["path"], info["data_fingerprint"], splits, collator, log)
 
 
 def build_teacher_caches(cfg: DistillConfig, log: Log = print) -> list[TeacherCache]:
@@ -531,7 +544,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if not state.is_main_process:
         log = silent  # under `accelerate launch`, one process speaks
     task, method, options = check_config(cfg)  # option errors before any loading
-    task, raw = load_splits(task, cfg.data_dir, cfg.max_examples)
+    task, raw = load_splits(task, cfg.data_dir, cfg.max_examples, cfg.max_train_examples)
+    check_classes(task, raw, cfg.data_dir)
     check_teachers(cfg, task, method)  # from the teachers' config.json alone, before a run directory exists
     transfer, transfer_report = build_transfer(cfg, task, raw, log)  # before the run dir: bad files cost nothing
     raw, transfer, outside = outside_rows(cfg, task, raw, transfer, log)  # --teacher-outputs: so is that file
@@ -569,6 +583,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     models = (teacher, teacher_info, student, cache)
     summary = describe_run(cfg, task, method, terms, stages, *models, splits, collator, run_dir)
     summary["data"] = _data_record(raw, transfer, transfer_report)
+    if cfg.max_examples is not None or cfg.max_train_examples is not None:
+        summary["subset"] = subset_record(cfg, raw)
     # A resumed run: its earlier processes' training time too (their setup time is not known, so a lower bound).
     earlier = sum(stage.get("train_seconds_before_resume", 0.0) for stage in stages)
     summary["wall_seconds"] = round(time.perf_counter() - wall_start + earlier, 2)
@@ -588,6 +604,18 @@ def _distilling_line(cfg, task: Task, method: Method, teacher, teacher_info, stu
         f"on {task.name} with {method.name}: {rows} training examples"
         + (f" ({len(transfer)} of them transfer rows without gold labels)" if transfer is not None else "")
     )
+
+
+def subset_record(cfg: DistillConfig, raw: DatasetDict) -> dict[str, Any]:
+    """`summary.json`'s `subset`, for a run on part of its data: the caps, the rows each gold split kept and had.
+    Under --max-examples the validation and test metrics are a subset's (the model card says so too)."""
+    gold = {n: s for n, s in raw.items() if n != TRANSFER}
+    return {
+        "max_examples": cfg.max_examples,
+        "max_train_examples": cfg.max_train_examples,
+        "rows": {n: len(s) for n, s in gold.items()},
+        "full_rows": {n: full_rows(s, n) for n, s in gold.items()},
+    }
 
 
 def _data_record(raw: DatasetDict, transfer, transfer_report: dict[str, Any] | None) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def body(summary: dict[str, Any], config: dict[str, Any]) -> str:
     teacher, student = summary["teacher"], summary["student"]
     title = f"# {student['name']} ({student['layers']} layers) distilled from {teacher['source']}"
     title += f" on {summary['task']}"
-    lines = [title, "", made_by(summary), "", "## Results", "", *results_table(summary), ""]
+    lines = [title, "", made_by(summary), "", "## Results", "", *results_table(summary), "", *subset_note(summary)]
     lines += ["## How it was made", "", *how_made(summary, config), ""]
     lines += ["## Use it", "", *usage(summary), ""]
     return "\n".join(lines)
@@ -101,6 +101,31 @@ def results_table(summary: dict[str, Any]) -> list[str]:
         mine = summary["latency_ms"]["student"][size]
         rows.append(f"| CPU latency, {size.replace('_', ' ')} (ms) | {ms:.1f} | {mine:.1f} ({ms / mine:.1f}x faster) |")
     return rows
+
+
+def subset_note(summary: dict[str, Any]) -> list[str]:
+    """For a run on part of its data (`summary["subset"]`): what the metrics above were computed on."""
+    subset = summary.get("subset")
+    if not subset:
+        return []
+    rows, full = subset["rows"], subset.get("full_rows", {})
+
+    def kept(name: str) -> str:
+        return f"{name} {rows[name]}" + (f" of {full[name]}" if name in full else "")
+
+    if subset.get("max_examples") is not None:
+        n = subset["max_examples"]
+        return [
+            f"These metrics are on a subset of at most {n} random examples per split (`--max-examples {n}`: "
+            f"{', '.join(kept(name) for name in rows)} rows), validation and test included, not on the full "
+            "splits.",
+            "",
+        ]
+    return [
+        f"The student trained on a subset ({kept('train')} training rows, `--max-train-examples "
+        f"{subset['max_train_examples']}`); the metrics are on the full validation and test splits.",
+        "",
+    ]
 
 
 def how_made(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:

@@ -150,6 +150,15 @@ class Predictor:
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
             out[batch] = self._forward(pad_rows(self.tokenizer, [rows[i] for i in batch]))
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if len(bad):  # refused, never written: NaN is no probability (and not JSON)
+            text = " | ".join(column[bad[0]] for column in columns)
+            raise XKDError(
+                f"the model gave non-finite outputs (NaN or infinity) for {len(bad)} of {len(rows)} text(s), first "
+                f"text {bad[0] + 1} ({text[:50]!r}); the model cannot read such texts (a plug-in student must give "
+                "finite outputs for every input, empty texts included) or its weights are damaged: check it with "
+                "xkd eval, or retrain it"
+            )
         return out
 
     def _columns(self, texts: Sequence[Text]) -> list[list[str]]:
@@ -176,6 +185,8 @@ class Predictor:
         names = [i.name for i in self.session.get_inputs()]
         if "input_ids_b" in inputs:  # the graph has one sequence axis: both texts of a pair share a padded length
             inputs = pad_pair(self.tokenizer, inputs)
+        if inputs["input_ids"].shape[1] == 0:  # a batch of empty texts: one padding step, as the students give it
+            inputs = pad_pair(self.tokenizer, inputs, length=1)
         missing = [n for n in names if n not in inputs]
         if missing:
             raise XKDError(f"the ONNX graph wants input '{missing[0]}', which this model's tokenizer does not give")
@@ -192,9 +203,9 @@ def describe_multi_label(names: Sequence[str], logits: np.ndarray) -> dict[str, 
     }
 
 
-def pad_pair(tokenizer: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Pad the shorter text of separately encoded pairs to the other's length."""
-    length = max(inputs["input_ids"].shape[1], inputs["input_ids_b"].shape[1])
+def pad_pair(tokenizer: Any, inputs: dict[str, torch.Tensor], length: int = 0) -> dict[str, torch.Tensor]:
+    """Pad the shorter text of separately encoded pairs to the other's length (and every input to `length`)."""
+    length = max(length, *(inputs[k].shape[1] for k in ("input_ids", "input_ids_b") if k in inputs))
     pad_id = tokenizer.pad_token_id or 0
     out = {}
     for key, value in inputs.items():

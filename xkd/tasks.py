@@ -7,6 +7,7 @@ local files are built with `custom_task`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +174,46 @@ def label_names(task: Task) -> tuple[str, ...]:
     if task.regression:
         return ()
     return tuple(task.label_names or (str(i) for i in range(task.num_labels)))
+
+
+def positional(names: Sequence[str]) -> bool:
+    """Names that say only a position: Hugging Face's defaults (LABEL_0, LABEL_1, ...) or the indices themselves
+    (a task without label names)."""
+    return all(str(name).strip() in (f"LABEL_{i}", str(i)) for i, name in enumerate(names))
+
+
+def check_label_names(
+    what: str, names: Sequence[str] | None, task: Task, fix: str = "", log: Callable[[str], None] | None = None
+) -> None:
+    """Refuse a model (`what`, e.g. "teacher 'DIR'") whose label names, in output order, are not the task's.
+
+    Outputs are matched to labels by position, so a model whose names are the task's in another order, or other
+    names, would train a student and be scored silently wrong. Names compare without case or surrounding space.
+    When either side names only positions (LABEL_0, ... or a task whose labels are numbers) there is nothing to
+    compare: accepted, and when the other side has real names `log` (if given) says the order is assumed.
+    `fix` ends the error message. Regression tasks, unknown names and another label count (refused elsewhere, by
+    the output-size checks) pass."""
+    ours = label_names(task)
+    if names is None or task.regression or len(names) != len(ours):
+        return
+    theirs = tuple(str(name) for name in names)
+    if positional(theirs) or positional(ours):
+        if log is not None and not (positional(theirs) and positional(ours)):
+            defaults = ", Hugging Face's defaults," if positional(theirs) else ""
+            has = f"names no labels ({', '.join(ours)})" if positional(ours) else f"has ({', '.join(ours)})"
+            log(
+                f"label names: {what} calls its outputs ({', '.join(theirs)}){defaults} and task '{task.name}' {has}; "
+                "the order is assumed to be the task's"
+            )
+        return
+    theirs_key, ours_key = [n.strip().casefold() for n in theirs], [n.strip().casefold() for n in ours]
+    if theirs_key == ours_key:
+        return
+    how = "the same names in another order" if sorted(theirs_key) == sorted(ours_key) else "other names"
+    raise XKDError(
+        f"{what} labels its outputs ({', '.join(theirs)}) but task '{task.name}' has ({', '.join(ours)}): {how}, "
+        f"and outputs are matched to labels by position{'; ' + fix if fix else ''}"
+    )
 
 
 def task_record(task: Task) -> dict[str, Any]:

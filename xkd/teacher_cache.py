@@ -7,9 +7,10 @@ indexes by example, across epochs, seeds and methods. Attention maps ([L, H, T, 
 methods that need them run the teacher online.
 
 Layout: `<cache root>/traces/<task>--<teacher>--<key>/` with `meta.json` and `<split>/<field>.npy`. The key names
-what the cache is *for* (teacher path, task, data source, max length); `meta.json` holds a fingerprint of what it
-*contains* (weights, heads, tokenizer, token ids and labels), checked on every open: a teacher re-fine-tuned in
-place or an edited data file makes a stale cache, which is rebuilt, and said.
+what the cache is *for* (the teacher's resolved path or hub id, task, the data's row fingerprint, max length: no path
+as spelled; caches keyed before by the data directory as given are not found again but labelled once more);
+`meta.json` holds a fingerprint of what it *contains* (weights, heads, tokenizer, token ids and labels), checked on
+every open: a teacher re-fine-tuned in place or an edited data file makes a stale cache, which is rebuilt, and said.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from xkd.errors import Interrupted, XKDError
 from xkd.files import file_lock, write_text_atomically
 from xkd.interrupts import stop_requests
 from xkd.log import Log, to_stderr
-from xkd.paths import cache_root
+from xkd.paths import cache_root, model_key
 from xkd.processes import process_state
 from xkd.trace import Trace
 
@@ -456,10 +457,13 @@ def _save_progress(files: dict[str, np.ndarray], state: dict[str, Any]) -> None:
 
 
 def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, root: Path | None = None) -> Path:
-    """Where the cache for this teacher, task, data and length lives (its contents are checked on open)."""
+    """Where the cache for this teacher, task, data and length lives (its contents are checked on open). A local
+    teacher counts by its resolved path, in the key and the name alike, so every spelling of it finds one cache;
+    `data_source` names the data by its rows (`xkd.distillation.data_source`), never by a path as spelled."""
+    teacher = model_key(teacher_path)
     identity = json.dumps(
         {
-            "teacher": str(Path(teacher_path).resolve()) if Path(teacher_path).exists() else teacher_path,
+            "teacher": teacher,
             "task": task,
             "data": data_source,
             "max_length": max_length,
@@ -467,7 +471,7 @@ def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, r
         sort_keys=True,
     )
     key = hashlib.sha1(identity.encode()).hexdigest()[:12]
-    slug = Path(teacher_path.rstrip("/")).name.replace("/", "--") or "teacher"
+    slug = Path(teacher.rstrip("/")).name.replace("/", "--") or "teacher"
     return (root or traces_root()) / f"{task}--{slug}--{key}"
 
 

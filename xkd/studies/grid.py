@@ -356,7 +356,7 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
             continue
         first = replace(members[0].config, seed=plan.teacher_seed, progress=progress)
         start = time.perf_counter()
-        task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples)
+        task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples, first.max_train_examples)
         needs_heads = any(get_method(r.config.method).needs_teacher_heads for r in members)
         # load_plan cleared the runs' assistant_layers (their chains are runs of their own): no chain is trained here
         teacher, info = resolve_teachers(first, task, raw, needs_heads, plan.directory, log)
@@ -376,6 +376,7 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
 # What a transfer set's teacher cache depends on: runs equal in these share one.
 TRANSFER_KEYS = (
     *("teacher", "task", "data_dir", "text_columns", "label_column", "max_length", "max_examples"),
+    "max_train_examples",  # the transfer set drops texts of the training split: another train subset, another set
     *("multi_label", "label_separator"),
     *("transfer", "augment", "augment_factor", "augment_options", "augment_mlm", "transfer_dtype"),
 )

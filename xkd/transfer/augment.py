@@ -34,7 +34,7 @@ from xkd.errors import XKDError
 from xkd.files import file_lock
 from xkd.log import Log
 from xkd.options import Options, option
-from xkd.paths import cache_root
+from xkd.paths import cache_root, model_key
 from xkd.registry import Registry
 from xkd.tasks import Task
 
@@ -318,5 +318,7 @@ def augment_path(task: Task, train: pd.DataFrame, name: str, options: Options, f
         if file.is_file():
             settings["options"][key] = "(by content)"
             settings[f"{key}_file"] = file_digest(file)
+        elif key == "mlm" and settings["options"].get(key) and file.is_dir():
+            settings["options"][key] = model_key(str(file))  # a local masked LM by its resolved path, a hub id as is
     h.update(json.dumps(settings, sort_keys=True).encode())
     return cache_root() / "augment" / f"{task.name}--{name}--{h.hexdigest()[:12]}.parquet"
