@@ -13,20 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from xkd.damage import REDISTILL, TOKENIZER_FILES, damage_check
 from xkd.errors import XKDError
 from xkd.options import resolve_options
+from xkd.processes import process_device
 from xkd.registry import Registry
 from xkd.tasks import Task
-from xkd.teachers.hf_encoder import HFEncoderClassifier
+from xkd.teachers.hf_encoder import HFEncoderClassifier, freeze
 
 from .bert_k import INITS, build_bert_k
 from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .cnn import CNNConfig, CNNStudent
 from .plugins import builder_of, check_protocol, entry_point_students, import_target
 from .sentence_encoder import CONFIG_FILE, SentenceEncoderStudent
+from .teacher_vectors import VectorOptions, distil_vectors
 from .vocab import build_sentencepiece_tokenizer, build_word_tokenizer
 from .word_vectors import load_word_vectors
 
@@ -97,26 +100,45 @@ ENCODER_OPTIONS: dict[str, Any] = {
     "vocab": "word",  # word / sentencepiece: built from the training split; teacher: the teacher's tokenizer
     "min_frequency": 1,
     "max_vocab": 30000,
-    "vectors": "",  # a GloVe / word2vec file for a word vocabulary ('' = random init)
+    "vectors": "",  # a GloVe / word2vec file for a word vocabulary, teacher (distilled from it), '' = random init
+    "vectors_dim": 256,  # vectors=teacher: PCA to this many dimensions (at most the teacher's width)
+    "vectors_layer": "last",  # vectors=teacher: last, mean (of every layer) or an index (0 = embedding output)
+    "vectors_weighting": "counts",  # vectors=teacher: SIF by training-split counts, zipf (model2vec's rank), none
+    "vectors_teacher": "",  # vectors=teacher: another model to distil them from ('' = the run's teacher)
     "embedding_dim": 300,  # for random init
     "freeze_embeddings": False,
     "dropout": 0.5,
 }
 
 
-def _embeddings(teacher: HFEncoderClassifier, train_texts: list[str], options: dict[str, Any], log) -> dict:
+def _embeddings(
+    teacher: HFEncoderClassifier | None,
+    train_texts: list[str],
+    options: dict[str, Any],
+    log,
+    given: dict[str, Any] | None = None,
+    progress: bool = True,
+    teacher_path: str | None = None,
+) -> dict:
     """Tokenizer and embedding init for a CNN/BiLSTM student, per the `vocab` and `vectors` options."""
+    distilled = str(options["vectors"]) == "teacher"
     if options["vocab"] == "teacher":
-        weight = teacher.model.get_input_embeddings().weight.detach().clone()
-        return {"tokenizer": teacher.tokenizer, "weight": weight, "coverage": 1.0}
-    if options["vocab"] == "sentencepiece":
-        if options["vectors"]:
-            raise XKDError("word vectors need vocab=word; sentencepiece pieces are not words")
+        if teacher is None:
+            raise XKDError("vocab=teacher reads a teacher model's tokenizer and there is none; use -S vocab=word")
+        tokenizer = teacher.tokenizer
+        if not distilled:
+            weight = teacher.model.get_input_embeddings().weight.detach().clone()
+            return {"tokenizer": tokenizer, "weight": weight, "coverage": 1.0}
+    elif options["vocab"] == "sentencepiece":
+        if options["vectors"] and not distilled:
+            raise XKDError("word vectors need vocab=word; sentencepiece pieces are not words (or pass vectors=teacher)")
         tokenizer = build_sentencepiece_tokenizer(train_texts, options["max_vocab"])
-        return {"tokenizer": tokenizer, "weight": None, "coverage": None}
-    if options["vocab"] != "word":
+    elif options["vocab"] == "word":
+        tokenizer = build_word_tokenizer(train_texts, options["min_frequency"], options["max_vocab"])
+    else:
         raise XKDError(f"student option vocab must be word, sentencepiece or teacher, got '{options['vocab']}'")
-    tokenizer = build_word_tokenizer(train_texts, options["min_frequency"], options["max_vocab"])
+    if distilled:
+        return _distilled_embeddings(teacher, tokenizer, train_texts, options, log, given or {}, progress, teacher_path)
     if not options["vectors"]:
         return {"tokenizer": tokenizer, "weight": None, "coverage": None}
     weight, coverage = load_word_vectors(options["vectors"], tokenizer.get_vocab())
@@ -124,10 +146,55 @@ def _embeddings(teacher: HFEncoderClassifier, train_texts: list[str], options: d
     return {"tokenizer": tokenizer, "weight": weight, "coverage": coverage}
 
 
+def _distilled_embeddings(teacher, tokenizer, train_texts, options, log, given, progress, teacher_path) -> dict:
+    """vectors=teacher: the student's vocabulary through the run's teacher, or through `vectors_teacher`."""
+    if options["vectors_teacher"]:
+        source = str(options["vectors_teacher"])
+        device = next(teacher.parameters()).device if teacher is not None else process_device()
+        teacher = freeze(HFEncoderClassifier.from_pretrained(source, what="vectors teacher")).to(device)
+        teacher_path = source
+    elif teacher is None:
+        raise XKDError(
+            "vectors=teacher distils the vectors from a teacher model and the run has none (saved outputs); "
+            "pass -S vectors_teacher=MODEL or -S vectors=FILE"
+        )
+    vocab = tokenizer.get_vocab()
+    entries = [""] * len(vocab)
+    for entry, index in vocab.items():
+        if index < len(entries):
+            entries[index] = entry
+    kind = options["vocab"]
+    if kind == "teacher":
+        entries = [str(i) for i in range(len(entries))]
+    counts = None
+    if options["vectors_weighting"] == "counts" and train_texts:
+        ids = tokenizer(list(train_texts), add_special_tokens=False)["input_ids"]
+        flat = np.fromiter((i for row in ids for i in row), dtype=np.int64)
+        counts = np.bincount(flat, minlength=len(entries))[: len(entries)]
+    chosen = VectorOptions(
+        layer=options["vectors_layer"],
+        dim=int(options["vectors_dim"]),
+        dim_given="vectors_dim" in given and given["vectors_dim"] is not None,
+        weighting=options["vectors_weighting"],
+    )
+    if len(entries) <= 2 and kind != "teacher":  # only [PAD] and [UNK]: no training word made it in
+        raise XKDError(
+            "vectors=teacher found an empty student vocabulary (no training word); check the training texts or "
+            "lower -S min_frequency"
+        )
+    path = teacher_path or teacher.meta.get("source")
+    weight, record = distil_vectors(
+        teacher, entries, kind, chosen, counts, path, tokenizer.pad_token_id, progress=progress, log=log
+    )
+    return {"tokenizer": tokenizer, "weight": weight, "coverage": 1.0, "vectors": record}
+
+
 def _encoder_builder(cls: type[SentenceEncoderStudent], config_cls: type, own: dict[str, Any]):
-    def build(teacher, task: Task, train_texts, layers: int, init: str, log=print, **values) -> nn.Module:
+    def build(
+        teacher, task: Task, train_texts, layers: int, init: str, log=print, progress=True, teacher_path=None, **values
+    ) -> nn.Module:
         options = resolve_options(f"student '{cls.kind}'", {**ENCODER_OPTIONS, **own}, values)
-        emb = _embeddings(teacher, train_texts, options, log)
+        emb = _embeddings(teacher, train_texts, options, log, values, progress, teacher_path)
         arch = {k: options[k] for k in own}
         if "filter_widths" in arch:
             arch["filter_widths"] = tuple(int(w) for w in str(arch["filter_widths"]).split(","))
@@ -146,8 +213,11 @@ def _encoder_builder(cls: type[SentenceEncoderStudent], config_cls: type, own: d
         if emb["weight"] is not None:
             model.embedding.weight.data.copy_(emb["weight"])
         model.meta = {"student": cls.kind, "vocab": options["vocab"], "vector_coverage": emb["coverage"]}
+        if emb.get("vectors"):
+            model.meta["vectors"] = emb["vectors"]
         return model
 
+    build.runs_teacher = True  # takes progress= and teacher_path= (see `build_student`)
     return build
 
 
@@ -204,9 +274,12 @@ def build_student(
     layers: int = 2,
     init: str = "uniform",
     log=print,
+    progress: bool = True,
+    teacher_path: str | None = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a registered, entry-point or import-path (`pkg.mod:Class`) student."""
+    """Build a registered, entry-point or import-path (`pkg.mod:Class`) student; `progress` and `teacher_path` (where
+    a teacher-distilled vocabulary is cached) reach the built-in word-level students."""
     spec = student_spec(name)
     if spec is None:
         target, build = plugin_builder(name)
@@ -217,6 +290,8 @@ def build_student(
         return model
     if spec.build in (_bert_k, _distilroberta):
         options = resolve_options(f"student '{name}'", spec.options, options)
+    if getattr(spec.build, "runs_teacher", False):
+        options = {**options, "progress": progress, "teacher_path": teacher_path}
     return spec.build(teacher, task, train_texts or [], layers, init, log=log, **options)
 
 

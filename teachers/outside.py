@@ -105,6 +105,11 @@ def _check_student(cfg: Any) -> None:
             f"student '{cfg.student}' with vocab=teacher reads a teacher model's tokenizer and --teacher-outputs has "
             "none; use -S vocab=word or -S vocab=sentencepiece"
         )
+    if str(options.get("vectors", "")) == "teacher" and not options.get("vectors_teacher"):
+        raise XKDError(
+            f"student '{cfg.student}' with vectors=teacher distils its input vectors from a teacher model and "
+            "--teacher-outputs has none; pass -S vectors_teacher=MODEL or -S vectors=FILE (GloVe)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- reading

@@ -50,6 +50,7 @@ from xkd.processes import process_device, process_state
 from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_student
 from xkd.students.registry import plugin_builder, student_lr, student_spec
+from xkd.students.teacher_vectors import check_vector_options
 from xkd.tasks import Task, custom_task, get_task, task_record
 from xkd.teacher_cache import FIELDS, Storage, TeacherCache, cache_dir, open_or_build, split_key
 from xkd.teachers import (
@@ -235,6 +236,16 @@ def member_configs(cfg: DistillConfig) -> list[DistillConfig]:
     return [cfg] if len(names) == 1 else [replace(cfg, teacher=name) for name in names]
 
 
+def check_teacher_vectors(cfg: DistillConfig, teacher: str, config) -> None:
+    """-S vectors=teacher against the teacher they come from (its config.json): the layer and an explicit dimension."""
+    spec = student_spec(cfg.student)
+    if spec is None or "vectors_dim" not in spec.options or cfg.student_options.get("vectors_teacher"):
+        return
+    options = resolve_options(f"student '{cfg.student}'", spec.options, cfg.student_options)
+    options["vectors_dim_given"] = cfg.student_options.get("vectors_dim") is not None
+    check_vector_options(options, config.hidden_size, config.num_hidden_layers, teacher)
+
+
 def check_teachers(cfg: DistillConfig, task: Task, method: Method) -> None:
     """From the teachers' config.json alone: sizes (`--max-length`, students no deeper than a teacher they may copy
     layers from: each member of an ensemble is held to it), that classifiers fit the task, and an ensemble's widths
@@ -249,6 +260,8 @@ def check_teachers(cfg: DistillConfig, task: Task, method: Method) -> None:
             # Label names only when this teacher is used as it is: a fine-tune gives it the task's names.
             check_teacher(member.teacher, task, labels=cfg.finetune_teacher != "always")
         widths[member.teacher] = config.hidden_size
+        if member.teacher == member_configs(cfg)[0].teacher:  # the student's vectors come from the first
+            check_teacher_vectors(cfg, member.teacher, config)
     if len(widths) > 1:
         check_ensemble_widths(method, cfg.method_options, dict(reversed(widths.items())))
 
@@ -323,8 +336,11 @@ def open_teacher_outputs(
     return EnsembleCache(caches, teacher.weights, teacher.average)
 
 
-def configured_student(cfg: DistillConfig, teacher, task: Task, raw: DatasetDict, log: Log):
-    """The student the config asks for; students with their own vocabulary build it from the training texts."""
+def configured_student(
+    cfg: DistillConfig, teacher, task: Task, raw: DatasetDict, log: Log, teacher_path: str | None = None
+):
+    """The student the config asks for; students with their own vocabulary build it from the training texts (and
+    `-S vectors=teacher` its input vectors from the teacher, cached next to `teacher_path`)."""
     train_texts = [t for column in task.text_columns for t in raw["train"][column]]
     return build_student(
         cfg.student,
@@ -334,6 +350,8 @@ def configured_student(cfg: DistillConfig, teacher, task: Task, raw: DatasetDict
         layers=cfg.student_layers,
         init=cfg.student_init,
         log=log,
+        progress=cfg.progress,
+        teacher_path=teacher_path,
         **cfg.student_options,
     )
 
@@ -481,6 +499,7 @@ def check_student(cfg: DistillConfig) -> None:
     if spec is not None:
         options = resolve_options(f"student '{cfg.student}'", spec.options, cfg.student_options)
         check_student_options(options, cfg.max_length)
+        check_vector_options(options)
     else:
         plugin_builder(cfg.student)  # a plug-in that cannot be imported fails before anything runs
 
@@ -561,7 +580,8 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     if transfer is not None:  # only now: fine-tuning and head training read the gold splits alone
         raw = DatasetDict({**raw, TRANSFER: transfer})
     set_seed(cfg.seed)  # student and term-module init must not depend on what ran before (e.g. head training)
-    student = configured_student(cfg, first_member(teacher), task, raw, log)
+    first_path = teacher_info.get("path") or (teacher_info.get("members") or [{}])[0].get("path")
+    student = configured_student(cfg, first_member(teacher), task, raw, log, first_path)
     rows = len(raw["train"]) + (len(transfer) if transfer is not None else 0)
     context = term_context(student, teacher, task, steps_per_epoch=math.ceil(rows / cfg.batch_size))
     terms = method.terms(context, **options)
