@@ -29,6 +29,7 @@ from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .cnn import CNNConfig, CNNStudent
 from .plugins import builder_of, check_protocol, entry_point_students, import_target
 from .sentence_encoder import CONFIG_FILE, SentenceEncoderStudent
+from .static import StaticConfig, StaticStudent
 from .teacher_vectors import VectorOptions, distil_vectors
 from .vocab import build_sentencepiece_tokenizer, build_word_tokenizer
 from .word_vectors import load_word_vectors
@@ -189,11 +190,19 @@ def _distilled_embeddings(teacher, tokenizer, train_texts, options, log, given, 
     return {"tokenizer": tokenizer, "weight": weight, "coverage": 1.0, "vectors": record}
 
 
-def _encoder_builder(cls: type[SentenceEncoderStudent], config_cls: type, own: dict[str, Any]):
+def _encoder_builder(
+    cls: type[SentenceEncoderStudent], config_cls: type, own: dict[str, Any], defaults: dict[str, Any] | None = None
+):
+    """The build function of a word-level student: `own` its architecture's options (its config's fields),
+    `defaults` its own defaults for some of `ENCODER_OPTIONS` (the static student's vectors=teacher)."""
+    encoder = {**ENCODER_OPTIONS, **(defaults or {})}
+
     def build(
         teacher, task: Task, train_texts, layers: int, init: str, log=print, progress=True, teacher_path=None, **values
     ) -> nn.Module:
-        options = resolve_options(f"student '{cls.kind}'", {**ENCODER_OPTIONS, **own}, values)
+        options = resolve_options(f"student '{cls.kind}'", {**encoder, **own}, values)
+        if layers < 1:  # before the vocabulary pass through the teacher
+            raise XKDError(f"--student-layers must be at least 1, got {layers}")
         emb = _embeddings(teacher, train_texts, options, log, values, progress, teacher_path)
         arch = {k: options[k] for k in own}
         if "filter_widths" in arch:
@@ -240,6 +249,23 @@ STUDENTS.add(
         _encoder_builder(BiLSTMStudent, BiLSTMConfig, {"hidden_size": 150, "pooling": "max"}),
         {**ENCODER_OPTIONS, "hidden_size": 150, "pooling": "max"},
         BiLSTMStudent.load,
+        lr=2e-3,
+    ),
+)
+
+# The static student's own defaults: model2vec's recipe (vectors from the teacher; a 256-wide hidden layer matches
+# the distilled vectors' default 256 dimensions).
+STATIC_OPTIONS: dict[str, Any] = {"hidden": 256}
+STATIC_DEFAULTS: dict[str, Any] = {"vectors": "teacher"}
+STUDENTS.add(
+    "static",
+    StudentSpec(
+        "static",
+        "token embeddings (teacher-distilled by default) pooled by a masked mean, then dense layers (width hidden), "
+        "each a layer",
+        _encoder_builder(StaticStudent, StaticConfig, STATIC_OPTIONS, STATIC_DEFAULTS),
+        {**ENCODER_OPTIONS, **STATIC_DEFAULTS, **STATIC_OPTIONS},
+        StaticStudent.load,
         lr=2e-3,
     ),
 )

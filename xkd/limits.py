@@ -65,11 +65,12 @@ CONFIG_LIMITS: dict[str, tuple[int, str]] = {
     "eval_batch_size": (MAX_BATCH_SIZE, "a batch is held in memory at once"),
 }
 
-# CNN/BiLSTM student options (-S KEY=VALUE) that are sizes: option -> (limit, why).
+# CNN/BiLSTM/static student options (-S KEY=VALUE) that are sizes: option -> (limit, why).
 STUDENT_SIZE_OPTIONS: dict[str, tuple[int, str]] = {
     "embedding_dim": (MAX_WIDTH, "twice the widest common encoders"),
     "channels": (MAX_WIDTH, "twice the widest common encoders"),
     "hidden_size": (MAX_WIDTH, "twice the widest common encoders"),
+    "hidden": (MAX_WIDTH, "twice the widest common encoders"),
     "max_vocab": (MAX_VOCAB, "the largest common word-vector files hold 2 million words"),
 }
 

@@ -1,0 +1,61 @@
+"""Static student: token embeddings pooled by a masked mean, then small dense layers, each one layer of the Trace.
+
+The fastest model that can be a student: no convolution or recurrence over the text, one embedding lookup and a
+mean per text, as in model2vec's `StaticModel`. With `vectors=teacher` (its default) the SIF weights are baked into
+the distilled vectors, so the plain masked mean over the text's tokens is model2vec's weighted mean. Padding is
+ignored (a mean over the real tokens only), so extra padding never changes the output, and the graph is one sum and
+one division over the time axis: it exports with dynamic batch and sequence axes. `layers` dense layers (Linear +
+ReLU, width `hidden`) follow; each one's output is a layer vector, so Universal-KD, PKD and ALP have layers to match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from xkd.errors import XKDError
+
+from .sentence_encoder import SentenceEncoderStudent, masked_mean
+
+
+@dataclass
+class StaticConfig:
+    vocab_size: int
+    embedding_dim: int
+    num_labels: int
+    pair: bool = False
+    layers: int = 2
+    hidden: int = 256
+    dropout: float = 0.5
+    pad_token_id: int = 0
+    freeze_embeddings: bool = False
+
+
+class StaticStudent(SentenceEncoderStudent):
+    kind = "static"
+    config_class = StaticConfig
+
+    def __init__(self, config: StaticConfig, tokenizer) -> None:
+        if config.layers < 1:  # the Trace and the classifier read the last dense layer's vector
+            raise XKDError(f"the static student needs --student-layers at least 1 (dense layers), got {config.layers}")
+        if config.hidden < 1:
+            raise XKDError(f"-S hidden must be at least 1, got {config.hidden}")
+        super().__init__(config, tokenizer)
+        widths = [config.embedding_dim] + [config.hidden] * config.layers
+        self.dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
+
+    @property
+    def encoder_width(self) -> int:
+        return self.config.hidden
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        # No dropout on the pooled vectors (as on the CNN's word vectors): dropout acts between layers.
+        x = masked_mean(self.embedding(input_ids), attention_mask)  # [B, E]
+        layers = []
+        for linear in self.dense:
+            x = torch.relu(linear(x))
+            layers.append(x)
+            x = self.dropout(x)
+        return layers
