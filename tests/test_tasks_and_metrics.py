@@ -20,6 +20,16 @@ def test_unknown_task_is_a_one_line_error():
         get_task("sst")
 
 
+def test_unknown_task_says_how_to_name_ones_own_data(tmp_path):
+    # A folder of TSVs named by --task and --data-dir alone was refused with the built-in list and no word of how.
+    from tiny import distill, run, save_tiny, write_task_dir
+
+    data = write_task_dir(tmp_path / "reviews")
+    result = run(*distill(save_tiny(tmp_path / "t"), data), "--task", "reviews")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "unknown task 'reviews'" in result.output and "--text-column COLUMN" in result.output
+
+
 def test_accuracy_f1_by_hand():
     # predictions 1,1,0,0 vs labels 1,0,0,1: accuracy 2/4; precision 1/2, recall 1/2 -> F1 0.5.
     logits = np.array([[0, 1], [0, 1], [1, 0], [1, 0]], dtype=float)

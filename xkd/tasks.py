@@ -165,7 +165,12 @@ _add(
 
 
 def get_task(name: str) -> Task:
-    return TASKS.get(name)
+    """A built-in task; an unknown name also says how to declare one's own data (a name alone does not)."""
+    try:
+        return TASKS.get(name)
+    except XKDError as error:
+        own = "for your own data, also name its columns: --data-dir DIR --text-column COLUMN [--label-column COLUMN]"
+        raise XKDError(f"{error}; or, {own}") from None
 
 
 def label_names(task: Task) -> tuple[str, ...]:
