@@ -643,9 +643,7 @@ def eval_command(
     from xkd.processes import process_device
     from xkd.students import load_student
     from xkd.students.sentence_encoder import CONFIG_FILE
-    from xkd.tasks import check_label_names
     from xkd.teachers import load_teacher
-    from xkd.teachers.loading import model_label_names
 
     cfg = DistillConfig(
         task=task,
@@ -661,13 +659,7 @@ def eval_command(
     model.to(process_device())
     if model.num_labels != spec.output_size:
         raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
-    # Scored by position: a model whose label names are not the task's would be scored silently wrong.
-    meta = getattr(model, "meta", None) or {}
-    labels = meta.get("labels") if is_encoder_student else model_label_names(model.config, meta)
-    kept = f"the labels of its {CONFIG_FILE}" if is_encoder_student else "id2label and label2id in its config.json"
-    fix = f"score it on the task it was trained for, or, if only its names are wrong, rename or reorder {kept}"
-    labels = labels if isinstance(labels, list | tuple) else None
-    check_label_names(f"model '{model_dir}'", labels, spec, fix, log=lambda m: click.echo(m, err=True))
+    check_scored_labels(model_dir, model, spec, is_encoder_student)
     length = max_length or int(saved_meta(model_dir).get("max_length", 128))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
     unknown = [n for n in names if n not in raw]
@@ -682,6 +674,20 @@ def eval_command(
         if is_labeled(split):
             result[name] = evaluate(model, make_loader(split, collator, batch_size, shuffle=False), spec)
     click.echo(json.dumps({"model": model_dir, "task": spec.name, "metrics": result}, indent=2))
+
+
+def check_scored_labels(model_dir: str, model, spec, is_encoder_student: bool) -> None:
+    """Scored by position: a model whose label names are not the task's would be scored silently wrong."""
+    from xkd.students.sentence_encoder import CONFIG_FILE
+    from xkd.tasks import check_label_names
+    from xkd.teachers.loading import model_label_names
+
+    meta = getattr(model, "meta", None) or {}
+    labels = meta.get("labels") if is_encoder_student else model_label_names(model.config, meta)
+    kept = f"the labels of its {CONFIG_FILE}" if is_encoder_student else "id2label and label2id in its config.json"
+    fix = f"score it on the task it was trained for, or, if only its names are wrong, rename or reorder {kept}"
+    labels = labels if isinstance(labels, list | tuple) else None
+    check_label_names(f"model '{model_dir}'", labels, spec, fix, log=lambda m: click.echo(m, err=True))
 
 
 @cli.command("predict")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from xkd.data import LengthBuckets, tokenizer_fingerprint
+from xkd.data import LengthBuckets, hash_tensors, tokenizer_fingerprint
 from xkd.errors import XKDError
 from xkd.paths import cache_root
 
@@ -192,11 +192,7 @@ def reduce(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, float]:
 def teacher_fingerprint(teacher) -> str:
     """What the teacher's vectors are a function of: its weights (content, not path) and its tokenizer."""
     h = hashlib.sha1(tokenizer_fingerprint(teacher.tokenizer).encode())
-    state = teacher.model.state_dict()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        h.update(name.encode() + str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    hash_tensors(h, teacher.model.state_dict())
     return h.hexdigest()
 
 
@@ -268,6 +264,23 @@ def check_vector_options(options: dict[str, Any], width: int | None = None, laye
         )
 
 
+def _distil(teacher, entries, kind, layer, dim, weighting, counts, pad_index, progress) -> tuple[np.ndarray, float]:
+    """The pass, PCA and SIF weights (the padding row zero and out of the PCA fit), and the variance kept."""
+    rows = entry_ids(teacher.tokenizer, entries, kind)
+    pad_id = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else 0
+    pooled = teacher_pass(teacher.model, rows, layer, pad_id, progress)
+    keep = np.ones(len(entries), dtype=bool)
+    if pad_index is not None and 0 <= pad_index < len(entries):
+        keep[pad_index] = False
+    vectors = np.zeros((len(entries), dim), dtype=np.float32)
+    vectors[keep], variance = reduce(pooled[keep], dim)
+    p = frequencies(weighting, len(entries), counts)
+    if p is not None:
+        vectors *= sif_weights(p)[:, None].astype(np.float32)
+    vectors[~keep] = 0.0
+    return vectors, variance
+
+
 def distil_vectors(
     teacher,
     entries: Sequence[str],
@@ -290,15 +303,11 @@ def distil_vectors(
     name = teacher_path or teacher.meta.get("source", "the teacher")
     width = teacher.layer_width
     given = {"vectors": "teacher", "vectors_weighting": options.weighting, "vectors_dim": options.dim}
-    check_vector_options({**given, "vectors_layer": options.layer, "vectors_dim_given": options.dim_given})
+    given.update(vectors_layer=options.layer, vectors_dim_given=options.dim_given)
+    check_vector_options(given, width, teacher.num_layers, name)  # an explicit dimension above the width is refused
     layer = layer_index(options.layer, teacher.num_layers)
     dim = options.dim
     if dim > width:
-        if options.dim_given:
-            raise XKDError(
-                f"vectors_dim {dim} is above the width of teacher '{name}' ({width}); pass -S vectors_dim={width} "
-                "or less"
-            )
         log(f"word vectors: vectors_dim {dim} is above the teacher's width {width}; using {width}")
         dim = width
     fitted = len(entries) - (1 if pad_index is not None and 0 <= pad_index < len(entries) else 0)
@@ -315,18 +324,7 @@ def distil_vectors(
         variance = float(meta.get("explained_variance", "nan"))
         log(f"word vectors: distilled from {name} (layer {layer}) for {len(entries)} entries, from the cache {path}")
     else:
-        rows = entry_ids(teacher.tokenizer, entries, kind)
-        pad_id = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else 0
-        pooled = teacher_pass(teacher.model, rows, layer, pad_id, progress)
-        keep = np.ones(len(entries), dtype=bool)
-        if pad_index is not None and 0 <= pad_index < len(entries):
-            keep[pad_index] = False  # the padding row: no entry, kept zero and out of the PCA fit
-        vectors = np.zeros((len(entries), dim), dtype=np.float32)
-        vectors[keep], variance = reduce(pooled[keep], dim)
-        p = frequencies(options.weighting, len(entries), counts)
-        if p is not None:
-            vectors *= sif_weights(p)[:, None].astype(np.float32)
-        vectors[~keep] = 0.0
+        vectors, variance = _distil(teacher, entries, kind, layer, dim, options.weighting, counts, pad_index, progress)
         meta = {"format": str(FORMAT), "teacher": str(name), "explained_variance": repr(variance)}
         meta.update({k: str(v) for k, v in chosen.items()})
         try:

@@ -411,6 +411,15 @@ def is_labeled(split: Dataset) -> bool:
 # ---------------------------------------------------------------------------------------------- fingerprint
 
 
+def hash_tensors(h: Any, state: Mapping[str, torch.Tensor]) -> None:
+    """Feed a state dict's names, shapes, dtypes and bytes to `h`: what a model's outputs are a function of."""
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def data_fingerprint(task: Task, splits: Mapping[str, Dataset]) -> str:
     """What the loaded data *is*, for cache keys: a hash of every split's rows (its text columns and labels, in
     order) and of the task's columns and label names. The same rows reached by any path (relative or absolute, a

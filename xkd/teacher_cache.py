@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from xkd.config import DEFAULTS
 from xkd.damage import damaged, first_line
-from xkd.data import Collator, make_loader, tokenizer_fingerprint, tokenizer_spec_fingerprint
+from xkd.data import Collator, hash_tensors, make_loader, tokenizer_fingerprint, tokenizer_spec_fingerprint
 from xkd.errors import Interrupted, XKDError
 from xkd.files import file_lock, write_text_atomically
 from xkd.interrupts import stop_requests
@@ -50,14 +50,6 @@ FIELDS = ("logits", "layer_vectors", "pseudo_logits")
 
 def traces_root() -> Path:
     return cache_root() / "traces"
-
-
-def _hash_tensors(h: Any, state: dict[str, torch.Tensor]) -> None:
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def _hash_column(h: Any, split: Dataset, column: str) -> None:
@@ -104,7 +96,7 @@ def fingerprints(teacher: nn.Module, splits: DatasetDict, collator: Collator, ma
     now.update(tokenizer_fingerprint(teacher.tokenizer).encode())
     before.update(tokenizer_spec_fingerprint(teacher.tokenizer).encode())
     h = _Hashes(now, before)
-    _hash_tensors(h, teacher.state_dict())  # includes the pseudo heads when attached
+    hash_tensors(h, teacher.state_dict())  # includes the pseudo heads when attached
     for name in sorted(splits):
         h.update(name.encode())
         _hash_teacher_inputs(h, splits[name], collator)
