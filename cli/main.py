@@ -744,6 +744,12 @@ def predict_command(
 @cli.command("export")
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Write an ONNX graph here.")
+@click.option(
+    "--model2vec",
+    "model2vec_dir",
+    type=click.Path(file_okay=False),
+    help="Static student: write it as a model2vec pipeline directory here (embeddings, tokenizer and head).",
+)
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset version.")
 @click.option("--quantize", metavar="int8", help="Also write an int8 graph next to the float one: FILE.int8.onnx.")
 @click.option(
@@ -762,6 +768,7 @@ def predict_command(
 def export_command(
     model_dir: str,
     onnx_path: str | None,
+    model2vec_dir: str | None,
     opset: int,
     quantize: str | None,
     calibration: str,
@@ -781,25 +788,37 @@ def export_command(
     the report's "int8" entry compares its predictions with the float graph's: on --task's validation split
     (agreement and both accuracies), else on a few check sentences.
 
+    With --model2vec, a static student is written by model2vec as a `StaticModelPipeline` directory: the same
+    computation (checked on check sentences), loaded by model2vec (`StaticModelPipeline.from_pretrained`) and, the
+    embeddings alone, by `StaticModel.from_pretrained` or sentence-transformers' StaticEmbedding.
+
     \b
     Examples:
       xkd export runs/mr-bert-k2/student --onnx student.onnx
       xkd export runs/mr-cnn/student --onnx cnn.onnx --opset 17
       xkd export runs/mr-cnn/student --onnx cnn.onnx --quantize int8 --calibration static --task mr
+      xkd export runs/mr-static/student --model2vec mr-static-m2v
     """
     from xkd.errors import XKDError
     from xkd.export import check_int8_request, export_int8, export_onnx, int8_path, load_check_data
     from xkd.students import load_student
 
+    if not Path(model_dir).is_dir():
+        raise XKDError(f"{model_dir} is not a directory; pass a saved student such as RUN_DIR/student")
+    if model2vec_dir is not None:
+        if onnx_path is not None or quantize:
+            raise XKDError("--model2vec is an export of its own: run --onnx (and --quantize) in another call")
+        from xkd.model2vec_export import export_model2vec
+
+        click.echo(json.dumps(export_model2vec(model_dir, model2vec_dir, overwrite=overwrite), indent=2))
+        return
     check_int8_request(quantize, calibration, task, onnx_path)
     if onnx_path is None:
-        raise XKDError("say where to write the export: --onnx PATH")
+        raise XKDError("say where to write the export: --onnx PATH or --model2vec DIR")
     targets = [Path(onnx_path), *([int8_path(onnx_path)] if quantize else [])]
     taken = next((path for path in targets if path.exists()), None)
     if taken is not None and not overwrite:
         raise XKDError(f"{taken} exists; choose another path or pass --overwrite")
-    if not Path(model_dir).is_dir():
-        raise XKDError(f"{model_dir} is not a directory; pass a saved student such as RUN_DIR/student")
     model = load_student(model_dir)
     spec, splits = load_check_data(model, task, data_dir, max_examples) if task else (None, None)
     report = export_onnx(model, onnx_path, opset=opset)

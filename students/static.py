@@ -2,10 +2,13 @@
 
 The fastest model that can be a student: no convolution or recurrence over the text, one embedding lookup and a
 mean per text, as in model2vec's `StaticModel`. With `vectors=teacher` (its default) the SIF weights are baked into
-the distilled vectors, so the plain masked mean over the text's tokens is model2vec's weighted mean. Padding is
-ignored (a mean over the real tokens only), so extra padding never changes the output, and the graph is one sum and
-one division over the time axis: it exports with dynamic batch and sequence axes. `layers` dense layers (Linear +
-ReLU, width `hidden`) follow; each one's output is a layer vector, so Universal-KD, PKD and ALP have layers to match.
+the distilled vectors, so the plain masked mean over the text's tokens is model2vec's weighted mean. The mean skips
+padding and the vocabulary's special tokens: an unknown word's [UNK] row is never trained (the vocabulary holds every
+training word) and [CLS]/[SEP] add the same row to every text; model2vec drops them too, so the student exports to a
+model2vec pipeline exactly (`xkd export DIR --model2vec OUT`). Extra padding never changes the output, and the graph
+is a comparison, one sum and one division over the time axis: it exports with dynamic batch and sequence axes.
+`layers` dense layers (Linear + ReLU, width `hidden`) follow; each one's output is a layer vector, so Universal-KD,
+PKD and ALP have layers to match.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class StaticStudent(SentenceEncoderStudent):
         super().__init__(config, tokenizer)
         widths = [config.embedding_dim] + [config.hidden] * config.layers
         self.dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
+        skipped = sorted({int(i) for i in tokenizer.all_special_ids} | {config.pad_token_id})
+        self.register_buffer("skipped_ids", torch.tensor(skipped, dtype=torch.long), persistent=False)
 
     @property
     def encoder_width(self) -> int:
@@ -52,7 +57,8 @@ class StaticStudent(SentenceEncoderStudent):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
         # No dropout on the pooled vectors (as on the CNN's word vectors): dropout acts between layers.
-        x = masked_mean(self.embedding(input_ids), attention_mask)  # [B, E]
+        counted = attention_mask.bool() & ~(input_ids[..., None] == self.skipped_ids).any(-1)
+        x = masked_mean(self.embedding(input_ids), counted)  # [B, E]; a text of special tokens only: zeros
         layers = []
         for linear in self.dense:
             x = torch.relu(linear(x))

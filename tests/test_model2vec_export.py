@@ -1,0 +1,99 @@
+"""`xkd export DIR --model2vec OUT`: the static student as model2vec's own pipeline, loaded back by model2vec."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from model2vec import StaticModel
+from model2vec.inference import StaticModelPipeline
+from tiny import WORDS, run
+
+from xkd.predict import Predictor
+from xkd.students import build_student
+from xkd.tasks import get_task
+from xkd.teachers import load_teacher
+
+MR = get_task("mr")
+TEXTS = [" ".join(WORDS[i : i + 5]) for i in range(len(WORDS) - 4)] * 2
+CHECK = ["the film was good", "a dull , flat story", "good cast and a funny plot", "really quite boring"]
+
+
+@pytest.fixture
+def saved_static(bert_teacher_dir, tmp_path):
+    torch.manual_seed(0)
+    teacher = load_teacher(str(bert_teacher_dir), MR)
+    model = build_student(
+        "static", teacher, MR, TEXTS, layers=2, log=lambda m: None, progress=False,
+        teacher_path=str(bert_teacher_dir), vectors_dim=8, hidden=16,
+    )  # fmt: skip
+    with torch.no_grad():  # a trained-looking head: random, not the near-zero init, so a wrong export shows
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save(tmp_path / "student", task="mr", max_length=32)
+    return tmp_path / "student"
+
+
+def test_export_loads_in_model2vec_and_predicts_the_same(saved_static, tmp_path):
+    out = tmp_path / "m2v"
+    result = run("export", str(saved_static), "--model2vec", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["head_layers"] == 3 and report["dim"] == 8 and report["max_abs_diff"] < 1e-4
+    pipeline = StaticModelPipeline.from_pretrained(str(out))
+    ours = Predictor(saved_static, device="cpu")
+    expected = ours(CHECK)
+    assert list(pipeline.predict(CHECK, use_multiprocessing=False)) == [row["label"] for row in expected]
+    probabilities = pipeline.predict_proba(CHECK, use_multiprocessing=False)
+    wanted = np.array([[row["probabilities"][n] for n in ("negative", "positive")] for row in expected])
+    np.testing.assert_allclose(probabilities, wanted, atol=1e-5)
+    assert list(pipeline.classes_) == ["negative", "positive"]
+    assert json.loads((out / "config.json").read_text())["max_length"] == 32  # the student's own truncation
+    assert report["exact_up_to_characters"] >= 32 * 3
+
+
+def test_embeddings_alone_are_the_students_mean(saved_static, tmp_path):
+    run("export", str(saved_static), "--model2vec", str(tmp_path / "m2v"))
+    static = StaticModel.from_pretrained(str(tmp_path / "m2v"))
+    student = Predictor(saved_static, device="cpu").model
+    ids = student.tokenizer(["the film was good"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        mean = student.embedding(ids).mean(1).numpy()
+    np.testing.assert_allclose(static.encode(["the film was good"]), mean, atol=1e-6)
+
+
+def test_unknown_words_are_skipped_by_both(saved_static, tmp_path):
+    """An unseen word maps to [UNK], whose row was never trained: the student's mean skips it as model2vec does."""
+    run("export", str(saved_static), "--model2vec", str(tmp_path / "m2v"))
+    pipeline = StaticModelPipeline.from_pretrained(str(tmp_path / "m2v"))
+    ours = Predictor(saved_static, device="cpu")
+    plain, with_unknown = "the film was good", "the zyzzyva film was good"
+    a, b = ours.logits([plain, with_unknown])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(pipeline.predict_proba([with_unknown], use_multiprocessing=False)[0],
+                               pipeline.predict_proba([plain], use_multiprocessing=False)[0], atol=1e-6)  # fmt: skip
+
+
+def test_other_students_are_refused_in_one_line(bert_teacher_dir, tmp_path):
+    teacher = load_teacher(str(bert_teacher_dir), MR)
+    cnn = build_student("cnn", teacher, MR, TEXTS, layers=1, log=lambda m: None, vectors="", embedding_dim=8)
+    cnn.save(tmp_path / "cnn", task="mr")
+    result = run("export", str(tmp_path / "cnn"), "--model2vec", str(tmp_path / "m2v"))
+    assert result.exit_code == 2, result.output
+    assert "exports the static student only" in result.output and "cnn student" in result.output
+    assert result.output.strip().count("\n") == 0 and not (tmp_path / "m2v").exists()
+
+
+def test_existing_directory_and_mixed_exports_are_refused(saved_static, tmp_path):
+    out = tmp_path / "m2v"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    refused = run("export", str(saved_static), "--model2vec", str(out))
+    assert refused.exit_code == 2 and "pass --overwrite" in refused.output
+    assert (out / "keep.txt").read_text() == "mine"
+    mixed = run("export", str(saved_static), "--model2vec", str(tmp_path / "x"), "--onnx", str(tmp_path / "s.onnx"))
+    assert mixed.exit_code == 2 and "an export of its own" in mixed.output
+    assert run("export", str(saved_static), "--model2vec", str(out), "--overwrite").exit_code == 0
+    assert not (out / "keep.txt").exists() and (out / "head.safetensors").is_file()
