@@ -14,6 +14,7 @@ from tiny import QUICK, WORDS, distill, run, sentence
 from xkd.data import UNLABELED, load_splits
 from xkd.errors import XKDError
 from xkd.methods.losses import task_loss
+from xkd.students import load_student
 from xkd.tasks import get_task
 from xkd.transfer.augment import augment_path, augment_texts, nearest_neighbours, resolve_recipe
 from xkd.transfer.sets import clean_transfer, read_transfer_file
@@ -183,6 +184,19 @@ def test_transfer_rows_train_from_the_cache_exactly_as_online(tmp_path, task_dir
     transfer_caches = [p for p in (tmp_path / "xkd-cache" / "traces").glob("*") if (p / "transfer").is_dir()]
     assert len(transfer_caches) == 1
     assert sorted(p.name for p in (transfer_caches[0] / "transfer").iterdir()) == ["logits.npy"]
+
+
+def test_word_students_read_the_transfer_sets_words(tmp_path, task_dir, bert_teacher_dir):
+    """The vocabulary covers what the student trains on: a word only the transfer set has gets its own row (it read
+    as [UNK] when the vocabulary came from the training split alone)."""
+    extra = tmp_path / "extra.txt"
+    extra.write_text("".join(f"the film was splendiferous {w}\n" for w in WORDS))
+    args = [*distill(bert_teacher_dir, task_dir), "--method", "kd", "--transfer", str(extra), *QUICK]
+    result = run(*args, "--student", "cnn", "--student-layers", "1", "--output-dir", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    tokenizer = load_student(tmp_path / "run" / "student").tokenizer
+    assert "splendiferous" in tokenizer.get_vocab()
+    assert tokenizer.convert_tokens_to_ids("splendiferous") != tokenizer.unk_token_id
 
 
 def test_a_method_reading_more_fields_extends_the_transfer_cache(tmp_path, task_dir, bert_teacher_dir):

@@ -339,9 +339,11 @@ def open_teacher_outputs(
 def configured_student(
     cfg: DistillConfig, teacher, task: Task, raw: DatasetDict, log: Log, teacher_path: str | None = None
 ):
-    """The student the config asks for; students with their own vocabulary build it from the training texts (and
-    `-S vectors=teacher` its input vectors from the teacher, cached next to `teacher_path`)."""
-    train_texts = [t for column in task.text_columns for t in raw["train"][column]]
+    """The student the config asks for; students with their own vocabulary build it from the texts they train on,
+    the training split's and the transfer set's (a transfer set's new words would otherwise all read as [UNK]), and
+    `-S vectors=teacher` its input vectors from the teacher, cached next to `teacher_path`."""
+    read = ["train", *([TRANSFER] if TRANSFER in raw else [])]
+    train_texts = [t for split in read for column in task.text_columns for t in raw[split][column]]
     return build_student(
         cfg.student,
         teacher,
