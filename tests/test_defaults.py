@@ -12,6 +12,8 @@ import pytest
 from xkd.cli.main import cli, finetune_config
 from xkd.config import DEFAULTS, DistillConfig
 from xkd.distillation import train_settings
+from xkd.students import STUDENTS
+from xkd.students.registry import student_lr
 from xkd.tasks import get_task
 from xkd.teachers.finetune import finetune_key
 from xkd.training import TrainSettings
@@ -88,3 +90,23 @@ def test_train_settings_have_no_defaults_of_their_own():
     assert defaulted == ["max_grad_norm"]
     settings = train_settings(DistillConfig(batch_size=8, eval_batch_size=16, seed=3))
     assert (settings.batch_size, settings.eval_batch_size, settings.seed) == (8, 16, 3)
+
+
+def test_word_students_rate_follows_the_run_length():
+    """Up to lr_steps the student's own rate; beyond, lr * sqrt(lr_steps / steps); transformers keep theirs."""
+    steps = STUDENTS.get("cnn").lr_steps
+    assert student_lr("cnn") == student_lr("cnn", steps) == 2e-3
+    assert student_lr("cnn", 4 * steps) == pytest.approx(1e-3)  # 4x as long: half the rate
+    assert student_lr("bilstm", 16 * steps) == student_lr("static", 16 * steps) == pytest.approx(5e-4)
+    assert student_lr("bert-k", 100 * steps) == student_lr("bert-k") == 1e-4
+    assert student_lr("mypkg.students:Gru", 100 * steps) == 1e-4  # a plug-in: the transformer default
+
+
+def test_train_settings_scale_the_default_rate_not_a_given_one():
+    cfg = DistillConfig(student="cnn", epochs=3, batch_size=32)
+    gold, transfer = train_settings(cfg, rows=8483), train_settings(cfg, rows=161376)
+    assert gold.lr == 2e-3  # 3 x 266 steps: the student's rate
+    assert transfer.lr == pytest.approx(2e-3 * (STUDENTS.get("cnn").lr_steps / (3 * 5043)) ** 0.5)
+    assert train_settings(DistillConfig(student="cnn", lr=2e-3), rows=161376).lr == 2e-3
+    capped = DistillConfig(student="cnn", epochs=3, batch_size=32, max_steps=100)
+    assert train_settings(capped, rows=161376).lr == 2e-3  # --max-steps bounds the run's length

@@ -172,3 +172,8 @@ def test_refusals_are_one_line(tmp_path, task_dir, bert_teacher_dir, args, messa
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.strip().count("\n") == 0, result.output
     assert not (tmp_path / "r").exists()  # refused before anything loads
+
+
+def test_an_empty_vocabulary_is_refused(teacher):
+    with pytest.raises(XKDError, match="vectors=teacher needs a vocabulary and the student's is empty"):
+        tv.distil_vectors(teacher, [], "word", tv.VectorOptions(dim=8), log=print)

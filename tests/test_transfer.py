@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -14,7 +15,7 @@ from tiny import QUICK, WORDS, distill, run, sentence
 from xkd.data import UNLABELED, load_splits
 from xkd.errors import XKDError
 from xkd.methods.losses import task_loss
-from xkd.students import load_student
+from xkd.students import STUDENTS, load_student
 from xkd.tasks import get_task
 from xkd.transfer.augment import augment_path, augment_texts, nearest_neighbours, resolve_recipe
 from xkd.transfer.sets import clean_transfer, read_transfer_file
@@ -186,9 +187,11 @@ def test_transfer_rows_train_from_the_cache_exactly_as_online(tmp_path, task_dir
     assert sorted(p.name for p in (transfer_caches[0] / "transfer").iterdir()) == ["logits.npy"]
 
 
-def test_word_students_read_the_transfer_sets_words(tmp_path, task_dir, bert_teacher_dir):
+def test_word_students_read_the_transfer_sets_words(tmp_path, task_dir, bert_teacher_dir, monkeypatch):
     """The vocabulary covers what the student trains on: a word only the transfer set has gets its own row (it read
-    as [UNK] when the vocabulary came from the training split alone)."""
+    as [UNK] when the vocabulary came from the training split alone). The default rate follows the run's length."""
+    short = dataclasses.replace(STUDENTS.get("cnn"), lr_steps=4)  # (the real threshold is longer than a tiny run)
+    monkeypatch.setitem(STUDENTS._items, "cnn", short)
     extra = tmp_path / "extra.txt"
     extra.write_text("".join(f"the film was splendiferous {w}\n" for w in WORDS))
     args = [*distill(bert_teacher_dir, task_dir), "--method", "kd", "--transfer", str(extra), *QUICK]
@@ -197,6 +200,10 @@ def test_word_students_read_the_transfer_sets_words(tmp_path, task_dir, bert_tea
     tokenizer = load_student(tmp_path / "run" / "student").tokenizer
     assert "splendiferous" in tokenizer.get_vocab()
     assert tokenizer.convert_tokens_to_ids("splendiferous") != tokenizer.unk_token_id
+    steps = 2 * -(-(64 + len(WORDS)) // 16)  # two epochs over gold and transfer rows at batch 16
+    lr = json.loads((tmp_path / "run" / "summary.json").read_text())["settings"]["lr"]
+    assert lr == pytest.approx(2e-3 * (4 / steps) ** 0.5)
+    assert f"learning rate {lr:.2g}: the cnn student's 0.002 for a run of {steps} steps" in result.output
 
 
 def test_a_method_reading_more_fields_extends_the_transfer_cache(tmp_path, task_dir, bert_teacher_dir):

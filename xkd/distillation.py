@@ -105,16 +105,25 @@ def resolve_task(cfg: DistillConfig) -> Task:
     return get_task(cfg.task)
 
 
-def train_settings(cfg: DistillConfig, teacher: bool = False) -> TrainSettings:
+def train_settings(cfg: DistillConfig, teacher: bool = False, rows: int | None = None) -> TrainSettings:
     """The optimisation settings of the student's run, or of the teacher's fine-tune (`teacher_epochs`,
-    `teacher_lr`), taken from the config: every other setting has the config's value under the same name."""
+    `teacher_lr`), taken from the config: every other setting has the config's value under the same name.
+    Without --lr, the student's default rate follows the run's length in optimizer steps (`rows` per epoch)."""
     shared = {f.name: getattr(cfg, f.name) for f in fields(TrainSettings) if f.name in CONFIG_FIELDS}
     epochs = cfg.teacher_epochs if teacher else cfg.epochs
-    lr = cfg.teacher_lr if teacher else (cfg.lr or student_lr(cfg.student))
+    lr = cfg.teacher_lr if teacher else (cfg.lr or student_lr(cfg.student, run_steps(cfg, rows, epochs)))
     shared["report_to"] = tracker_names(cfg.report_to)
     if teacher:  # early stopping and trackers are the student's: the teacher's fine-tune (and its key) stays as it was
         shared.update(eval_every=0, patience=0, report_to=[])
     return TrainSettings(**{**shared, "epochs": epochs, "lr": lr})
+
+
+def run_steps(cfg: DistillConfig, rows: int | None, epochs: int) -> int | None:
+    """Optimizer steps of a run over `rows` training rows (None when not known)."""
+    if rows is None:
+        return None
+    steps = math.ceil(rows / cfg.batch_size / cfg.grad_accumulation) * epochs
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
 def tracker_names(values: list[str]) -> list[str]:
@@ -714,13 +723,19 @@ def train_stages(
 ) -> list[dict[str, Any]]:
     """Distil; then, with `second_stage_epochs`, train on gold labels only, without the teacher, from stage one's
     best weights (the saved student changes only if stage two beats stage one on validation)."""
+    settings = train_settings(cfg, rows=len(splits["train"]))
+    if cfg.lr is None and settings.lr != student_lr(cfg.student):
+        log(
+            f"learning rate {settings.lr:.2g}: the {cfg.student} student's {student_lr(cfg.student):g} for a run of "
+            f"{run_steps(cfg, len(splits['train']), cfg.epochs):,} steps (--lr sets it)"
+        )
     first = train(
         student,
         task,
         splits,
         collator,
         terms,
-        train_settings(cfg),
+        settings,
         run_dir,
         teacher=teacher if method.needs_teacher else None,
         needs_attentions=method.needs_attentions,
@@ -738,7 +753,7 @@ def train_stages(
         splits,
         collator,
         get_method("none").terms(),
-        replace(train_settings(cfg), epochs=cfg.second_stage_epochs, max_steps=None),
+        replace(settings, epochs=cfg.second_stage_epochs, max_steps=None),
         run_dir / "stage2",
         save_dir=run_dir / "student",
         meta={**meta, "stage": 2},
