@@ -25,6 +25,8 @@ Finished runs are kept in the JSON: a rerun skips them (`--fresh` starts over).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -34,10 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-os.environ.setdefault("TQDM_DISABLE", "1")  # model2vec's fit draws a bar per epoch: the log keeps the results
-
-import numpy as np  # noqa: E402
+import numpy as np
 import torch
 
 import xkd
@@ -94,14 +93,15 @@ def run_model2vec(source: str, spec, raw, seed: int, speed: list[str]) -> dict[s
     distill_seconds = time.perf_counter() - start
     classifier = StaticModelForClassification.from_static_model(model=static)
     start = time.perf_counter()
-    classifier.fit(
-        x_train,
-        [names[y] for y in y_train],
-        X_val=x_val,
-        y_val=[names[y] for y in y_val],
-        random_seed=seed,
-        device="cpu",
-    )
+    with contextlib.redirect_stderr(io.StringIO()):  # its trainer draws a bar per epoch: keep the log readable
+        classifier.fit(
+            x_train,
+            [names[y] for y in y_train],
+            X_val=x_val,
+            y_val=[names[y] for y in y_val],
+            random_seed=seed,
+            device="cpu",
+        )
     fit_seconds = time.perf_counter() - start
     pipeline = classifier.to_pipeline()
 

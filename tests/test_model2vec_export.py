@@ -97,3 +97,32 @@ def test_existing_directory_and_mixed_exports_are_refused(saved_static, tmp_path
     assert mixed.exit_code == 2 and "an export of its own" in mixed.output
     assert run("export", str(saved_static), "--model2vec", str(out), "--overwrite").exit_code == 0
     assert not (out / "keep.txt").exists() and (out / "head.safetensors").is_file()
+
+
+def test_the_benchmark_runs_its_xkd_side_on_a_tiny_setup(tmp_path, task_dir, bert_teacher_dir):
+    """benchmarks/static_vs_model2vec.py's xkd variant end to end (model2vec's side needs its distill extra), so the
+    script cannot rot between real runs; the headline takes each family's best variant by the mean over seeds."""
+    from click.testing import CliRunner
+    from tiny import load_benchmark
+
+    bench = load_benchmark("static_vs_model2vec")
+    bench.XKD_VARIANTS["xkd-tiny"] = {"method": "kd", "epochs": 2, "batch_size": 16, "max_length": 16}
+    bench.VARIANTS = (*bench.VARIANTS, "xkd-tiny")
+    out = tmp_path / "bench.json"
+    args = ["--variants", "xkd-tiny", "--seeds", "42", "--teacher", str(bert_teacher_dir), "--data-dir",
+            str(task_dir), "--speed-texts", "64", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(bench.main, args)
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["xkd_static"]["variant"] == "xkd-tiny" and written["model2vec"] is None
+    assert 0 <= written["teacher_test_accuracy"] <= 100 and written["rows"][0]["texts_per_second"] > 0
+    assert written["rows"][0]["texts_per_second_model2vec_runtime"] > 0
+    assert "| xkd-tiny | 42 |" in out.with_suffix(".md").read_text()
+    rerun = CliRunner().invoke(bench.main, args)  # finished runs are kept, not trained again
+    assert rerun.exit_code == 0 and "xkd-tiny seed 42" not in rerun.output
+    rows = [{"variant": v, "seed": s, "test_accuracy": a, "texts_per_second": 10.0} for v, s, a in
+            [("model2vec-base", 1, 70.0), ("model2vec-base", 2, 80.0), ("model2vec-finetuned", 1, 74.0),
+             ("xkd-kd", 1, 76.0), ("xkd-kd", 2, 78.0), ("xkd-kd-tang20", 1, 79.0)]]  # fmt: skip
+    top = bench.headline(rows, 82.0)
+    assert top["model2vec"]["variant"] == "model2vec-base" and top["model2vec"]["test_accuracy"] == 75.0
+    assert top["xkd_static"]["variant"] == "xkd-kd-tang20" and top["teacher_test_accuracy"] == 82.0
