@@ -103,6 +103,9 @@ STUDENTS.add(
 # Options every CNN/BiLSTM student accepts (-S KEY=VALUE); the architecture's own follow.
 ENCODER_OPTIONS: dict[str, Any] = {
     "vocab": "word",  # word / sentencepiece: built from the training split; teacher: the teacher's tokenizer
+    # The texts a word or sentencepiece vocabulary (and its SIF counts) comes from: train, or train+transfer to give
+    # a transfer set's substituted words rows of their own (xkd.distillation.configured_student picks the texts).
+    "vocab_from": "train",
     "min_frequency": 1,
     "max_vocab": 30000,
     "vectors": "",  # a GloVe / word2vec file for a word vocabulary, teacher (distilled from it), '' = random init

@@ -188,18 +188,24 @@ def test_transfer_rows_train_from_the_cache_exactly_as_online(tmp_path, task_dir
 
 
 def test_word_students_read_the_transfer_sets_words(tmp_path, task_dir, bert_teacher_dir, monkeypatch):
-    """The vocabulary covers what the student trains on: a word only the transfer set has gets its own row (it read
-    as [UNK] when the vocabulary came from the training split alone). The default rate follows the run's length."""
+    """With vocab_from=train+transfer a word only the transfer set has gets its own row (it reads as [UNK] with the
+    default, a vocabulary of the training split's words). The default rate follows the run's length."""
     short = dataclasses.replace(STUDENTS.get("cnn"), lr_steps=4)  # (the real threshold is longer than a tiny run)
     monkeypatch.setitem(STUDENTS._items, "cnn", short)
     extra = tmp_path / "extra.txt"
     extra.write_text("".join(f"the film was splendiferous {w}\n" for w in WORDS))
     args = [*distill(bert_teacher_dir, task_dir), "--method", "kd", "--transfer", str(extra), *QUICK]
-    result = run(*args, "--student", "cnn", "--student-layers", "1", "--output-dir", str(tmp_path / "run"))
+    cnn = ["--student", "cnn", "--student-layers", "1"]
+    result = run(*args, *cnn, "-S", "vocab_from=train+transfer", "--output-dir", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     tokenizer = load_student(tmp_path / "run" / "student").tokenizer
     assert "splendiferous" in tokenizer.get_vocab()
     assert tokenizer.convert_tokens_to_ids("splendiferous") != tokenizer.unk_token_id
+    default = run(*args, *cnn, "--output-dir", str(tmp_path / "default"))
+    assert default.exit_code == 0, default.output
+    assert "splendiferous" not in load_student(tmp_path / "default" / "student").tokenizer.get_vocab()
+    bad = run(*args, *cnn, "-S", "vocab_from=everything", "--output-dir", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "-S vocab_from must be train or train+transfer" in bad.output
     steps = 2 * -(-(64 + len(WORDS)) // 16)  # two epochs over gold and transfer rows at batch 16
     lr = json.loads((tmp_path / "run" / "summary.json").read_text())["settings"]["lr"]
     assert lr == pytest.approx(2e-3 * (4 / steps) ** 0.5)

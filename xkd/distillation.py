@@ -348,11 +348,13 @@ def open_teacher_outputs(
 def configured_student(
     cfg: DistillConfig, teacher, task: Task, raw: DatasetDict, log: Log, teacher_path: str | None = None
 ):
-    """The student the config asks for; students with their own vocabulary build it from the texts they train on,
-    the training split's and the transfer set's (a transfer set's new words would otherwise all read as [UNK]), and
-    `-S vectors=teacher` its input vectors from the teacher, cached next to `teacher_path`."""
-    read = ["train", *([TRANSFER] if TRANSFER in raw else [])]
-    train_texts = [t for split in read for column in task.text_columns for t in raw[split][column]]
+    """The student the config asks for; students with their own vocabulary build it from the training texts, or
+    with `-S vocab_from=train+transfer` from the transfer set's too (its substituted words then get rows of their
+    own instead of [UNK]), and `-S vectors=teacher` its input vectors from the teacher, cached next to
+    `teacher_path`."""
+    train_texts = [
+        t for split in vocabulary_splits(cfg, raw) for column in task.text_columns for t in raw[split][column]
+    ]
     return build_student(
         cfg.student,
         teacher,
@@ -365,6 +367,14 @@ def configured_student(
         teacher_path=teacher_path,
         **cfg.student_options,
     )
+
+
+def vocabulary_splits(cfg: DistillConfig, raw: DatasetDict) -> list[str]:
+    """The splits a student's own vocabulary is built from (`-S vocab_from`)."""
+    chosen = str(cfg.student_options.get("vocab_from", "train"))
+    if chosen not in ("train", "train+transfer"):
+        raise XKDError(f"-S vocab_from must be train or train+transfer, got '{chosen}'")
+    return ["train", *([TRANSFER] if chosen == "train+transfer" and TRANSFER in raw else [])]
 
 
 def separate_roles(student, role: str = "student") -> set[str]:
