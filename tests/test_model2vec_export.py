@@ -41,7 +41,7 @@ def test_export_loads_in_model2vec_and_predicts_the_same(saved_static, tmp_path)
     result = run("export", str(saved_static), "--model2vec", str(out))
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["head_layers"] == 3 and report["dim"] == 8 and report["max_abs_diff"] < 1e-4
+    assert report["head_layers"] == 3 and report["dim"] == 8 and report["max_abs_diff"] < 1e-5
     pipeline = StaticModelPipeline.from_pretrained(str(out))
     ours = Predictor(saved_static, device="cpu")
     expected = ours(CHECK)
@@ -126,3 +126,29 @@ def test_the_benchmark_runs_its_xkd_side_on_a_tiny_setup(tmp_path, task_dir, ber
     top = bench.headline(rows, 82.0)
     assert top["model2vec"]["variant"] == "model2vec-base" and top["model2vec"]["test_accuracy"] == 75.0
     assert top["xkd_static"]["variant"] == "xkd-kd-tang20" and top["teacher_test_accuracy"] == 82.0
+
+
+@pytest.mark.parametrize("kind", ["multi-label", "regression"])
+def test_multi_label_and_regression_heads(bert_teacher_dir, tmp_path, kind):
+    """A multi-label student exports with model2vec's sigmoid head, a regression one with its identity head."""
+    from xkd.tasks import custom_task
+
+    regression = kind == "regression"
+    task = custom_task("t", ("text",), num_labels=None if regression else 3, regression=regression,
+                       multi_label=not regression)  # fmt: skip
+    teacher = load_teacher(str(bert_teacher_dir), MR)
+    model = build_student(
+        "static", teacher, task, TEXTS, layers=1, log=lambda m: None, progress=False,
+        teacher_path=str(bert_teacher_dir), vectors_dim=8, hidden=16,
+    )  # fmt: skip
+    meta = {"regression": True} if regression else {"multi_label": True, "labels": ["a", "b", "c"]}
+    model.save(tmp_path / "s", task="t", **meta)
+    result = run("export", str(tmp_path / "s"), "--model2vec", str(tmp_path / "m2v"))
+    assert result.exit_code == 0, result.output
+    pipeline = StaticModelPipeline.from_pretrained(str(tmp_path / "m2v"))
+    assert pipeline.head.activation.value == ("identity" if regression else "sigmoid")
+    ours = Predictor(tmp_path / "s", device="cpu")(CHECK)
+    answer = pipeline.predict if regression else pipeline.predict_proba
+    theirs = answer(CHECK, use_multiprocessing=False)
+    expected = [[r["value"]] for r in ours] if regression else [[r["probabilities"][n] for n in "abc"] for r in ours]
+    np.testing.assert_allclose(np.asarray(theirs).reshape(len(CHECK), -1), expected, atol=1e-5)

@@ -101,15 +101,25 @@ def _pipeline(model: torch.nn.Module, predictor: Any) -> Any:
     return StaticModelPipeline(static, MLPHead(layers=layers, activation=activation, classes=classes))
 
 
+def _outputs(logits: np.ndarray, labels: Any) -> np.ndarray:
+    """What model2vec's `predict_proba` gives for these logits: softmax, per-label sigmoid, or the values."""
+    if labels.regression:
+        return logits
+    if labels.multi_label:
+        return 1 / (1 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def _check(directory: Path, predictor: Any, atol: float) -> dict[str, Any]:
     """Reload the written pipeline with model2vec and compare its outputs with the student's on check sentences."""
     from model2vec.inference import StaticModelPipeline
 
     loaded = StaticModelPipeline.from_pretrained(str(directory))
     texts = list(CHECK_TEXTS)
-    ours = np.asarray(predictor.logits(texts))
-    encoded = loaded.model.encode(texts, use_multiprocessing=False)
-    theirs = loaded.head._logits(encoded)
+    ours = _outputs(np.asarray(predictor.logits(texts), dtype=np.float64), predictor.labels)
+    answer = loaded.predict if predictor.labels.regression else loaded.predict_proba  # values, or probabilities
+    theirs = np.asarray(answer(texts, use_multiprocessing=False), dtype=np.float64).reshape(ours.shape)
     difference = float(np.abs(ours - theirs).max())
     if not difference <= atol:
         raise XKDError(
