@@ -206,6 +206,7 @@ def test_word_students_read_the_transfer_sets_words(tmp_path, task_dir, bert_tea
     assert "splendiferous" not in load_student(tmp_path / "default" / "student").tokenizer.get_vocab()
     bad = run(*args, *cnn, "-S", "vocab_from=everything", "--output-dir", str(tmp_path / "bad"))
     assert bad.exit_code == 2 and "-S vocab_from must be train or train+transfer" in bad.output
+    assert not (tmp_path / "bad").exists()  # refused before the run directory
     steps = 2 * -(-(64 + len(WORDS)) // 16)  # two epochs over gold and transfer rows at batch 16
     lr = json.loads((tmp_path / "run" / "summary.json").read_text())["settings"]["lr"]
     assert lr == pytest.approx(2e-3 * (4 / steps) ** 0.5)

@@ -532,6 +532,7 @@ def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     task = resolve_task(cfg)
     method = get_method(cfg.method)
     check_student(cfg)
+    vocabulary_splits(cfg, DatasetDict())  # -S vocab_from's value
     check_transfer(cfg)
     check_ensemble(cfg, method, task)
     check_outside(cfg, method, task, DEFAULT_TEACHER)
