@@ -7,7 +7,8 @@ model2vec's side is model2vec's code end to end: `model2vec.distill` (one forwar
 256, its Zipf/SIF weights) from the fine-tuned teacher and from the base encoder, then
 `StaticModelForClassification` fitted on the gold labels (its defaults, validation on the task's validation split),
 then the `StaticModelPipeline` it makes. xkd's side is `xkd.distill` with the static student (its defaults:
-teacher-distilled vectors, 2 x 256 dense layers): KD on gold, and KD or Universal-KD on gold + tang x20.
+teacher-distilled vectors, 2 x 256 dense layers): KD on gold, and KD or Universal-KD on gold + tang x20. Every run
+and seed learns from the one teacher the first xkd run fine-tunes (a seed changes the student, not its teacher).
 
 Speed is texts per second through each side's own inference path, tokenization included: model2vec's pipeline
 `predict`, and xkd's `Predictor` (PyTorch); the xkd student is also timed exported to model2vec's runtime
@@ -251,7 +252,9 @@ def main(task, data_dir, teacher, variants, seeds, glove, speed_texts, runs_dir,
             if any(r["variant"] == name and r["seed"] == seed for r in rows):
                 continue
             if name in XKD_VARIANTS:
-                row = run_xkd(name, task, data_dir, teacher, seed, runs, glove, speed)
+                # One teacher for every run and seed (the first run's fine-tune, as a study's teacher_seed): a seed
+                # changes the student, not the teacher it learns from or model2vec distils.
+                row = run_xkd(name, task, data_dir, finetuned or teacher, seed, runs, glove, speed)
                 info = row.pop("teacher")
                 finetuned = info.get("finetuned_dir") or info.get("path")
                 teacher_test = round(100 * info["metrics"]["test"]["accuracy"], 2)
