@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/static_vs_model2vec.py --task mr
     OMP_NUM_THREADS=1 python benchmarks/static_vs_model2vec.py --variants model2vec-finetuned,xkd-kd --seeds 42
+    OMP_NUM_THREADS=1 python benchmarks/static_vs_model2vec.py --retime   # the speeds again, on an idle machine
 
 model2vec's side is model2vec's code end to end: `model2vec.distill` (one forward pass per vocabulary token, PCA to
 256, its Zipf/SIF weights) from the fine-tuned teacher and from the base encoder, then
@@ -80,8 +81,9 @@ def split_texts(raw, spec, split: str) -> tuple[list[str], list[int]]:
     return list(raw[split][column]), [int(y) for y in raw[split]["labels"]]
 
 
-def run_model2vec(source: str, spec, raw, seed: int, speed: list[str]) -> dict[str, Any]:
-    """model2vec's pipeline: distill `source`, fit its classifier on the gold labels, score and time it."""
+def run_model2vec(source: str, spec, raw, seed: int, speed: list[str], out: Path) -> dict[str, Any]:
+    """model2vec's pipeline: distill `source`, fit its classifier on the gold labels, score and time it; the
+    pipeline is saved to `out` (`--retime` times it again)."""
     from model2vec.distill import distill
     from model2vec.train import StaticModelForClassification
 
@@ -105,6 +107,7 @@ def run_model2vec(source: str, spec, raw, seed: int, speed: list[str]) -> dict[s
         )
     fit_seconds = time.perf_counter() - start
     pipeline = classifier.to_pipeline()
+    pipeline.save_pretrained(str(out))
 
     def predict(batch: list[str]) -> np.ndarray:
         return pipeline.predict(batch, use_multiprocessing=False)
@@ -118,15 +121,12 @@ def run_model2vec(source: str, spec, raw, seed: int, speed: list[str]) -> dict[s
         "texts_per_second": texts_per_second(predict, speed),
         "distill_seconds": round(distill_seconds, 1),
         "train_seconds": round(fit_seconds, 1),
+        "model_dir": str(out),
     }
 
 
 def run_xkd(name: str, task: str, data_dir: str | None, teacher: str, seed: int, runs: Path, glove: str, speed):
     """xkd's static student with the variant's options; scored from its summary, timed through Predictor."""
-    from model2vec.inference import StaticModelPipeline
-
-    from xkd.model2vec_export import export_model2vec
-
     options = dict(XKD_VARIANTS[name])
     if options.get("augment") == "tang":
         options["augment_options"] = {"vectors": glove}
@@ -138,21 +138,47 @@ def run_xkd(name: str, task: str, data_dir: str | None, teacher: str, seed: int,
         progress=False, latency=False, log=None, **data, **options,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    predictor = result.predictor(batch_size=256, device="cpu")
     row = {
         "validation_accuracy": 100 * result.summary["validation"]["validation"]["accuracy"],
         "test_accuracy": 100 * result.summary["test"]["test"]["accuracy"],
-        "texts_per_second": texts_per_second(lambda batch: predictor(batch), speed),
         "train_seconds": round(seconds, 1),
         "teacher": result.summary["teacher"],
+        "model_dir": str(result.run_dir / "student"),
     }
+    return {**row, **xkd_speeds(row["model_dir"], speed)}
+
+
+def xkd_speeds(student_dir: str, speed: list[str]) -> dict[str, float]:
+    """Texts/s of a saved xkd student through its Predictor and exported to model2vec's runtime."""
+    from model2vec.inference import StaticModelPipeline
+
+    from xkd.model2vec_export import export_model2vec
+    from xkd.predict import Predictor
+
+    predictor = Predictor(student_dir, batch_size=256, device="cpu")
+    speeds = {"texts_per_second": texts_per_second(lambda batch: predictor(batch), speed)}
     with tempfile.TemporaryDirectory() as scratch:
-        export_model2vec(result.run_dir / "student", Path(scratch) / "m2v")
+        export_model2vec(student_dir, Path(scratch) / "m2v")
         pipeline = StaticModelPipeline.from_pretrained(str(Path(scratch) / "m2v"))
-        row["texts_per_second_model2vec_runtime"] = texts_per_second(
+        speeds["texts_per_second_model2vec_runtime"] = texts_per_second(
             lambda batch: pipeline.predict(batch, use_multiprocessing=False), speed
         )
-    return row
+    return speeds
+
+
+def model2vec_speed(pipeline_dir: str, speed: list[str]) -> dict[str, float]:
+    from model2vec.inference import StaticModelPipeline
+
+    pipeline = StaticModelPipeline.from_pretrained(pipeline_dir)
+    return {"texts_per_second": texts_per_second(lambda b: pipeline.predict(b, use_multiprocessing=False), speed)}
+
+
+def retime_rows(rows: list[dict[str, Any]], speed: list[str]) -> None:
+    """Time every saved model again, one after the other (e.g. on an idle machine once the runs are done)."""
+    for row in rows:
+        timed = model2vec_speed if row["variant"] in M2V_VARIANTS else xkd_speeds
+        row.update(timed(row["model_dir"], speed))
+        click.echo(f"{row['variant']} seed {row['seed']}: {row['texts_per_second']:,.0f} texts/s")
 
 
 def summarise(name: str, group: list[dict[str, Any]]) -> dict[str, Any]:
@@ -218,6 +244,12 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(out_path: Path, result: dict[str, Any]) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    out_path.with_suffix(".md").write_text(markdown(result))
+
+
 @click.command()
 @click.option("--task", default="mr", show_default=True)
 @click.option("--data-dir", type=click.Path(), help="The task's split files (a custom task).")
@@ -234,7 +266,8 @@ def markdown(result: dict[str, Any]) -> str:
     "--out", type=click.Path(dir_okay=False), default=str(RESULTS / "static-vs-model2vec.json"), show_default=True
 )
 @click.option("--fresh", is_flag=True, help="Forget the runs already in --out.")
-def main(task, data_dir, teacher, variants, seeds, glove, speed_texts, runs_dir, out, fresh) -> None:
+@click.option("--retime", is_flag=True, help="Train nothing: time every saved model in --out again.")
+def main(task, data_dir, teacher, variants, seeds, glove, speed_texts, runs_dir, out, fresh, retime) -> None:
     torch.set_num_threads(1)
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     unknown = sorted(set(chosen) - set(VARIANTS))
@@ -246,6 +279,10 @@ def main(task, data_dir, teacher, variants, seeds, glove, speed_texts, runs_dir,
     saved = json.loads(out_path.read_text()) if out_path.is_file() and not fresh else {}
     rows: list[dict] = [r for r in saved.get("rows", []) if r.get("task") == task]
     teacher_test, finetuned = saved.get("teacher_test_accuracy"), saved.get("finetuned_teacher")
+    if retime:
+        retime_rows(rows, speed)
+        write(out_path, {"task": task, "finetuned_teacher": finetuned, **headline(rows, teacher_test), "rows": rows})
+        return
     # xkd first: its first run fine-tunes (or finds cached) the teacher that model2vec then distils.
     for name in sorted(chosen, key=lambda n: n.startswith("model2vec")):
         for seed in (int(s) for s in seeds.split(",")):
@@ -262,12 +299,11 @@ def main(task, data_dir, teacher, variants, seeds, glove, speed_texts, runs_dir,
                 if M2V_VARIANTS[name] == "finetuned" and not finetuned:
                     raise click.UsageError("model2vec-finetuned needs the fine-tuned teacher: include an xkd variant")
                 source = finetuned if M2V_VARIANTS[name] == "finetuned" else teacher
-                row = run_model2vec(source, spec, raw, seed, speed)
+                row = run_model2vec(source, spec, raw, seed, speed, runs / f"{name}-s{seed}")
             rows.append({"variant": name, "seed": seed, "task": task, **row})
-            result = {"task": task, "finetuned_teacher": finetuned, **headline(rows, teacher_test), "rows": rows}
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            out_path.write_text(json.dumps(result, indent=2) + "\n")
-            out_path.with_suffix(".md").write_text(markdown(result))
+            write(
+                out_path, {"task": task, "finetuned_teacher": finetuned, **headline(rows, teacher_test), "rows": rows}
+            )
             click.echo(f"{name} seed {seed}: test {row['test_accuracy']:.2f}, {row['texts_per_second']:,.0f} texts/s")
     click.echo(out_path.with_suffix(".md").read_text())
 

@@ -120,6 +120,10 @@ def test_the_benchmark_runs_its_xkd_side_on_a_tiny_setup(tmp_path, task_dir, ber
     assert "| xkd-tiny | 42 |" in out.with_suffix(".md").read_text()
     rerun = CliRunner().invoke(bench.main, args)  # finished runs are kept, not trained again
     assert rerun.exit_code == 0 and "xkd-tiny seed 42" not in rerun.output
+    retimed = CliRunner().invoke(bench.main, [*args, "--retime"])  # the saved student timed again, nothing trained
+    assert retimed.exit_code == 0 and "xkd-tiny seed 42:" in retimed.output, retimed.output
+    again = json.loads(out.read_text())["rows"][0]
+    assert again["test_accuracy"] == written["rows"][0]["test_accuracy"] and again["texts_per_second"] > 0
     rows = [{"variant": v, "seed": s, "test_accuracy": a, "texts_per_second": 10.0} for v, s, a in
             [("model2vec-base", 1, 70.0), ("model2vec-base", 2, 80.0), ("model2vec-finetuned", 1, 74.0),
              ("xkd-kd", 1, 76.0), ("xkd-kd", 2, 78.0), ("xkd-kd-tang20", 1, 79.0)]]  # fmt: skip
