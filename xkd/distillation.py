@@ -349,8 +349,8 @@ def configured_student(
     cfg: DistillConfig, teacher, task: Task, raw: DatasetDict, log: Log, teacher_path: str | None = None
 ):
     """The student the config asks for; students with their own vocabulary build it from the training texts, or
-    with `-S vocab_from=train+transfer` from the transfer set's too (its substituted words then get rows of their
-    own instead of [UNK]), and `-S vectors=teacher` its input vectors from the teacher, cached next to
+    with `-S vocab_from=train+transfer` from the transfer set's too (a --transfer file's own words then get rows
+    instead of [UNK]), and `-S vectors=teacher` its input vectors from the teacher, cached next to
     `teacher_path`."""
     train_texts = [
         t for split in vocabulary_splits(cfg, raw) for column in task.text_columns for t in raw[split][column]
