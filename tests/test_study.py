@@ -273,6 +273,10 @@ RECIPE_RUNS = {
     "mr-transfer-cnn.toml": (48, "studies/mr-runs/cnn--universal-tang5-lr5e-4--s2"),
     "mr-mpnet.toml": (30, "studies/mr-mpnet-runs/cnn--universal-tang5-lr5e-4--s2"),
     "mr-ensemble.toml": (12, "studies/mr-ensemble-runs/bilstm--universal--s2"),
+    "static.toml": (30, "studies/static-runs/static--universal-tang--s2"),
+    "static-amazon.toml": (30, "studies/static-amazon-runs/bilstm-teacher--universal-tang--s2"),
+    "vectors.toml": (30, "studies/vectors-runs/static-base-teacher--kd--s2"),
+    "vectors-amazon.toml": (30, "studies/vectors-amazon-runs/cnn-frozen--kd--s1"),
 }
 
 
