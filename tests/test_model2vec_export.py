@@ -111,8 +111,10 @@ def test_the_benchmark_runs_its_xkd_side_on_a_tiny_setup(tmp_path, task_dir, ber
     out = tmp_path / "bench.json"
     args = ["--variants", "xkd-tiny", "--seeds", "42", "--teacher", str(bert_teacher_dir), "--data-dir",
             str(task_dir), "--speed-texts", "64", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
+    threads = torch.get_num_threads()
     result = CliRunner().invoke(bench.main, args)
     assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == threads  # the benchmark's one thread does not leak into later tests
     written = json.loads(out.read_text())
     assert written["xkd_static"]["variant"] == "xkd-tiny" and written["model2vec"] is None
     assert 0 <= written["teacher_test_accuracy"] <= 100 and written["rows"][0]["texts_per_second"] > 0
