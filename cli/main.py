@@ -790,7 +790,7 @@ def export_command(
 
     With --model2vec, a static student is written by model2vec as a `StaticModelPipeline` directory: the same
     computation (checked on check sentences), loaded by model2vec (`StaticModelPipeline.from_pretrained`) and, the
-    embeddings alone, by `StaticModel.from_pretrained` or sentence-transformers' StaticEmbedding.
+    embeddings alone, by `StaticModel.from_pretrained`.
 
     \b
     Examples:
@@ -806,12 +806,7 @@ def export_command(
     if not Path(model_dir).is_dir():
         raise XKDError(f"{model_dir} is not a directory; pass a saved student such as RUN_DIR/student")
     if model2vec_dir is not None:
-        if onnx_path is not None or quantize:
-            raise XKDError("--model2vec is an export of its own: run --onnx (and --quantize) in another call")
-        from xkd.model2vec_export import export_model2vec
-
-        click.echo(json.dumps(export_model2vec(model_dir, model2vec_dir, overwrite=overwrite), indent=2))
-        return
+        return _export_model2vec(model_dir, model2vec_dir, onnx_path is not None or bool(quantize), overwrite)
     check_int8_request(quantize, calibration, task, onnx_path)
     if onnx_path is None:
         raise XKDError("say where to write the export: --onnx PATH or --model2vec DIR")
@@ -827,6 +822,16 @@ def export_command(
         data = {"task": spec, "splits": splits, "max_length": length, "calibration_examples": calibration_examples}
         report["int8"] = export_int8(model, onnx_path, targets[1], calibration, **data, log=_to_stderr)
     click.echo(json.dumps(report, indent=2))
+
+
+def _export_model2vec(model_dir: str, out: str, also_onnx: bool, overwrite: bool) -> None:
+    """`xkd export --model2vec`: an export of its own, reported as JSON like the ONNX one."""
+    from xkd.errors import XKDError
+    from xkd.model2vec_export import export_model2vec
+
+    if also_onnx:
+        raise XKDError("--model2vec is an export of its own: run --onnx (and --quantize) in another call")
+    click.echo(json.dumps(export_model2vec(model_dir, out, overwrite=overwrite), indent=2))
 
 
 def _to_stderr(message: str) -> None:

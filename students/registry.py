@@ -45,7 +45,7 @@ class StudentSpec:
     load: Callable[[str | Path], nn.Module] | None = None
     lr: float = 1e-4  # the learning rate `xkd distill` uses when none is given
     # Runs longer than this many optimizer steps take lr x sqrt(lr_steps / steps) (None: lr at any length); see
-    # `default_lr`.
+    # `student_lr`.
     lr_steps: int | None = None
 
 

@@ -369,12 +369,17 @@ def configured_student(
     )
 
 
-def vocabulary_splits(cfg: DistillConfig, raw: DatasetDict) -> list[str]:
-    """The splits a student's own vocabulary is built from (`-S vocab_from`)."""
+def vocab_from(cfg: DistillConfig) -> str:
+    """`-S vocab_from`, checked: train or train+transfer."""
     chosen = str(cfg.student_options.get("vocab_from", "train"))
     if chosen not in ("train", "train+transfer"):
         raise XKDError(f"-S vocab_from must be train or train+transfer, got '{chosen}'")
-    return ["train", *([TRANSFER] if chosen == "train+transfer" and TRANSFER in raw else [])]
+    return chosen
+
+
+def vocabulary_splits(cfg: DistillConfig, raw: DatasetDict) -> list[str]:
+    """The splits a student's own vocabulary is built from (`-S vocab_from`)."""
+    return ["train", *([TRANSFER] if vocab_from(cfg) == "train+transfer" and TRANSFER in raw else [])]
 
 
 def separate_roles(student, role: str = "student") -> set[str]:
@@ -532,7 +537,7 @@ def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     task = resolve_task(cfg)
     method = get_method(cfg.method)
     check_student(cfg)
-    vocabulary_splits(cfg, DatasetDict())  # -S vocab_from's value
+    vocab_from(cfg)
     check_transfer(cfg)
     check_ensemble(cfg, method, task)
     check_outside(cfg, method, task, DEFAULT_TEACHER)
@@ -613,13 +618,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         cache = open_teacher_outputs(cfg, method, task, teacher, teacher_info, splits, collator, log, outside)
     splits = with_transfer_rows(splits)
     log(_distilling_line(cfg, task, method, teacher, teacher_info, student, len(splits["train"]), transfer))
-    meta = {
-        "role": "student",
-        **task_record(task),
-        "method": method.name,
-        "teacher": cfg.teacher,
-        "max_length": cfg.max_length,
-    }
+    meta = student_record(cfg, task, method)
     with continued_by(f"xkd distill --resume {run_dir}"):
         stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
     models = (teacher, teacher_info, student, cache)
@@ -718,6 +717,12 @@ def claim_run_dir(cfg: DistillConfig) -> Path:
     return run_dir
 
 
+def student_record(cfg: DistillConfig, task: Task, method: Method) -> dict[str, Any]:
+    """What the saved student records of its run (`student.json` beside its config)."""
+    return {"role": "student", **task_record(task), "method": method.name, "teacher": cfg.teacher,
+            "max_length": cfg.max_length}  # fmt: skip
+
+
 def train_stages(
     cfg: DistillConfig,
     task: Task,
@@ -735,11 +740,11 @@ def train_stages(
     """Distil; then, with `second_stage_epochs`, train on gold labels only, without the teacher, from stage one's
     best weights (the saved student changes only if stage two beats stage one on validation)."""
     settings = train_settings(cfg, rows=len(splits["train"]))
-    if cfg.lr is None and settings.lr != student_lr(cfg.student):
-        log(
-            f"learning rate {settings.lr:.2g}: the {cfg.student} student's {student_lr(cfg.student):g} for a run of "
-            f"{run_steps(cfg, len(splits['train']), cfg.epochs):,} steps (--lr sets it)"
-        )
+    base = student_lr(cfg.student)
+    if cfg.lr is None and settings.lr != base:
+        steps = run_steps(cfg, len(splits["train"]), cfg.epochs)
+        log(f"learning rate {settings.lr:.2g}: the {cfg.student} student's {base:g} for a run of {steps:,} steps "
+            "(--lr sets it)")  # fmt: skip
     first = train(
         student,
         task,

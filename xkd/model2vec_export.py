@@ -5,9 +5,9 @@ tokens (padding and special tokens skipped, as model2vec skips them), then Linea
 classifier. model2vec's `StaticModelPipeline` holds exactly that (a `StaticModel` and an `MLPHead` of ReLU layers), so
 the export is the student itself, not an approximation: the directory loads with
 `model2vec.inference.StaticModelPipeline.from_pretrained(OUT)` (the classifier) and with
-`model2vec.StaticModel.from_pretrained(OUT)` or sentence-transformers' `StaticEmbedding` (its embeddings alone). It is
-written by model2vec's own `save_pretrained`, so the files are what model2vec writes, and checked against the
-student on check sentences before the call returns.
+`model2vec.StaticModel.from_pretrained(OUT)` (its embeddings alone). It is written by model2vec's own
+`save_pretrained`, so the files are what model2vec writes (its `modules.json` for sentence-transformers included), and
+checked against the student on check sentences before the call returns.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _pipeline(model: torch.nn.Module, predictor: Any) -> Any:
         raise XKDError(f"--model2vec needs model2vec: {INSTALL}") from error
 
     def array(t: torch.Tensor) -> np.ndarray:
-        return t.detach().float().cpu().numpy().astype(np.float32)
+        return t.detach().float().cpu().numpy()
 
     # Truncation at xkd's max length: model2vec truncates the token ids before dropping [UNK], as xkd does for word
     # vocabularies. (It also cuts a text first to max_length x the median token length in characters, a speed-up of
@@ -103,12 +103,11 @@ def _pipeline(model: torch.nn.Module, predictor: Any) -> Any:
 
 def _outputs(logits: np.ndarray, labels: Any) -> np.ndarray:
     """What model2vec's `predict_proba` gives for these logits: softmax, per-label sigmoid, or the values."""
+    from scipy.special import expit, softmax
+
     if labels.regression:
         return logits
-    if labels.multi_label:
-        return 1 / (1 + np.exp(-logits))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return expit(logits) if labels.multi_label else softmax(logits, axis=1)
 
 
 def _check(directory: Path, predictor: Any, atol: float) -> dict[str, Any]:
