@@ -15,6 +15,7 @@ import sys
 import traceback
 
 import click
+import cloup
 
 from xkd.errors import Interrupted, XKDError
 
@@ -40,7 +41,7 @@ def describe_os_error(error: OSError) -> str:
     return f"{where}: {what}; {advice}"
 
 
-class XKDGroup(click.Group):
+class XKDGroup(cloup.Group):
     """A click group that reports expected failures of any subcommand in one line (see the module docstring)."""
 
     def invoke(self, ctx: click.Context):

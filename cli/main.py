@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from xkd.config import DEFAULTS
 from xkd.errors import Interrupted
 
 from .errors import XKDGroup
-from .options import apply, config_option, given, parse_pairs
+from .options import apply, apply_grouped, config_option, given, parse_pairs
 
 # How a custom task is declared: the same options wherever one is (distill, teacher finetune and heads, eval).
 CUSTOM_TASK_OPTIONS = [
@@ -203,32 +202,84 @@ DISTILL_OPTIONS = [
 ]
 
 
-def _quiet_libraries() -> None:
-    """Library chatter (load reports, weight bars) buries our own progress; errors still show."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+# `xkd distill --help` in sections, in the order a run reads them.
+DISTILL_GROUPS: dict[str, tuple[str, ...]] = {
+    "Task and data": (
+        "task",
+        "data_dir",
+        "text_columns",
+        "label_column",
+        "num_labels",
+        "regression",
+        "multi_label",
+        "label_separator",
+        "max_length",
+        "max_examples",
+        "max_train_examples",
+    ),
+    "Teacher": (
+        "teacher",
+        "teacher_weights",
+        "ensemble_average",
+        "teacher_outputs",
+        "missing_outputs",
+        "finetune_teacher",
+        "teacher_epochs",
+        "teacher_lr",
+        "teacher_heads",
+        "heads_epochs",
+        "heads_lr",
+        "teacher_cache",
+    ),
+    "Student": ("student", "student_layers", "student_init", "student_config", "student_options"),
+    "Method": ("method", "temperature", "alpha", "method_options", "assistant_layers", "second_stage_epochs"),
+    "Transfer set": ("transfer", "augment", "augment_factor", "augment_options", "augment_mlm", "transfer_dtype"),
+    "Training": (
+        "epochs",
+        "batch_size",
+        "eval_batch_size",
+        "lr",
+        "warmup_ratio",
+        "weight_decay",
+        "max_steps",
+        "seed",
+        "precision",
+        "grad_accumulation",
+        "length_buckets",
+        "eval_every",
+        "patience",
+        "checkpoint_every",
+        "keep_checkpoints",
+    ),
+    "Run and output": (
+        "config_file",
+        "output_dir",
+        "overwrite",
+        "resume_dir",
+        "report_to",
+        "latency",
+        "progress",
+    ),
+}
 
 
 @click.group(cls=XKDGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="xkd")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Keep other libraries' warnings, load reports and progress bars.")
+def cli(verbose: bool) -> None:
     """xkd: distil fine-tuned BERT/RoBERTa teachers into small students, layer by layer.
 
     \b
     Quickstart (offline; on 2 CPU cores about 20 minutes the first time, 10 once the teacher is cached):
       HF_HUB_OFFLINE=1 HF_HUB_CACHE=../shared/hf-hub XKD_DATA_DIR=../shared/data xkd distill
     """
-    _quiet_libraries()
+    from xkd.log import quiet_libraries
+
+    quiet_libraries(verbose)
 
 
 @cli.command()
-@apply(DISTILL_OPTIONS)
+@apply_grouped(DISTILL_OPTIONS, DISTILL_GROUPS)
 def distill(config_file: str | None, student_config: str | None, resume_dir: str | None, **options) -> None:
     """Distil a teacher into a student on a task; with no options, run the quickstart recipe.
 
@@ -240,10 +291,10 @@ def distill(config_file: str | None, student_config: str | None, resume_dir: str
     \b
     Examples:
       xkd distill
-      xkd distill --task sst2 --teacher ./my-bert-sst2 --student-layers 4 --method kd --temperature 4
+      xkd distill --student cnn -S vectors=teacher --method universal --augment tang
+      xkd distill --student cnn -S vectors=glove.6B.50d.txt --method kd --temperature 4 --epochs 5
+      xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars --teacher ./my-bert
       xkd distill --config recipe.toml --seed 2
-      xkd distill --method universal -O gamma=2 -O mode=cg --second-stage-epochs 1
-      xkd distill --task reviews --data-dir ./reviews --text-column text --label-column stars
       xkd distill --resume runs/mr-bert-k2-universal-20261121-101500
     """
     from xkd.distillation import format_summary, run_distill
@@ -289,7 +340,7 @@ def cache() -> None:
 
 
 @cache.command("build")
-@apply(DISTILL_OPTIONS)
+@apply_grouped(DISTILL_OPTIONS, DISTILL_GROUPS)
 def cache_build(config_file: str | None, student_config: str | None, **options) -> None:
     """Build (or check) the teacher cache that `xkd distill` with the same options would use.
 

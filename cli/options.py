@@ -7,11 +7,12 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 import click
+import cloup
 
 from xkd.config import DistillConfig
 from xkd.options import parse_pairs
 
-__all__ = ["apply", "config_option", "given", "parse_pairs", "shown_default"]
+__all__ = ["apply", "apply_grouped", "config_option", "given", "parse_pairs", "shown_default"]
 
 # Fields with a default_factory (dicts, lists) have no `.default`; build their value so help never shows MISSING.
 _DEFAULTS = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(DistillConfig)}
@@ -51,3 +52,35 @@ def apply(decorators: list[Callable]) -> Callable:
         return f
 
     return wrap
+
+
+def apply_grouped(decorators: list[Callable], groups: dict[str, tuple[str, ...]]) -> Callable:
+    """Apply option decorators as titled help sections (cloup option groups): each option under the group that
+    names its parameter. Every option must be in exactly one group, so none goes missing from the help."""
+
+    def wrap(f: Callable) -> Callable:
+        params = {p.name: p for p in _params(decorators)}
+        placed = [name for names in groups.values() for name in names]
+        if sorted(placed) != sorted(params):
+            raise ValueError(f"option groups do not cover the options once each: {set(placed) ^ set(params)}")
+        for title, names in reversed(groups.items()):
+            f = cloup.option_group(title, *(_attach(params[name]) for name in names))(f)
+        return f
+
+    return wrap
+
+
+def _params(decorators: list[Callable]) -> list[click.Parameter]:
+    """Fresh parameter objects from option decorators (a command must not share them with another)."""
+
+    def holder() -> None: ...
+
+    return list(apply(decorators)(holder).__click_params__)
+
+
+def _attach(param: click.Parameter) -> Callable:
+    def decorate(f: Callable) -> Callable:
+        f.__dict__.setdefault("__click_params__", []).append(param)
+        return f
+
+    return decorate

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from pathlib import Path
@@ -95,30 +94,3 @@ def test_study_from_python(tmp_path, task_dir, bert_teacher_dir):
     assert sorted((r["method"], r["seed"]) for r in finished) == [("kd", 1), ("kd", 2)]
     with pytest.raises(XKDError, match="student"):
         xkd.study(recipe, output_dir=tmp_path / "study", only={"student": "bilstm"}, log=None)
-
-
-def python_blocks(section: str) -> list[str]:
-    """The ```python blocks of one README section."""
-    text = README.read_text()
-    start = text.index(f"\n## {section}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start : end if end > 0 else None], flags=re.S)
-
-
-def test_readme_python_example_runs(tmp_path, task_dir, bert_teacher_dir, monkeypatch):
-    """The README's 'From Python' example, as written, on tiny data: only the teacher (the README's is a hub model
-    this test cannot download) and the run's length are set for it."""
-    data = tmp_path / "xkd-data"
-    (data / "glove").mkdir(parents=True)
-    (data / "mr").symlink_to(task_dir)
-    words = ["good", "bad", "film", "dull", "the"]
-    (data / "glove" / "glove.6B.50d.top60k.txt").write_text(
-        "".join(f"{w} " + " ".join(f"{(i + j) % 7 / 7:.3f}" for j in range(50)) + "\n" for i, w in enumerate(words))
-    )
-    monkeypatch.setenv("XKD_DATA_DIR", str(data))
-    quick = {"teacher": str(bert_teacher_dir), "epochs": 1, "max_length": 16, "latency": False, "progress": False}
-    monkeypatch.setattr(xkd, "distill", functools.partial(xkd.distill, **quick), raising=False)
-    blocks = python_blocks("From Python")
-    assert blocks, "README has no python example under 'From Python'"
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})

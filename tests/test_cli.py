@@ -303,3 +303,44 @@ def test_more_processes_than_gpus_is_one_clear_line(tmp_path, task_dir, bert_tea
     assert result.exit_code == 2
     assert "process 2 of this machine has no GPU of its own (the machine has 1)" in result.output
     assert "ACCELERATE_USE_CPU=1" in result.output and "Traceback" not in result.output
+
+
+def test_distill_help_is_in_sections_with_every_option_once():
+    result = run("distill", "--help")
+    assert result.exit_code == 0
+    titles = ["Task and data:", "Teacher:", "Student:", "Method:", "Transfer set:", "Training:", "Run and output:"]
+    positions = [result.output.index(f"\n{title}\n") for title in titles]
+    assert positions == sorted(positions)
+    for flag in ("--task", "--teacher", "-S", "--method", "--augment", "--epochs", "--output-dir", "--resume"):
+        assert result.output.count(f"\n  {flag} ") == 1, flag
+    assert "xkd distill --student cnn -S vectors=" in result.output  # an example with a CNN on word vectors
+
+
+def test_other_libraries_chatter_is_silenced_unless_verbose():
+    """What `xkd export` printed before: warnings raised inside torch's exporter and deprecations from copyreg,
+    and torch.onnx's log lines about torchvision. Warnings of the user's own code still show."""
+    import logging
+    import warnings
+
+    from xkd.log import quiet_libraries
+
+    level = logging.getLogger("torch.onnx").level
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_libraries(verbose=True)
+            warnings.warn_explicit("kept when verbose", UserWarning, "_onnx_program.py", 1, module="torch.onnx.x")
+            quiet_libraries()
+            for module in ("torch.onnx._internal.exporter._onnx_program", "copyreg", "transformers.modeling_utils"):
+                warnings.warn_explicit("chatter", UserWarning, "x.py", 1, module=module)
+                warnings.warn_explicit("chatter", FutureWarning, "x.py", 1, module=module)
+            warnings.warn_explicit("the user's own", UserWarning, "mine.py", 1, module="mypkg.gru")
+        assert [str(w.message) for w in caught] == ["kept when verbose", "the user's own"]
+        assert logging.getLogger("torch.onnx").getEffectiveLevel() == logging.ERROR
+    finally:
+        logging.getLogger("torch.onnx").setLevel(level)
+
+
+def test_verbose_is_a_global_option():
+    result = run("--verbose", "tasks")
+    assert result.exit_code == 0 and "mr" in result.output

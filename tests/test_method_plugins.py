@@ -55,3 +55,21 @@ def test_plugin_errors_are_one_line():
         get_method("plugin_cosine:missing")
     with pytest.raises(XKDError, match="unknown method 'cosine-onlyy'"):
         get_method("cosine-onlyy")
+
+
+def test_a_plugin_beside_the_working_directory_imports_as_under_python_m(tmp_path, monkeypatch):
+    """`xkd distill --method mypkg.cosine:last-cosine` run from the directory holding mypkg/ (the README's
+    example): the console script's path holds only its bin directory, so xkd adds the working directory, last."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "herepkg").mkdir()
+    source = Path(__file__).with_name("plugin_cosine.py").read_text().replace('"last-cosine"', '"here-cosine"')
+    (tmp_path / "herepkg" / "cosine.py").write_text(source)
+    assert get_method("herepkg.cosine:here-cosine").name == "here-cosine"
+    assert sys.path[-1] == str(tmp_path)
+    shutil.rmtree(tmp_path / "herepkg")
+    with pytest.raises(XKDError, match="run from the directory that holds it or put that directory on PYTHONPATH"):
+        get_method("elsewherepkg.cosine:here-cosine")

@@ -106,6 +106,7 @@ def distill(
     student_config: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     log: Log | None = print,
+    verbose: bool = False,
     **options: Any,
 ) -> DistillResult:
     """Run `xkd distill` with these options; returns the summary and (lazily) the loaded student.
@@ -114,10 +115,13 @@ def distill(
         result = xkd.distill(task="mr", student="cnn", method="kd", epochs=3, student_options={"vectors": G})
         result.summary["test"], result.predictor()(["dull ."])
 
-    `resume=RUN_DIR` continues an interrupted run (only `progress` may be given with it). `log=None` is silent.
+    `resume=RUN_DIR` continues an interrupted run (only `progress` may be given with it). `log=None` and
+    `progress=False` are silent; other libraries' chatter is silenced as the CLI silences it, unless `verbose`.
     """
     from xkd.distillation import run_distill
-    from xkd.log import silent
+    from xkd.log import quiet_libraries, silent
+
+    quiet_libraries(verbose)
 
     if resume is not None:
         if config or student_config:
@@ -150,13 +154,16 @@ def study(
     report: bool = True,
     progress: bool = False,
     log: Log | None = print,
+    verbose: bool = False,
 ) -> StudyResult:
     """Run `xkd study CONFIG` (resumable: finished runs are skipped); `only={"student": ["cnn"]}` is --only.
 
     Failed runs do not raise: they are counted in `outcome["failed"]` with their message, as the CLI lists them.
     """
-    from xkd.log import silent
+    from xkd.log import quiet_libraries, silent
     from xkd.studies import load_plan, run_study
+
+    quiet_libraries(verbose)
     from xkd.studies.results import group_rows, load_study, run_rows
 
     plan = load_plan(str(config), None if output_dir is None else str(output_dir))

@@ -623,7 +623,7 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
         stages = train_stages(cfg, task, method, terms, student, teacher, cache, splits, collator, run_dir, meta, log)
     models = (teacher, teacher_info, student, cache)
     summary = describe_run(cfg, task, method, terms, stages, *models, splits, collator, run_dir)
-    summary["data"] = _data_record(raw, transfer, transfer_report)
+    summary["data"] = _data_record(cfg, task, raw, transfer, transfer_report)
     if cfg.max_examples is not None or cfg.max_train_examples is not None:
         summary["subset"] = subset_record(cfg, raw)
     # A resumed run: its earlier processes' training time too (their setup time is not known, so a lower bound).
@@ -659,9 +659,18 @@ def subset_record(cfg: DistillConfig, raw: DatasetDict) -> dict[str, Any]:
     }
 
 
-def _data_record(raw: DatasetDict, transfer, transfer_report: dict[str, Any] | None) -> dict[str, Any]:
-    """`summary.json`'s `data`: gold and transfer training rows, and how the transfer set was made."""
-    record = {"train": len(raw["train"]), "transfer": len(transfer) if transfer is not None else 0}
+def _data_record(
+    cfg: DistillConfig, task: Task, raw: DatasetDict, transfer, transfer_report: dict[str, Any] | None
+) -> dict[str, Any]:
+    """`summary.json`'s `data`: where the gold data came from (an absolute directory, or `hub:<id>`), each split's
+    rows as used, gold and transfer training rows, and how the transfer set was made. The model card reads it."""
+    directory = local_data_dir(task, cfg.data_dir)
+    record = {
+        "source": str(directory.resolve()) if directory is not None else f"hub:{task.hub_path}",
+        "splits": {name: len(rows) for name, rows in raw.items() if name != TRANSFER},
+        "train": len(raw["train"]),
+        "transfer": len(transfer) if transfer is not None else 0,
+    }
     return record if transfer_report is None else {**record, "transfer_set": transfer_report}
 
 

@@ -36,39 +36,80 @@ def model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 def header(summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Hugging Face model-card metadata: library, pipeline, tags, data set and the test results (model-index)."""
+    """Hugging Face model-card metadata: library, pipeline, tags, the teacher as `base_model`, the data set (its hub
+    id only when the data came from the hub) and one model-index result per scored split."""
     task, student, method = summary["task"], summary["student"], summary["method"]["name"]
-    registered = TASKS.get(task) if task in TASKS else None
-    dataset = {"name": task, "type": (registered.hub_path if registered and registered.hub_path else task)}
-    if registered and registered.hub_config:
-        dataset["config"] = registered.hub_config
+    hub_id = data_hub_id(summary)
     results = [
-        {"type": name, "value": round(value, 4), "name": f"{split} {name}"}
+        {
+            "task": {"type": "text-classification"},
+            "dataset": {**dataset_entry(summary, hub_id), "split": split},
+            "metrics": [
+                {"type": name, "value": round(value, 4), "name": f"{split} {name}"}
+                for name, value in shown_metrics(metrics).items()
+            ],
+        }
         for part in ("test", "validation")
         for split, metrics in summary.get(part, {}).items()
-        for name, value in shown_metrics(metrics).items()
     ]
     meta: dict[str, Any] = {
         "library_name": "transformers" if student["name"] in TRANSFORMER_STUDENTS else "xkd",
         "pipeline_tag": "text-classification",
         "tags": ["xkd", "knowledge-distillation", f"student-{student['name']}", f"method-{method}"],
-        "datasets": [dataset["type"]],
-        "metrics": sorted({r["type"] for r in results}),
+        "base_model": teacher_name(summary),
     }
-    if student["name"] in TRANSFORMER_STUDENTS:
-        meta["base_model"] = str(summary["teacher"]["source"])
-    meta["model-index"] = [
-        {
-            "name": f"{student['name']}-{student['layers']}-{method}-{task}",
-            "results": [{"task": {"type": "text-classification"}, "dataset": dataset, "metrics": results}],
-        }
-    ]
+    if hub_id is not None:
+        meta["datasets"] = [hub_id]
+    meta["metrics"] = sorted({m["type"] for r in results for m in r["metrics"]})
+    meta["model-index"] = [{"name": f"{student['name']}-{student['layers']}-{method}-{task}", "results": results}]
     return meta
 
 
+def data_hub_id(summary: dict[str, Any]) -> str | None:
+    """The hub id of the gold data when it came from the hub (`data.source` is `hub:<id>`), else None: a run on
+    local files names no hub data set, whatever its task's registered hub copy."""
+    source = summary.get("data", {}).get("source", "")
+    return source.removeprefix("hub:") if source.startswith("hub:") else None
+
+
+def dataset_entry(summary: dict[str, Any], hub_id: str | None) -> dict[str, Any]:
+    task = summary["task"]
+    if hub_id is None:
+        return {"name": f"{task} (local files)", "type": task}
+    entry = {"name": task, "type": hub_id}
+    registered = TASKS.get(task) if task in TASKS else None
+    if registered and registered.hub_config:
+        entry["config"] = registered.hub_config
+    return entry
+
+
+def teacher_name(summary: dict[str, Any]) -> str | list[str]:
+    """The teacher as a hub id or an absolute path (a relative one means nothing beside the copied student); an
+    ensemble's members in order."""
+    source = summary["teacher"]["source"]
+    if isinstance(source, list):
+        return [_model_name(s) for s in source]
+    return _model_name(str(source))
+
+
+def _model_name(source: str) -> str:
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
+def plural(n: int | None, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def body(summary: dict[str, Any], config: dict[str, Any]) -> str:
-    teacher, student = summary["teacher"], summary["student"]
-    title = f"# {student['name']} ({student['layers']} layers) distilled from {teacher['source']}"
+    student = summary["student"]
+    teachers = teacher_name(summary)
+    named = ", ".join(teachers) if isinstance(teachers, list) else teachers
+    title = f"# {student['name']} ({plural(student['layers'], 'layer')}) distilled from {named}"
     title += f" on {summary['task']}"
     lines = [title, "", made_by(summary), "", "## Results", "", *results_table(summary), "", *subset_note(summary)]
     lines += ["## How it was made", "", *how_made(summary, config), ""]
@@ -128,11 +169,45 @@ def subset_note(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def how_made(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def data_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    """Where the data came from (a local directory or the hub id) and each split's rows as used."""
     data = summary.get("data", {})
+    hub_id, source = data_hub_id(summary), data.get("source")
+    where = f"the hub's `{hub_id}`" if hub_id else (f"local files in `{source}`" if source else "its data")
+    splits = ", ".join(f"{name} {rows:,}" for name, rows in data.get("splits", {}).items())
     transfer = data.get("transfer", 0)
+    return (
+        f"- Data: task `{summary['task']}`, {where}"
+        + (f" ({splits} rows)" if splits else "")
+        + (f", and {transfer:,} teacher-labelled transfer texts" if transfer else "")
+        + (
+            f" (augmentation `{config['augment']}` x{config['augment_factor']})"
+            if config.get("augment") != "none"
+            else ""
+        )
+        + f"; texts cut at {config.get('max_length')} tokens."
+    )
+
+
+def training_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    steps = config.get("max_steps")
+    length = plural(config.get("epochs"), "epoch") + (
+        f", at most {plural(steps, 'step')} (`--max-steps`)" if steps else ""
+    )
+    stopped = f" (stopped early at step {summary['stopped_early']['step']})" if summary.get("stopped_early") else ""
+    return (
+        f"- Training: {length}, batch {config.get('batch_size')}, seed {config.get('seed')}; the best validation "
+        f"score came at epoch {summary.get('best_epoch')}{stopped}; "
+        f"{duration(summary.get('train_seconds', 0))} of student training on {summary.get('device', 'cpu')}."
+    )
+
+
+def how_made(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    layers = summary["teacher"]["layers"]
+    teachers = teacher_name(summary)
+    named = ", ".join(f"`{t}`" for t in teachers) if isinstance(teachers, list) else f"`{teachers}`"
     lines = [
-        f"- Teacher: `{summary['teacher']['source']}` ({summary['teacher']['layers'] or 'saved outputs, no'} layers).",
+        f"- Teacher: {named} (" + (plural(layers, "layer") if layers else "saved outputs, no layers") + ").",
         f"- Student: `{summary['student']['name']}` with options `{json.dumps(config.get('student_options', {}))}`"
         + (f", vocabulary `{summary['student']['vocab']}`" if summary["student"].get("vocab") else "")
         + ".",
@@ -140,18 +215,8 @@ def how_made(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
         + (f", temperature {config['temperature']}" if config.get("temperature") is not None else "")
         + (f", alpha {config['alpha']}" if config.get("alpha") is not None else "")
         + ".",
-        f"- Data: task `{summary['task']}`, {data.get('train', '?')} labelled training examples"
-        + (f" and {transfer} teacher-labelled transfer examples" if transfer else "")
-        + (
-            f" (augmentation `{config['augment']}` x{config['augment_factor']})"
-            if config.get("augment") != "none"
-            else ""
-        )
-        + f"; texts cut at {config.get('max_length')} tokens.",
-        f"- Training: {config.get('epochs')} epochs, batch {config.get('batch_size')}, seed {config.get('seed')}; "
-        f"the best validation score came at epoch {summary.get('best_epoch')}"
-        + (f" (stopped early at step {summary['stopped_early']['step']})" if summary.get("stopped_early") else "")
-        + f"; {summary.get('train_seconds', 0) / 60:.1f} min of student training on {summary.get('device', 'cpu')}.",
+        data_line(summary, config),
+        training_line(summary, config),
     ]
     return lines
 
@@ -182,5 +247,9 @@ def usage(summary: dict[str, Any]) -> list[str]:
             "```",
         ]
     else:
-        lines += ["", 'Load the module itself with `xkd.students.load_student(".")` (returns an `xkd.Trace`).']
+        lines += [
+            "",
+            'Load the module itself with `xkd.students.load_student(".")`: it returns the student (a torch module',
+            "whose forward pass gives an `xkd.Trace`: logits and every layer's sentence vector).",
+        ]
     return lines

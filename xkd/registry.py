@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Generic, TypeVar
@@ -18,10 +20,23 @@ def import_plugin(path: str, what: str) -> tuple[ModuleType, str]:
     module_name, _, name = path.partition(":")
     if not module_name or not name:
         raise XKDError(f"plug-in {what} '{path}' must look like package.module:Name")
+    _working_directory_importable()
     try:
         return importlib.import_module(module_name), name
     except ImportError as e:
-        raise XKDError(f"cannot import module '{module_name}' for {what} '{path}': {e}; is it on PYTHONPATH?") from None
+        raise XKDError(
+            f"cannot import module '{module_name}' for {what} '{path}': {e}; run from the directory that holds "
+            f"it or put that directory on PYTHONPATH"
+        ) from None
+
+
+def _working_directory_importable() -> None:
+    """A plug-in written next to where the user runs `xkd` (`mypkg/gru.py`) imports as it would under
+    `python -m`: the `xkd` script's own path holds only its bin directory. Appended, so the working directory never
+    shadows an installed package."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
 
 
 class Registry(Generic[T]):
