@@ -173,6 +173,7 @@ DISTILL_OPTIONS = [
         "under RUN_DIR/tracking, offline).",
         multiple=True,
     ),
+    config_option("log_every", "Optimizer steps between the trackers' training-loss points (--report-to).", type=int),
     config_option(
         "patience",
         "Stop after N evaluations without a better validation score; the best student is kept (0: never).",
@@ -248,6 +249,7 @@ DISTILL_GROUPS: dict[str, tuple[str, ...]] = {
         "length_buckets",
         "eval_every",
         "patience",
+        "log_every",
         "checkpoint_every",
         "keep_checkpoints",
     ),
@@ -711,7 +713,7 @@ def eval_command(
     if model.num_labels != spec.output_size:
         raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
     check_scored_labels(model_dir, model, spec, is_encoder_student)
-    length = max_length or int(saved_meta(model_dir).get("max_length", 128))
+    length = max_length or int(saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
     unknown = [n for n in names if n not in raw]
     if unknown:
@@ -748,8 +750,9 @@ def check_scored_labels(model_dir: str, model, spec, is_encoder_student: bool) -
 @click.option(
     "--input",
     "input_path",
-    type=click.Path(dir_okay=False),
-    help="Texts from a file: .txt (one per line; a tab between the texts of a pair) or .tsv/.csv/.jsonl/.parquet.",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Texts from a file: .txt (one per line, blank lines too; a tab between the texts of a pair), "
+    ".tsv/.csv/.jsonl/.parquet (other columns, such as an id, are kept in the output), or - for standard input.",
 )
 @click.option("--text-column", "text_columns", multiple=True, help="The input table's text column (twice for pairs).")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="Write JSON lines here, not stdout.")
@@ -767,29 +770,38 @@ def predict_command(
     Examples:
       xkd predict --model runs/mr-cnn/student "a gripping , beautifully acted film ." "dull ."
       xkd predict --model runs/mr-cnn/student --input reviews.txt --output labels.jsonl
+      cat reviews.txt | xkd predict --model runs/mr-cnn/student --input -
       xkd predict --model runs/mr-cnn/student --onnx cnn.onnx "dull ."
     """
     from xkd.errors import XKDError
     from xkd.files import write_text_atomically
-    from xkd.predict import Predictor, read_texts
+    from xkd.predict import Predictor, read_inputs
 
     if bool(texts) == bool(input_path):
         raise XKDError("give texts either as arguments or with --input FILE (one of the two)")
     predictor = Predictor(model_dir, onnx=onnx_path, batch_size=batch_size, max_length=max_length)
     pair = predictor.labels.pair
+    extras: list[dict] = []
     if input_path:
-        rows = read_texts(input_path, text_columns, pair)
+        rows, extras = read_inputs(input_path, text_columns, pair)
     else:
         rows = [tuple(t.split("\t", 1)) if pair else t for t in texts]
     answers = predictor(rows, progress=progress and input_path is not None)
     # allow_nan=False: a NaN would be invalid JSON; Predictor refuses non-finite outputs, so none can reach here.
-    pairs = zip(rows, answers, strict=True)
-    lines = [json.dumps({"text": row, **answer}, ensure_ascii=False, allow_nan=False) for row, answer in pairs]
+    kept = [_carried(extra, answer) for extra, answer in zip(extras or [{}] * len(rows), answers, strict=True)]
+    records = [{**extra, "text": row, **answer} for extra, row, answer in zip(kept, rows, answers, strict=True)]
+    lines = [json.dumps(record, ensure_ascii=False, allow_nan=False) for record in records]
     if output_path:
         write_text_atomically(Path(output_path), "".join(line + "\n" for line in lines))
         click.echo(f"{len(lines)} predictions: {output_path}", err=True)
     else:
         click.echo("\n".join(lines))
+
+
+def _carried(extra: dict, answer: dict) -> dict:
+    """An input row's other columns, renamed `input_<name>` where the prediction has the same key (a gold `label`
+    column stays beside the predicted label instead of being overwritten)."""
+    return {(f"input_{k}" if k in answer or k == "text" else k): v for k, v in extra.items()}
 
 
 @cli.command("export")
@@ -869,7 +881,7 @@ def export_command(
     spec, splits = load_check_data(model, task, data_dir, max_examples) if task else (None, None)
     report = export_onnx(model, onnx_path, opset=opset)
     if quantize:
-        length = max_length or int(saved_meta(model_dir).get("max_length", 128))
+        length = max_length or int(saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
         data = {"task": spec, "splits": splits, "max_length": length, "calibration_examples": calibration_examples}
         report["int8"] = export_int8(model, onnx_path, targets[1], calibration, **data, log=_to_stderr)
     click.echo(json.dumps(report, indent=2))
@@ -902,9 +914,10 @@ def _to_stderr(message: str) -> None:
 @click.option("--data-dir", type=click.Path(), help="Directory of the task's split files.")
 @click.option("--max-length", type=int, default=DEFAULTS.max_length, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of the table.")
+@apply(CUSTOM_TASK_OPTIONS)
 def inspect_command(
     teacher, teacher_weights, ensemble_average, student, task, student_layers, student_options, data_dir, max_length,
-    as_json,
+    as_json, **custom,
 ) -> None:  # fmt: skip
     """Run one batch through a teacher and a student and print layers, shapes, sizes and applicable methods.
 
@@ -930,6 +943,7 @@ def inspect_command(
         max_length=max_length,
         **({"teacher": coerce_value("teacher", list(teacher), "--teacher")} if teacher else {}),
         **ensemble,
+        **given(custom),
     ).validate()
     report = inspect_pair(cfg)
     click.echo(json.dumps(report, indent=2) if as_json else format_inspection(report))

@@ -87,6 +87,7 @@ def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainS
         "eval_every",
         "patience",
         "report_to",
+        "log_every",
     )
     hyper = {k: v for k, v in asdict(settings).items() if k not in ignored}
     # A multi-label task of the same name and data is another teacher; single-label keys stay as they were.

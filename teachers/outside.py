@@ -330,8 +330,8 @@ def match_outputs(
     every row has outputs (then its "teacher" metrics are the outside labels'). Returns the splits and the source
     (its `report` is what the summary records)."""
     table = read_outputs(cfg.teacher_outputs, task)
-    if table.by == "id" and (cfg.max_examples is not None or cfg.max_train_examples is not None):
-        cut = "--max-examples" if cfg.max_examples is not None else "--max-train-examples"
+    if table.by == "id" and _subset_flag(cfg):
+        cut = _subset_flag(cfg)
         raise XKDError(f"{table.path} keys rows by id (training row numbers); drop {cut}, or key rows by text")
     found = {name: _lookup(table, task, split, name) for name, split in raw.items()}
     report: dict[str, Any] = {"file": str(table.path), "forms": table.forms, "keyed_by": table.by}
@@ -356,6 +356,12 @@ def _lookup(table: OutputTable, task: Task, split: Dataset, name: str) -> list[n
     return [table.rows.get(tuple(str(t) for t in key)) for key in keys]
 
 
+def _subset_flag(cfg: Any) -> str | None:
+    if cfg.max_examples is not None:
+        return "--max-examples"
+    return "--max-train-examples" if cfg.max_train_examples is not None else None
+
+
 def _drop_or_fail(cfg, raw, found, table, task, report, log) -> DatasetDict:
     """Training (and transfer) rows without outputs: one line with the count, the first texts and the fix, or
     (`--missing-outputs drop`) the splits without them."""
@@ -368,13 +374,19 @@ def _drop_or_fail(cfg, raw, found, table, task, report, log) -> DatasetDict:
         texts = [" | ".join(str(raw[n][i][c]) for c in task.text_columns)[:50] for n in trained for i in missing[n]]
         shown = ", ".join(repr(t) for t in texts[:SHOWN])
         rows = sum(len(raw[n]) for n in trained)
+        cut = _subset_flag(cfg)
         raise XKDError(
             f"{count} of {rows} training rows have no outputs in {table.path} (first: {shown}); add their outputs "
             "to the file, or pass --missing-outputs drop to train without them"
+            + (f" ({cut} keeps a random subset of the training split, which the file need not cover)" if cut else "")
         )
     kept = {n: [i for i, v in enumerate(found[n]) if v is not None] for n in trained}
     if not kept["train"]:
-        raise XKDError(f"no training row has outputs in {table.path}; check that its texts are the training split's")
+        cut = _subset_flag(cfg)
+        hint = f" (with {cut}, a random subset of the training split may miss the file's texts: drop it)" if cut else ""
+        raise XKDError(
+            f"no training row has outputs in {table.path}; check that its texts are the training split's" + hint
+        )
     for n in trained:
         found[n] = [found[n][i] for i in kept[n]]
         report[f"dropped_{n}"] = len(missing[n])

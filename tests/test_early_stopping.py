@@ -28,7 +28,7 @@ def test_patience_stops_after_n_evaluations_without_a_better_score(tmp_path, tas
     assert result.exit_code == 0, result.output
     assert [r["epoch"] for r in lines(tmp_path / "run")] == [1, 2, 3]  # 1 best, then 2 without a gain: stop
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["stopped_early"] == {"step": 24, "patience": 2, "evaluations": "epoch"}
+    assert summary["stopped_early"] == {"step": 24, "patience": 2, "evaluations": 3, "evaluate_every": "epoch"}
     assert summary["best_epoch"] == 1 and summary["best_step"] == 8 and summary["steps"] == 24
     assert "stopped early at step 24" in result.output
     saved = json.loads((tmp_path / "run" / "student" / "xkd.json").read_text())

@@ -95,20 +95,35 @@ def test_predict_cli_after_distill(tmp_path, task_dir, bert_teacher_dir):
     lines = [json.loads(line) for line in shown.stdout.splitlines()]
     assert [line["text"] for line in lines] == ["the film was good", "a dull , flat story"]
     assert all(set(line["probabilities"]) == {"negative", "positive"} for line in lines)
-    # A file in, a file out; the same answers as the arguments gave.
+    # A file in, a file out; the same answers as the arguments gave, and a blank line keeps its place.
     (tmp_path / "texts.txt").write_text("the film was good\n\na dull , flat story\n")
     written = run("predict", "--model", str(out / "student"), "--input", str(tmp_path / "texts.txt"),
                   "--output", str(tmp_path / "labels.jsonl"), "--no-progress")  # fmt: skip
     assert written.exit_code == 0, written.output
-    assert [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()] == lines
+    from_file = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert [from_file[0], from_file[2]] == lines and from_file[1]["text"] == "" and "label" in from_file[1]
+    from click.testing import CliRunner
+
+    from xkd.cli.main import cli
+
+    piped = CliRunner().invoke(cli, ["predict", "--model", str(out / "student"), "--input", "-"], input="dull\n\n")
+    assert piped.exit_code == 0 and [json.loads(x)["text"] for x in piped.stdout.splitlines()] == ["dull", ""]
     table = run("predict", "--model", str(out / "student"), "--input", str(task_dir / "validation.tsv"))
     assert table.exit_code == 0 and len(table.stdout.splitlines()) == 32
+    first = json.loads(table.stdout.splitlines()[0])
+    assert first["label"] in ("negative", "positive") and first["input_label"] in (0, 1)  # the gold label kept
+    (tmp_path / "ids.csv").write_text('id,text\n7,the film was good\n9,"a dull , flat story"\n')
+    with_ids = run("predict", "--model", str(out / "student"), "--input", str(tmp_path / "ids.csv"))
+    assert with_ids.exit_code == 0, with_ids.output
+    records = [json.loads(line) for line in with_ids.stdout.splitlines()]
+    assert [(r["id"], r["text"]) for r in records] == [(7, "the film was good"), (9, "a dull , flat story")]
+    assert [r["probabilities"] for r in records] == [line["probabilities"] for line in lines]
 
 
 def test_predict_bad_input(tmp_path, task_dir, bert_teacher_dir):
     model = str(bert_teacher_dir)
     (tmp_path / "table.csv").write_text("a,b,c\nx,y,z\n")
-    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "empty.txt").write_text("")
     cases = [
         (["predict", "--model", model], "either as arguments or with --input"),
         (["predict", "--model", model, "x", "--input", str(tmp_path / "empty.txt")], "one of the two"),

@@ -352,3 +352,16 @@ method = "pkd"
     for name in ("kd", "pkd"):
         summary = json.loads((tmp_path / "out" / "runs" / f"{name}--s1" / "summary.json").read_text())
         assert summary["data"]["transfer"] == 30
+
+
+def test_report_intervals_stay_within_what_a_metric_can_be_and_csv_has_no_float_noise(tmp_path):
+    from xkd.studies.report import _cell
+    from xkd.studies.results import _csv
+
+    wide = {"mean": 54.5, "sd": 14.5, "ci95": 36.02, "values": [40.0, 54.5, 69.0]}
+    assert _cell(wide, metric="validation accuracy") == "54.50 ± 14.50 [18.48, 90.52]"
+    assert _cell({**wide, "mean": 80.0}, metric="validation accuracy").endswith("[43.98, 100.00]")
+    assert _cell({**wide, "mean": 10.0}, metric="validation accuracy").endswith("[0.00, 46.02]")
+    assert _cell({**wide, "mean": 10.0}, metric="validation matthews").endswith("[-26.02, 46.02]")
+    assert _cell({**wide, "mean": -80.0}, "+").endswith("[-100.00, -43.98]")
+    assert _csv([{"a": 100 * 0.545, "b": "x"}], ["a", "b"]).splitlines()[1] == "54.5,x"

@@ -200,3 +200,14 @@ def test_multi_label_tasks_take_per_label_logits_only(tmp_path):
     bad.write_text('{"text": "a", "probabilities": [0.9, 0.2, 0.7]}\n')  # per-label: they need not sum to 1
     with pytest.raises(XKDError, match="takes its teacher's outputs as 'logits' .one per output., not probabilities"):
         read_outputs(bad, tags)
+
+
+def test_a_subset_that_misses_the_files_rows_says_so(tmp_path, task_dir, teacher_logits):
+    """The README's LLM-labels file covers a few training texts; `--max-examples` draws a random subset that may
+    hold none or only some of them: the error names the option as the likely cause."""
+    raw, golden = teacher_logits
+    path = outputs_file(tmp_path / "few.jsonl", raw, golden, drop=60)  # 4 of the 64 training texts
+    args = ["distill", "--data-dir", str(task_dir), *CNN, *QUICK, "--teacher-outputs", str(path)]
+    failed = run(*args, "--max-examples", "8", "--output-dir", str(tmp_path / "r"))
+    assert failed.exit_code == 2 and "--max-examples keeps a random subset" in failed.output
+    assert "Traceback" not in failed.output

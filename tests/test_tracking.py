@@ -8,8 +8,6 @@ import json
 import pytest
 from tiny import distill, run
 
-import xkd.training.loop as loop
-
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
@@ -24,9 +22,8 @@ def events(directory):
 
 
 def test_tensorboard_holds_the_logged_scalars_and_attention_images(tmp_path, task_dir, bert_teacher_dir, monkeypatch):
-    monkeypatch.setattr(loop, "LOG_EVERY", 2)  # 8 steps per epoch: training points at steps 2, 4, 6, 8, ...
-    out = tmp_path / "run"
-    args = [*distill(bert_teacher_dir, task_dir), "--student-layers", "2", "--method", "universal"]
+    out = tmp_path / "run"  # 8 steps per epoch: training points at steps 2, 4, 6, 8, ...
+    args = [*distill(bert_teacher_dir, task_dir), "--student-layers", "2", "--method", "universal", "--log-every", "2"]
     args += ["--epochs", "2", "--batch-size", "8", "--max-length", "16", "--no-progress", "--no-latency"]
     result = run(*args, "--report-to", "tensorboard", "--output-dir", str(out))
     assert result.exit_code == 0, result.output
@@ -41,7 +38,7 @@ def test_tensorboard_holds_the_logged_scalars_and_attention_images(tmp_path, tas
     assert [(s, pytest.approx(v)) for s, v in scalars["validation/accuracy"]] == expected
     assert [s for s, _ in scalars["epoch/universal"]] == [r["step"] for r in records]
     assert [v for _, v in scalars["epoch/loss"]] == pytest.approx([r["train"]["loss"] for r in records])
-    # Every term's running mean and the learning rate every LOG_EVERY steps; the test metrics at the end.
+    # Every term's running mean and the learning rate every --log-every steps; the test metrics at the end.
     for term in ("ce", "kd", "universal", "loss", "lr"):
         assert [s for s, _ in scalars[f"train/{term}"]] == [2, 4, 6, 8, 10, 12, 14, 16], term
     summary = json.loads((out / "summary.json").read_text())
@@ -63,3 +60,11 @@ def test_bad_tracker_names(tmp_path, task_dir, bert_teacher_dir, value, message)
     result = run(*distill(bert_teacher_dir, task_dir), "--report-to", value, "--output-dir", str(tmp_path / "r"))
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_evaluations_within_an_epoch_are_tagged_by_step_not_epoch():
+    from xkd.training.loop import tracked
+
+    metrics, train = {"validation": {"accuracy": 0.5}}, {"loss": 0.7}
+    assert tracked(metrics, train) == {"validation/accuracy": 0.5, "epoch/loss": 0.7}
+    assert tracked(metrics, train, within_epoch=True) == {"validation/accuracy": 0.5, "step/loss": 0.7}

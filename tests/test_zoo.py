@@ -288,3 +288,30 @@ def test_student_config_file_with_command_line_override(tmp_path, task_dir):
     config = json.loads((out / "student" / "student.json").read_text())["config"]
     assert config["channels"] == 5 and config["filter_widths"] == [2, 3] and config["embedding_dim"] == 8
     assert json.loads((out / "config.json").read_text())["student_options"]["channels"] == "5"
+
+
+def test_inspect_counts_a_word_students_parameters_as_its_run_does_on_a_custom_task(tmp_path, task_dir):
+    """Its vocabulary from the whole training split, as a run's (it was built from 8 texts: 0.76M against the
+    run's 1.22M on MR); and a custom task's columns as `xkd distill` takes them."""
+    import json
+
+    import pandas as pd
+
+    custom = tmp_path / "reviews"
+    custom.mkdir()
+    for split in ("train", "validation", "test"):
+        frame = pd.read_csv(task_dir / f"{split}.tsv", sep="\t")
+        frame.rename(columns={"sentence": "body", "label": "stars"}).to_csv(custom / f"{split}.csv", index=False)
+    teacher = save_tiny(tmp_path / "teacher", layers=4)
+    args = ["inspect", "--teacher", str(teacher), "--student", "cnn", "-S", "embedding_dim=8", "--json"]
+    result = run(
+        *args, "--task", "reviews", "--data-dir", str(custom), "--text-column", "body", "--label-column", "stars"
+    )
+    assert result.exit_code == 0, result.output
+    inspected = json.loads(result.output)["student"]["parameters"]
+    distilled = run("distill", "--teacher", str(teacher), "--student", "cnn", "-S", "embedding_dim=8", "--task",
+                    "reviews", "--data-dir", str(custom), "--text-column", "body", "--label-column", "stars",
+                    "--method", "kd", *QUICK, "--output-dir", str(tmp_path / "run"))  # fmt: skip
+    assert distilled.exit_code == 0, distilled.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert inspected == summary["student"]["parameters"]

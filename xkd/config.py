@@ -66,6 +66,7 @@ class DistillConfig:
     eval_every: int = 0  # also evaluate on validation every N optimizer steps (0: at epoch ends only)
     patience: int = 0  # stop after N evaluations without a better validation score (0: never)
     report_to: list[str] = field(default_factory=list)  # experiment trackers (tensorboard, mlflow, wandb, ...)
+    log_every: int = 50  # optimizer steps between the trackers' training-loss points (dense enough for curves)
     resume: bool = False  # continue the run in output_dir from its newest checkpoint
     teacher_cache: str = "auto"  # auto: cache the teacher's outputs once when the method allows; off: run it online
     teacher_epochs: int = 2
@@ -96,6 +97,7 @@ class DistillConfig:
             "heads_epochs",
             "grad_accumulation",
             "augment_factor",
+            "log_every",
         )
         for name in positive_ints:
             if getattr(self, name) < 1:

@@ -75,7 +75,7 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
     """One batch through the teacher (or an ensemble: several `cfg.teacher`) and the student, without training."""
     task = resolve_task(cfg)
     check_student(cfg)
-    task, raw = load_splits(task, cfg.data_dir, max_examples=max(batch_size, 8))
+    task, raw = load_splits(task, cfg.data_dir)  # whole: a word student's vocabulary (its size) is the run's
     names = teacher_list(cfg.teacher)
     members = [(name, *_load_member(replace(cfg, teacher=name), task)) for name in names]
     if len(members) == 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,23 +230,44 @@ def _onnx_session(path: str | os.PathLike):
 
 
 def read_texts(path: str | os.PathLike, columns: Sequence[str] = (), pair: bool = False) -> list[Text]:
-    """Texts from a file: `.txt` one per line (a tab between the two texts of a pair), or a table
-    (`.tsv/.csv/.jsonl/.parquet`) whose text column(s) are named by `columns`, or found by name."""
+    """Texts from a file (see `read_inputs`)."""
+    return read_inputs(path, columns, pair)[0]
+
+
+def read_inputs(
+    path: str | os.PathLike, columns: Sequence[str] = (), pair: bool = False
+) -> tuple[list[Text], list[dict[str, Any]]]:
+    """Texts from a file, and each row's other columns (an `id`, say) to carry into the predictions: `.txt` (or
+    `-`, standard input) one text per line, a blank line included (it gets a prediction too, so line n of the
+    input is line n of the output), a tab between the two texts of a pair; or a table (`.tsv/.csv/.jsonl/.parquet`)
+    whose text column(s) are named by `columns`, or found by name."""
     from xkd.data import read_table
 
+    if str(path) == "-":
+        return _lines(sys.stdin.read(), pair), []
     path = Path(path)
     if not path.is_file():
-        raise XKDError(f"{path} does not exist; pass a .txt, .tsv, .csv, .jsonl or .parquet file of texts")
+        raise XKDError(f"{path} does not exist; pass a .txt, .tsv, .csv, .jsonl or .parquet file of texts, or -")
     if path.suffix == ".txt":
-        lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-        return [tuple(line.split("\t", 1)) if pair else line for line in lines]  # type: ignore[misc]
+        return _lines(path.read_text(encoding="utf-8"), pair), []
     frame = read_table(path)
     chosen = list(columns) or _text_columns(frame.columns, pair, path)
     missing = [c for c in chosen if c not in frame.columns]
     if missing:
         raise XKDError(f"{path} has no column '{missing[0]}'; its columns are {', '.join(map(str, frame.columns))}")
     values = [frame[c].fillna("").astype(str).tolist() for c in chosen]
-    return list(zip(*values, strict=True)) if len(values) == 2 else values[0]
+    others = frame.drop(columns=chosen)
+    extras = json.loads(others.to_json(orient="records")) if len(others.columns) else []  # JSON-safe values
+    return (list(zip(*values, strict=True)) if len(values) == 2 else values[0]), extras
+
+
+def _lines(text: str, pair: bool) -> list[Text]:
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the file
+    if not pair:
+        return lines  # type: ignore[return-value]
+    return [tuple(line.split("\t", 1)) if line else ("", "") for line in lines]  # type: ignore[misc]
 
 
 TEXT_NAMES = ("sentence", "text", "sentence1", "question1", "premise", "question")

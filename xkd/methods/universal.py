@@ -33,7 +33,13 @@ HEAD_NORMS = ("none", "batch")
 @dataclass(frozen=True)
 class UniversalOptions(KDOptions):
     gamma: float = option(1.0, "weight of the layer-projection term L_U", weight=True)
-    mode: str = option("il", "il/ca: every student layer attends; cg: only the final logits", choices=MODES)
+    mode: str = option(
+        "il",
+        "il: every student layer attends over every teacher layer (any architecture: only label distributions are "
+        "compared); ca: the same loss under the paper's name for cross-architecture students; cg: only the final "
+        "logits attend",
+        choices=MODES,
+    )
     head: str = option("linear", "student pseudo-classifier kind", choices=KINDS)
     head_norm: str = option("none", "batch: student heads standardise their inputs per batch", choices=HEAD_NORMS)
     score: str = option("logits", "attention score: logits (z^S·z^T) or hidden (h^S W·h^T)", choices=SCORES)

@@ -88,14 +88,20 @@ def report_run(run_dir: str | Path) -> list[Path]:
     return [report, *plots]
 
 
-def _cell(stat: dict[str, Any] | None, sign: str = "") -> str:
-    """mean ± sd [95% CI]; `sign="+"` writes differences with their sign."""
+SIGNED_METRICS = ("matthews", "pearson", "spearman")  # in [-100, 100] %; the others in [0, 100]
+
+
+def _cell(stat: dict[str, Any] | None, sign: str = "", metric: str = "") -> str:
+    """mean ± sd [95% CI]; `sign="+"` writes differences with their sign. The interval is cut to what the metric
+    can be (Student's t over 2 or 3 seeds is wide: 54.5 ± 36 would read [-0.8, 100.8] %)."""
     if not stat or not stat["values"]:
         return ""
     mean = f"{stat['mean']:{sign}.2f}"
     if math.isnan(stat["sd"]):
         return mean
-    low, high = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
+    floor = -100.0 if sign or any(name in metric for name in SIGNED_METRICS) else 0.0
+    low = max(stat["mean"] - stat["ci95"], floor)
+    high = min(stat["mean"] + stat["ci95"], 100.0)
     return f"{mean} ± {stat['sd']:.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
 
 
@@ -269,7 +275,7 @@ def _group_tables(
             [
                 series(g),
                 f"{g['n']}" + (f"/{g['planned']}" if g["n"] < g["planned"] else ""),
-                *(_cell(g[m]) for m in metrics),
+                *(_cell(g[m], metric=m) for m in metrics),
                 *([_cell(g[main].get("delta"), "+")] if paired else []),
                 _flops(g["train_rows"]),
                 _duration(g["wall_seconds"]),

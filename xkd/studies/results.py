@@ -158,7 +158,8 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    # Six decimals: percentages computed as 100 * a fraction end in float noise (54.50000000000001).
+    writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 

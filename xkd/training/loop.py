@@ -41,7 +41,7 @@ from xkd.training.checkpoints import Checkpoints, drop_lines_after, save_atomica
 from xkd.training.settings import TrainSettings
 from xkd.training.state import TrainState
 from xkd.training.teacher_source import TeacherSource
-from xkd.training.tracking import LOG_EVERY, TRACKING_DIR, Tracking
+from xkd.training.tracking import TRACKING_DIR, Tracking
 
 
 @dataclass
@@ -292,7 +292,7 @@ def train_epoch(run: Run, epoch: int, bar: tqdm, continuing: bool, stop: StopReq
         if index < skip:  # resumed mid-epoch: these batches were trained on before the interruption
             continue
         train_step(run, batch)
-        if due(state.step, LOG_EVERY):
+        if due(state.step, run.settings.log_every):
             running = {f"train/{k}": v / state.seen for k, v in state.sums.items()}
             run.tracking.scalars({**running, "train/lr": state.scheduler.get_last_lr()[0]}, state.step)
         bar.update(1)
@@ -385,11 +385,12 @@ def validate(run: Run, epoch: int, within_epoch: bool = False) -> dict[str, floa
     state, student = run.state, run.state.student()
     val = {n: evaluate(student, run.eval_loaders[n], run.task) for n in run.val_names}
     score = val[run.val_names[0]][run.task.main_metric]
+    state.evaluations += 1
     train_means = {k: v / max(state.seen, 1) for k, v in state.sums.items()}
     where = {"at": "step"} if within_epoch else {}
     record = {"epoch": epoch, "step": state.step, **where, "train": train_means, **val}
     append_line(run, run.run_dir / "metrics.jsonl", {**record, "elapsed_s": round(state.elapsed(), 2)})
-    run.tracking.scalars(tracked(val, train_means), state.step)
+    run.tracking.scalars(tracked(val, train_means, within_epoch), state.step)
     if score > state.best_score:
         state.best_score, state.best_epoch, state.best_step, state.best_val = score, epoch, state.step, val
         state.best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
@@ -420,10 +421,14 @@ def is_matrix(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(row, list) and row for row in value)
 
 
-def tracked(metrics: dict[str, dict[str, float]], train: dict[str, float] | None = None) -> dict[str, float]:
-    """Metrics per split, and epoch training means, as flat tracker names (`validation/accuracy`, `epoch/loss`)."""
+def tracked(
+    metrics: dict[str, dict[str, float]], train: dict[str, float] | None = None, within_epoch: bool = False
+) -> dict[str, float]:
+    """Metrics per split, and the training means since the epoch began, as flat tracker names
+    (`validation/accuracy`; `epoch/loss` at an epoch's end, `step/loss` at an --eval-every evaluation within it)."""
     out = {f"{split}/{name}": value for split, values in metrics.items() for name, value in values.items()}
-    return out | {f"epoch/{name}": value for name, value in (train or {}).items()}
+    prefix = "step" if within_epoch else "epoch"
+    return out | {f"{prefix}/{name}": value for name, value in (train or {}).items()}
 
 
 def validation_pairs(run: Run, student: nn.Module, split: str) -> Iterator[tuple[Trace, Trace | None]]:
@@ -474,7 +479,8 @@ def finish(run: Run) -> dict[str, Any]:
         else {
             "step": state.stopped_at,
             "patience": run.settings.patience,
-            "evaluations": run.settings.eval_every or "epoch",
+            "evaluations": state.evaluations,  # how many validation passes ran before the stop
+            "evaluate_every": run.settings.eval_every or "epoch",
         },
         "validation": state.best_val,
         "test": test,

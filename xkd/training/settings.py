@@ -31,5 +31,6 @@ class TrainSettings:
     eval_every: int  # also evaluate (and checkpoint) every N optimizer steps (0: at epoch ends only)
     patience: int  # stop after N evaluations without a better validation score (0: never)
     report_to: list[str]  # accelerate tracker names (empty: metrics.jsonl only)
+    log_every: int  # optimizer steps between the trackers' training-loss points
     progress: bool
     max_grad_norm: float = MAX_GRAD_NORM

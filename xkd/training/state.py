@@ -66,6 +66,7 @@ class TrainState:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_step = 0
         self.evals_without_gain = 0  # evaluations since the best score last improved (early stopping)
+        self.evaluations = 0  # validation passes so far, epoch ends and --eval-every steps
         self.stopped_at: int | None = None  # the step early stopping ended training at
         self._earlier_seconds = 0.0  # training time before an interruption
         self._clock = time.perf_counter()
@@ -107,6 +108,7 @@ class TrainState:
             "best_val": self.best_val,
             "best_state": self.best_state,
             "early_stopping": (self.best_step, self.evals_without_gain, self.stopped_at),
+            "evaluations": self.evaluations,
             "settings": asdict(self.settings),
         }
 
@@ -124,4 +126,5 @@ class TrainState:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_val, self.best_state = state["best_val"], state["best_state"]
         self.best_step, self.evals_without_gain, self.stopped_at = state.get("early_stopping", (0, 0, None))
+        self.evaluations = state.get("evaluations", 0)  # checkpoints before it was kept: counted from here on
         self._earlier_seconds = state["elapsed"]

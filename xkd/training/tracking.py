@@ -1,7 +1,7 @@
 """Experiment trackers (`--report-to tensorboard`, mlflow, wandb, ...) through accelerate's trackers.
 
 xkd's own record stays `metrics.jsonl` and `summary.json`; trackers receive the same numbers as they happen: the
-running mean of every loss term every `LOG_EVERY` steps, the learning rate, validation metrics at every evaluation,
+running mean of every loss term every `--log-every` steps, the learning rate, validation metrics at every evaluation,
 test metrics at the end, and the terms' epoch records as heatmap images where the tracker takes images (the
 Universal-KD projector's attention over teacher layers). Everything works offline: TensorBoard and MLflow write
 under the run directory (`RUN_DIR/tracking/`), W&B runs in offline mode unless `WANDB_MODE` says otherwise.
@@ -19,7 +19,6 @@ from accelerate import Accelerator
 
 from xkd.errors import XKDError
 
-LOG_EVERY = 50  # optimizer steps between training-loss points: dense enough for curves, light enough for any run
 TRACKING_DIR = "tracking"
 # accelerate's tracker names and the package each needs.
 TRACKERS = {
