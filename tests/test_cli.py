@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from tiny import QUICK, distill, run, save_tiny, write_task_dir
+from tiny import QUICK, distill, metrics_lines, run, save_tiny, write_task_dir
 
 
 def test_distill_kd_end_to_end(tmp_path, task_dir, bert_teacher_dir):
@@ -22,7 +22,7 @@ def test_distill_kd_end_to_end(tmp_path, task_dir, bert_teacher_dir):
     )
     assert result.exit_code == 0, result.output
     assert "validation accuracy" in result.output and "CPU latency batch 32" in result.output
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = metrics_lines(out)
     assert [r["epoch"] for r in lines] == [1, 2]
     assert {"loss", "ce", "kd"} <= set(lines[0]["train"])
     summary = json.loads((out / "summary.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import QUICK, distill, run, save_tiny, write_task_dir
+from tiny import QUICK, distill, metrics_lines, run, save_tiny, write_task_dir
 
 from xkd.config import DEFAULTS
 from xkd.paths import cache_root
@@ -27,7 +27,7 @@ def damage(path: Path, how: str) -> None:
 
 def history(run_dir: Path) -> list:
     """What a run learned, epoch by epoch: training losses (which read the teacher's outputs) and validation."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_lines(run_dir)
     return [(row["train"], row["validation"]) for row in rows]
 
 

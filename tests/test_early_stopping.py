@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import distill, run
+from tiny import distill, metrics_lines, run
 
 import xkd.training.loop as loop
 
@@ -18,7 +18,7 @@ QUIET = ["--no-progress", "--no-latency"]
 
 
 def lines(directory):
-    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    return metrics_lines(directory)
 
 
 def test_patience_stops_after_n_evaluations_without_a_better_score(tmp_path, task_dir, bert_teacher_dir):

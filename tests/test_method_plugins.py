@@ -6,7 +6,7 @@ import json
 from importlib.metadata import EntryPoint
 
 import pytest
-from tiny import QUICK, distill, run
+from tiny import QUICK, distill, metrics_lines, run
 
 import xkd.methods.base as base
 from xkd.errors import XKDError
@@ -14,7 +14,7 @@ from xkd.methods import METHODS, get_method
 
 
 def _metrics(directory):
-    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    return metrics_lines(directory)
 
 
 @pytest.mark.parametrize("student", ["bert-k", "cnn"])

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from tiny import QUICK, distill, run, save_tiny
+from tiny import QUICK, distill, metrics_lines, run, save_tiny
 
 pytestmark = [
     pytest.mark.usefixtures("on_cpu"),  # 2 gloo processes on the CPU, also on a machine with a GPU
@@ -43,8 +43,8 @@ def test_two_processes_match_one_process(tmp_path, task_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
-    two = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    one = metrics_lines(tmp_path / "one")
+    two = metrics_lines(tmp_path / "two")
     assert len(one) == len(two) == 2  # 6 steps of 4 per epoch: 2 epochs; main process only wrote the file
     for a, b in zip(one, two, strict=True):
         assert a["step"] == b["step"]

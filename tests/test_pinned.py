@@ -28,7 +28,7 @@ from unittest import mock
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import distill, run, save_tiny, write_task_dir
+from tiny import distill, metrics_lines, run, save_tiny, write_task_dir
 
 # The values are one torch release's (CI installs it): another release may change a kernel outright, which says
 # nothing about xkd.
@@ -122,7 +122,7 @@ def unchanged_by_step(frozen: list) -> list[list[bool]]:
 
 def observed(run_dir: Path, record: dict) -> dict:
     """What a run logged and saved, as {"exact": facts no CPU changes, "close": floats kernels move}."""
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = metrics_lines(run_dir)
     path = run_dir / "attention.jsonl"
     attention = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     summary = json.loads((run_dir / "summary.json").read_text())

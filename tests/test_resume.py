@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import distill, run, save_tiny, write_task_dir
+from tiny import distill, metrics_lines, run, save_tiny, write_task_dir
 
 ARGS = ["--epochs", "3", "--batch-size", "8", "--max-length", "16", "--no-progress", "--no-latency"]
 
 
 def _metrics(directory):
-    lines = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    lines = metrics_lines(directory)
     for line in lines:
         line.pop("elapsed_s")
     return lines

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
-from tiny import QUICK, WORDS, distill, run
+from tiny import QUICK, WORDS, distill, metrics_lines, run
 
 from xkd.errors import XKDError
 from xkd.export import example_inputs
@@ -96,7 +96,7 @@ def test_distill_learns_and_predicts(tmp_path, task_dir, bert_teacher_dir, metho
     result = run(*distill(bert_teacher_dir, task_dir), *args, *QUICK, "--output-dir", str(out))
     assert result.exit_code == 0, result.output
     assert "word vectors: distilled from" in result.output
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_lines(out)
     assert len(rows) == 2 and all("accuracy" in row["validation"] for row in rows)
     assert all(np.isfinite(row["train"]["loss"]) for row in rows)  # (learning: see test_it_learns_the_tiny_task)
     assert json.loads((out / "summary.json").read_text())["student"]["layers"] == 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from tiny import QUICK, distill, load_benchmark, run, save_tiny
+from tiny import QUICK, distill, load_benchmark, metrics_lines, run, save_tiny
 
 from xkd.data import Collator, LengthBuckets, encode, example_lengths, load_splits, make_loader
 from xkd.tasks import get_task
@@ -17,7 +17,7 @@ from xkd.teachers import load_teacher
 
 
 def _metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return metrics_lines(out)
 
 
 def cache_inputs(task_dir, teacher_dir, max_length: int = 16):

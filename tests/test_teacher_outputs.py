@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny import QUICK, run, write_frame
+from tiny import QUICK, metrics_lines, run, write_frame
 
 from xkd.config import DistillConfig
 from xkd.data import load_splits
@@ -117,7 +117,7 @@ def test_a_run_on_saved_outputs_trains_as_on_the_teacher_itself(tmp_path, task_d
     own = run(*base, "--teacher", str(bert_teacher_dir), "--output-dir", str(tmp_path / "teacher"))
     saved = run(*base, "--teacher-outputs", str(path), "--output-dir", str(tmp_path / "saved"))
     assert own.exit_code == 0 and saved.exit_code == 0, own.output + saved.output
-    lines = [[json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in
+    lines = [metrics_lines(tmp_path / d) for d in
              ("teacher", "saved")]  # fmt: skip
     for a, b in zip(*lines, strict=True):
         assert b["train"]["kd"] == pytest.approx(a["train"]["kd"], rel=1e-4)

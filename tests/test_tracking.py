@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny import distill, run
+from tiny import distill, metrics_lines, run
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -32,7 +32,7 @@ def test_tensorboard_holds_the_logged_scalars_and_attention_images(tmp_path, tas
         for tag in acc.Tags()["scalars"]:
             scalars[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
         images |= set(acc.Tags()["images"])
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_lines(out)
     # Validation metrics at each epoch end, equal to metrics.jsonl's.
     expected = [(r["step"], r["validation"]["accuracy"]) for r in records]
     assert [(s, pytest.approx(v)) for s, v in scalars["validation/accuracy"]] == expected

@@ -160,3 +160,10 @@ def run(*args: str) -> Result:
     from xkd.cli.main import cli
 
     return CliRunner().invoke(cli, list(args))
+
+
+def metrics_lines(run_dir) -> list[dict]:
+    """A run's `metrics.jsonl`: one record per evaluation, in order (the one reader the tests share)."""
+    import json
+
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
