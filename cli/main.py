@@ -713,7 +713,7 @@ def eval_command(
     if model.num_labels != spec.output_size:
         raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
     check_scored_labels(model_dir, model, spec, is_encoder_student)
-    length = max_length or int(saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
+    length = max_length or int(_saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
     unknown = [n for n in names if n not in raw]
     if unknown:
@@ -881,7 +881,7 @@ def export_command(
     spec, splits = load_check_data(model, task, data_dir, max_examples) if task else (None, None)
     report = export_onnx(model, onnx_path, opset=opset)
     if quantize:
-        length = max_length or int(saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
+        length = max_length or int(_saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
         data = {"task": spec, "splits": splits, "max_length": length, "calibration_examples": calibration_examples}
         report["int8"] = export_int8(model, onnx_path, targets[1], calibration, **data, log=_to_stderr)
     click.echo(json.dumps(report, indent=2))
@@ -1086,13 +1086,10 @@ def _echo_options(specs) -> None:
         click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
 
 
-def saved_meta(directory: str) -> dict:
-    """What xkd recorded next to a saved model (student.json or xkd.json), or {} for foreign checkpoints."""
-    for name in ("student.json", "xkd.json"):
-        path = Path(directory) / name
-        if path.is_file():
-            return json.loads(path.read_text())
-    return {}
+def _saved_meta(directory: str) -> dict:
+    from xkd.paths import saved_meta
+
+    return saved_meta(directory)
 
 
 def main() -> None:

@@ -20,9 +20,10 @@ from torch.nn import functional as F
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from xkd.damage import REDISTILL, TOKENIZER_FILES, damage_check
+from xkd.paths import STUDENT_FILE
 from xkd.trace import Trace
 
-CONFIG_FILE = "student.json"
+CONFIG_FILE = STUDENT_FILE  # xkd.paths: one name for every reader
 WEIGHTS_FILE = "model.safetensors"
 
 

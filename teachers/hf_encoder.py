@@ -25,10 +25,11 @@ from transformers import (
 
 from xkd.damage import MODEL_FILES, REDISTILL, REFETCH, TOKENIZER_FILES, damage_check
 from xkd.errors import XKDError
+from xkd.paths import MODEL_META_FILE
 from xkd.pseudo_heads import DamagedHeads, PseudoHeads
 from xkd.trace import Trace
 
-META_FILE = "xkd.json"  # what xkd knows about a saved model: its task, how it was made, its metrics
+META_FILE = MODEL_META_FILE  # what xkd knows about a saved model: its task, how it was made, its metrics
 
 
 def is_sequence_classifier(config: PretrainedConfig) -> bool:

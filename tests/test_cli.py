@@ -125,15 +125,18 @@ def test_teacher_finetune_then_distill_and_auto_finetune_cache(tmp_path, task_di
 
 
 def test_roberta_teacher_distills(tmp_path, task_dir, roberta_teacher_dir):
-    result = run(
-        *distill(roberta_teacher_dir, task_dir),
-        "--max-steps",
-        "2",
-        "--output-dir",
-        str(tmp_path / "r"),
-        *QUICK,
-    )
+    """A RoBERTa teacher gives a RoBERTa BERT-k student from its own layers, which trains, saves and reloads."""
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "r"
+    result = run(*distill(roberta_teacher_dir, task_dir), "--max-steps", "2", "--output-dir", str(out), *QUICK)
     assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["student"]["name"] == "bert-k" and summary["student"]["layers"] == 2
+    assert summary["steps"] == 2 and [r["step"] for r in metrics_lines(out)] == [2]
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out / "student")
+    assert reloaded.config.model_type == "roberta" and reloaded.config.num_hidden_layers == 2
+    assert 0.0 <= summary["test"]["test"]["accuracy"] <= 1.0
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,28 @@
-"""Where xkd keeps what it can rebuild: fine-tuned teachers and teacher-output caches."""
+"""Where xkd keeps what it can rebuild (fine-tuned teachers, teacher-output caches), and the names of the files it
+writes beside a saved model: one definition that the students, teachers, `predict` and the CLI read."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "XKD_CACHE_DIR"
+STUDENT_FILE = "student.json"  # CNN, BiLSTM, static and plug-in students: their config and what xkd recorded
+MODEL_META_FILE = "xkd.json"  # beside a Hugging Face checkpoint (BERT-k students, teachers): what xkd recorded
+
+
+def saved_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """What xkd recorded next to a saved model (`student.json`, else `xkd.json`), or {} for a hub id, a model xkd
+    did not write, or an unreadable file (the damage checks name that one)."""
+    for name in (STUDENT_FILE, MODEL_META_FILE):
+        try:
+            meta = json.loads((Path(directory) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        return meta if isinstance(meta, dict) else {}
+    return {}
 
 
 def cache_root() -> Path:

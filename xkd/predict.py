@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 from xkd.config import DEFAULTS
 from xkd.data import pad_rows, tokenize_texts
 from xkd.errors import XKDError
+from xkd.paths import MODEL_META_FILE, STUDENT_FILE
 from xkd.tasks import TASKS, label_names
 
 Text = str | tuple[str, str]
-STUDENT_FILE = "student.json"  # CNN/BiLSTM/plug-in students (students.sentence_encoder.CONFIG_FILE)
-MODEL_FILE = "xkd.json"  # transformer students and teachers (teachers.hf_encoder.META_FILE)
+MODEL_FILE = MODEL_META_FILE  # transformer students and teachers; STUDENT_FILE: CNN, BiLSTM, static, plug-ins
 
 
 @dataclass(frozen=True)
