@@ -123,8 +123,29 @@ def test_the_small_assets_keep_the_real_files_layout(assets: Path):
     assert list(train.columns[:2]) == ["sentence", "label"] and len(train) == SMALL_SPLITS["train"]
 
 
+@pytest.fixture
+def registries_restored():
+    """A page's plug-ins (the docs' `mypkg`) register in this process: give the registries and modules back after
+    it, so the suite's own plug-in tests register theirs under the same names."""
+    from xkd.methods.base import METHODS
+    from xkd.students.registry import STUDENTS
+    from xkd.tasks import TASKS
+
+    saved = [(registry, dict(registry._items)) for registry in (METHODS, STUDENTS, TASKS)]
+    modules = set(sys.modules)
+    yield
+    for registry, items in saved:
+        registry._items.clear()
+        registry._items.update(items)
+    for name in set(sys.modules) - modules:
+        if name.split(".")[0] == "mypkg":
+            del sys.modules[name]
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if any(runnable(b) for b in blocks(p))])
-def test_examples_run_as_written(page: str, assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_examples_run_as_written(
+    page: str, assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registries_restored
+):
     work = tmp_path / "work"
     work.mkdir()
     for link in (assets / "work").iterdir():
