@@ -11,6 +11,7 @@ import click
 from xkd import __version__
 from xkd.config import DEFAULTS
 from xkd.errors import Interrupted
+from xkd.paths import saved_meta
 
 from .distill_options import CUSTOM_TASK_OPTIONS, DISTILL_GROUPS, DISTILL_OPTIONS
 from .errors import XKDGroup
@@ -465,7 +466,7 @@ def eval_command(
     if model.num_labels != spec.output_size:
         raise XKDError(f"{model_dir} has {model.num_labels} output(s) but task '{spec.name}' needs {spec.output_size}")
     check_scored_labels(model_dir, model, spec, is_encoder_student)
-    length = max_length or int(_saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
+    length = max_length or int(saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
     names = list(split_names) or [n for n in (*spec.validation_splits, *spec.test_splits) if n in raw]
     unknown = [n for n in names if n not in raw]
     if unknown:
@@ -633,7 +634,7 @@ def export_command(
     spec, splits = load_check_data(model, task, data_dir, max_examples) if task else (None, None)
     report = export_onnx(model, onnx_path, opset=opset)
     if quantize:
-        length = max_length or int(_saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
+        length = max_length or int(saved_meta(model_dir).get("max_length", DEFAULTS.max_length))
         data = {"task": spec, "splits": splits, "max_length": length, "calibration_examples": calibration_examples}
         report["int8"] = export_int8(model, onnx_path, targets[1], calibration, **data, log=_to_stderr)
     click.echo(json.dumps(report, indent=2))
@@ -836,12 +837,6 @@ def _echo_options(specs) -> None:
     """One line per option: name=default, allowed values, what it does (methods and augmentation recipes)."""
     for spec in specs:
         click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
-
-
-def _saved_meta(directory: str) -> dict:
-    from xkd.paths import saved_meta
-
-    return saved_meta(directory)
 
 
 def main() -> None:

@@ -197,8 +197,9 @@ def _run_command(command: str, block: Block, tiny: Path, monkeypatch: pytest.Mon
         return
     args = words[1:]
     trains = any(tuple(args[: len(c)]) == c for c in TRAINING_COMMANDS)
-    if trains and "tiny" in block.directives and args[0] != "teacher" and "--teacher" not in args:
-        args += ["--teacher", str(tiny)] if "--teacher-outputs" not in args else []
+    bare = not {"--teacher", "--teacher-outputs"} & set(args)
+    if trains and "tiny" in block.directives and args[0] != "teacher" and bare:
+        args += ["--teacher", str(tiny)]
     if trains and "quick" in block.directives:
         args += ["--max-steps", "2", *(["--no-latency"] if args[0] == "distill" else [])]
     from click.testing import CliRunner

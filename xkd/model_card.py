@@ -15,6 +15,7 @@ import yaml
 
 from xkd.files import write_text_atomically
 from xkd.metrics import shown_metrics
+from xkd.paths import model_key
 from xkd.tasks import TASKS
 
 CARD_FILE = "README.md"
@@ -88,13 +89,8 @@ def teacher_name(summary: dict[str, Any]) -> str | list[str]:
     ensemble's members in order."""
     source = summary["teacher"]["source"]
     if isinstance(source, list):
-        return [_model_name(s) for s in source]
-    return _model_name(str(source))
-
-
-def _model_name(source: str) -> str:
-    path = Path(source).expanduser()
-    return str(path.resolve()) if path.exists() else source
+        return [model_key(s) for s in source]
+    return model_key(str(source))
 
 
 def plural(n: int | None, word: str) -> str:
