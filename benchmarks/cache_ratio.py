@@ -20,14 +20,14 @@ import click
 from datasets import DatasetDict
 
 from xkd.config import DistillConfig
-from xkd.data import Collator, encode, load_splits
-from xkd.distillation import separate_roles, train_settings
+from xkd.data import Collator, encode, load_splits, separate_roles
 from xkd.methods import get_method
 from xkd.students import build_student
+from xkd.students.configured import student_settings
 from xkd.tasks import get_task
 from xkd.teacher_cache import open_or_build
 from xkd.teachers import load_teacher
-from xkd.training import train
+from xkd.training import TrainJob, train
 
 
 def epoch_ratio(
@@ -63,17 +63,16 @@ def epoch_ratio(
     cache = open_or_build(teacher, splits, collator, root / "cache", {}, max_length, log=lambda m: None, progress=False)
     build_seconds = time.perf_counter() - start
     config = DistillConfig(epochs=1, batch_size=batch_size, lr=lr, max_steps=max_steps, progress=False)
-    settings = train_settings(config)
+    settings = student_settings(config)
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, method, kwargs in (
             ("student_only", "none", {}),
             ("cached_kd", "kd", {"teacher": teacher, "teacher_cache": cache}),
         ):
-            summary = train(
-                copy.deepcopy(model), spec, splits, collator, get_method(method).terms(), settings,
-                Path(tmp) / name, **kwargs,
-            )  # fmt: skip
+            terms = get_method(method).terms()
+            job = TrainJob(copy.deepcopy(model), spec, splits, collator, terms, settings, Path(tmp) / name, **kwargs)
+            summary = train(job)
             seconds[name] = summary["train_seconds"]
             steps = summary["steps"]
     if cache_root is None:

@@ -22,8 +22,7 @@ import click
 import torch
 from datasets import DatasetDict
 
-from xkd.data import Collator, encode, load_splits, make_loader
-from xkd.distillation import separate_roles
+from xkd.data import Collator, encode, load_splits, make_loader, separate_roles
 from xkd.evaluation import evaluate
 from xkd.export import export_int8, export_onnx, graph_feed, onnx_latency_ms
 from xkd.latency import cpu_latency_ms

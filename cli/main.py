@@ -52,7 +52,8 @@ def distill(config_file: str | None, student_config: str | None, resume_dir: str
       xkd distill --config recipe.toml --seed 2
       xkd distill --resume runs/mr-bert-k2-universal-20261121-101500
     """
-    from xkd.distillation import format_summary, run_distill
+    from xkd.distillation import run_distill
+    from xkd.run_report import format_summary
 
     if resume_dir:
         cfg = _resume_config(resume_dir, config_file, student_config, options)
@@ -104,8 +105,8 @@ def cache_build(config_file: str | None, student_config: str | None, **options) 
       xkd cache build --teacher teachers/mr --task mr --max-length 64
       xkd cache build --config recipe.toml
     """
-    from xkd.distillation import build_teacher_caches
     from xkd.processes import process_state
+    from xkd.teacher_outputs import build_teacher_caches
 
     cfg = _distill_config(config_file, student_config, options)
     main = process_state().is_main_process  # under `accelerate launch`, every process labels and one speaks
@@ -215,9 +216,10 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
       xkd teacher finetune --model sentence-transformers/all-MiniLM-L6-v2 --task mr --output-dir teachers/minilm-mr
     """
     from xkd.data import check_classes, load_splits
-    from xkd.distillation import resolve_task, train_settings
     from xkd.errors import Interrupted, XKDError
-    from xkd.teachers import finetune
+    from xkd.tasks import resolve_task
+    from xkd.teachers.finetune import finetune
+    from xkd.training import TrainSettings
     from xkd.training.checkpoints import Checkpoints
 
     cfg = finetune_config(model_name, task, data_dir, options)
@@ -232,7 +234,7 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
         click.echo(f"teacher: continuing the interrupted fine-tune in {out}", err=True)
     try:
         _, summary = finetune(
-            model_name, spec, raw, train_settings(cfg, teacher=True), cfg.max_length, out, resume=resume
+            model_name, spec, raw, TrainSettings.from_config(cfg, teacher=True), cfg.max_length, out, resume=resume
         )
     except Interrupted as e:
         raise e.continue_with("the same xkd teacher finetune command (it continues from its last checkpoint)") from None
@@ -284,9 +286,9 @@ def teacher_heads(
     """
     from xkd.config import DistillConfig
     from xkd.data import check_classes, load_splits
-    from xkd.distillation import resolve_task
     from xkd.errors import XKDError
     from xkd.processes import process_device
+    from xkd.tasks import resolve_task
     from xkd.teachers import heads_dir, load_teacher, train_heads
     from xkd.teachers.heads import heads_info
 
@@ -442,13 +444,13 @@ def eval_command(
       xkd eval --model runs/mr-bert-k2-kd-20260101-120000/student --task mr --split test
     """
     from xkd.config import DistillConfig
-    from xkd.data import Collator, encode, is_labeled, load_splits, make_loader
-    from xkd.distillation import resolve_task, separate_roles
+    from xkd.data import Collator, encode, is_labeled, load_splits, make_loader, separate_roles
     from xkd.errors import XKDError
     from xkd.evaluation import evaluate
     from xkd.processes import process_device
     from xkd.students import load_student
     from xkd.students.sentence_encoder import CONFIG_FILE
+    from xkd.tasks import resolve_task
     from xkd.teachers import load_teacher
 
     cfg = DistillConfig(
@@ -727,7 +729,7 @@ def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir,
     """
     from xkd.config import DistillConfig
     from xkd.data import load_splits, write_table
-    from xkd.distillation import resolve_task
+    from xkd.tasks import resolve_task
     from xkd.transfer.augment import RECIPES, augmented_set
     from xkd.transfer.sets import augment_values, check_transfer
 

@@ -104,7 +104,7 @@ STUDENTS.add(
 ENCODER_OPTIONS: dict[str, Any] = {
     "vocab": "word",  # word / sentencepiece: built from the training split; teacher: the teacher's tokenizer
     # The texts a word or sentencepiece vocabulary (and its SIF counts) comes from: train, or train+transfer to give
-    # the words of a --transfer file rows of their own (xkd.distillation.configured_student picks the texts).
+    # the words of a --transfer file rows of their own (xkd.students.configured.configured_student picks the texts).
     "vocab_from": "train",
     "min_frequency": 1,
     "max_vocab": 30000,

@@ -1,6 +1,8 @@
-"""Teachers: adapters that expose any Hugging Face encoder classifier through the `xkd.Trace` contract."""
+"""Teachers: adapters that expose any Hugging Face encoder classifier through the `xkd.Trace` contract.
 
-from .finetune import cached_finetune, finetune
+Fine-tuning (`xkd.teachers.finetune`) and resolution for a run (`xkd.teachers.resolve`) run the training loop and
+are imported from their modules, so a student built on a teacher's layers (BERT-k) does not load the loop."""
+
 from .heads import train_heads
 from .heads_store import heads_dir
 from .hf_encoder import HFEncoderClassifier, freeze, is_sequence_classifier
@@ -8,9 +10,7 @@ from .loading import check_teacher, load_teacher
 
 __all__ = [
     "HFEncoderClassifier",
-    "cached_finetune",
     "check_teacher",
-    "finetune",
     "freeze",
     "heads_dir",
     "train_heads",

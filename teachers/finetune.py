@@ -25,7 +25,7 @@ from xkd.log import to_stderr
 from xkd.methods import get_method
 from xkd.paths import cache_root, model_key
 from xkd.tasks import Task, task_record
-from xkd.training import Checkpoints, TrainSettings, train
+from xkd.training import Checkpoints, TrainJob, TrainSettings, train
 
 from .hf_encoder import META_FILE, HFEncoderClassifier, freeze
 
@@ -57,19 +57,10 @@ def finetune(
     tokenizers = {"student": model.tokenizer}
     splits = DatasetDict({n: encode(s, task, tokenizers, max_length) for n, s in raw_splits.items()})
     meta = {"role": "teacher", "base_model": model_name, **task_record(task), "max_length": max_length}
-    summary = train(
-        model,
-        task,
-        splits,
-        Collator(tokenizers),
-        get_method("none").terms(),
-        settings,
-        run_dir=output_dir,
-        save_dir=output_dir,
-        meta=meta,
-        resume=resume,
-        log=log,
-    )
+    terms = get_method("none").terms()
+    job = TrainJob(model, task, splits, Collator(tokenizers), terms, settings, output_dir, save_dir=output_dir,
+                   meta=meta, resume=resume)  # fmt: skip
+    summary = train(job, log)
     summary["base_model"] = model_name
     write_text_atomically(output_dir / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
     Checkpoints.discard(output_dir)  # finished (its metrics.json written): the model is the result
@@ -92,7 +83,7 @@ def finetune_key(model_name: str, task: Task, data_source: str, settings: TrainS
     hyper = {k: v for k, v in asdict(settings).items() if k not in ignored}
     # A multi-label task of the same name and data is another teacher; single-label keys stay as they were.
     multi = {"multi_label": True, "label_separator": task.label_separator} if task.multi_label else {}
-    # The model by its resolved path (or hub id) and the data by what it is (`xkd.distillation.data_source`: the
+    # The model by its resolved path (or hub id) and the data by what it is (`xkd.teachers.resolve.data_source`: the
     # rows' fingerprint), never by a path as spelled: keys made before named the data directory as given, so the
     # same spelling in another folder found another data set's teacher. Fine-tunes cached under those keys are not
     # found again (nothing recorded in them proves what data they saw): each is fine-tuned once more under its new

@@ -255,13 +255,13 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(tmp_p
 
     from xkd.config import DistillConfig
     from xkd.data import Collator, encode, load_splits
-    from xkd.distillation import train_settings
     from xkd.errors import XKDError
     from xkd.methods import LossTerm, get_method
     from xkd.students import build_student
+    from xkd.students.configured import student_settings
     from xkd.tasks import get_task
     from xkd.teachers import load_teacher
-    from xkd.training import train
+    from xkd.training import TrainJob, train
 
     task, raw = load_splits(get_task("mr"), task_dir)
     teacher = load_teacher(str(bert_teacher_dir), task)
@@ -275,9 +275,9 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(tmp_p
         return torch.tensor(float("nan")) if calls["n"] == 6 else student_trace.logits.sum() * 0
 
     terms = [*get_method("none").terms(), LossTerm("poison", 1.0, poisoned)]
-    settings = train_settings(DistillConfig(epochs=3, batch_size=16, progress=False))  # 4 steps/epoch: NaN in epoch 2
+    settings = student_settings(DistillConfig(epochs=3, batch_size=16, progress=False))  # 4 steps/epoch: NaN in epoch 2
     with pytest.raises(XKDError, match="not finite at step 6 \\(term 'poison'\\).*best checkpoint so far is kept"):
-        train(student, task, splits, Collator(tokenizers), terms, settings, tmp_path / "run")
+        train(TrainJob(student, task, splits, Collator(tokenizers), terms, settings, tmp_path / "run"))
     assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
 

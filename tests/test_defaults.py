@@ -11,8 +11,8 @@ import pytest
 
 from xkd.cli.main import cli, finetune_config
 from xkd.config import DEFAULTS, DistillConfig
-from xkd.distillation import train_settings
 from xkd.students import STUDENTS
+from xkd.students.configured import student_settings
 from xkd.students.registry import student_lr
 from xkd.tasks import get_task
 from xkd.teachers.finetune import finetune_key
@@ -67,12 +67,14 @@ def test_teacher_finetune_defaults_are_those_of_distill():
     options = {k: v for k, v in options.items() if k not in ("model_name", "task", "output_dir", "data_dir")}
     from_finetune = finetune_config("m", "mr", None, options)
     from_distill = DistillConfig(task="mr", teacher="m").validate()
-    assert train_settings(from_finetune, teacher=True) == train_settings(from_distill, teacher=True)
+    assert TrainSettings.from_config(from_finetune, teacher=True) == TrainSettings.from_config(
+        from_distill, teacher=True
+    )
     assert from_finetune.max_length == from_distill.max_length
-    keys = [finetune_key("m", get_task("mr"), "d", train_settings(c, teacher=True), c.max_length)
+    keys = [finetune_key("m", get_task("mr"), "d", TrainSettings.from_config(c, teacher=True), c.max_length)
             for c in (from_finetune, from_distill)]  # fmt: skip
     assert keys[0] == keys[1]
-    assert train_settings(from_distill, teacher=True).epochs == DEFAULTS.teacher_epochs
+    assert TrainSettings.from_config(from_distill, teacher=True).epochs == DEFAULTS.teacher_epochs
 
 
 def test_teacher_heads_and_eval_defaults_are_the_configs():
@@ -88,7 +90,7 @@ def test_train_settings_have_no_defaults_of_their_own():
     """Every setting a run can choose comes from the config; only the fixed clipping norm has a default."""
     defaulted = [f.name for f in fields(TrainSettings) if f.default is not MISSING]
     assert defaulted == ["max_grad_norm"]
-    settings = train_settings(DistillConfig(batch_size=8, eval_batch_size=16, seed=3))
+    settings = student_settings(DistillConfig(batch_size=8, eval_batch_size=16, seed=3))
     assert (settings.batch_size, settings.eval_batch_size, settings.seed) == (8, 16, 3)
 
 
@@ -104,9 +106,9 @@ def test_word_students_rate_follows_the_run_length():
 
 def test_train_settings_scale_the_default_rate_not_a_given_one():
     cfg = DistillConfig(student="cnn", epochs=3, batch_size=32)
-    gold, transfer = train_settings(cfg, rows=8483), train_settings(cfg, rows=161376)
+    gold, transfer = student_settings(cfg, rows=8483), student_settings(cfg, rows=161376)
     assert gold.lr == 2e-3  # 3 x 266 steps: the student's rate
     assert transfer.lr == pytest.approx(2e-3 * (STUDENTS.get("cnn").lr_steps / (3 * 5043)) ** 0.5)
-    assert train_settings(DistillConfig(student="cnn", lr=2e-3), rows=161376).lr == 2e-3
+    assert student_settings(DistillConfig(student="cnn", lr=2e-3), rows=161376).lr == 2e-3
     capped = DistillConfig(student="cnn", epochs=3, batch_size=32, max_steps=100)
-    assert train_settings(capped, rows=161376).lr == 2e-3  # --max-steps bounds the run's length
+    assert student_settings(capped, rows=161376).lr == 2e-3  # --max-steps bounds the run's length

@@ -298,13 +298,13 @@ def test_resolved_teachers_are_placed_where_the_process_computes(monkeypatch, ta
                                                                    roberta_teacher_dir):  # fmt: skip
     """On a GPU machine the teacher's heads pass and labelling pass must not run on the CPU: every resolved member
     goes to the process's device (here `meta` stands in for a GPU) before anything reads it."""
-    import xkd.distillation as distillation
+    import xkd.teachers.resolve as resolve
 
-    monkeypatch.setattr(distillation, "process_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(resolve, "process_device", lambda: torch.device("meta"))
     task, raw = load_splits(MR, task_dir)
     for teachers in ([str(bert_teacher_dir)], [str(bert_teacher_dir), str(roberta_teacher_dir)]):
         cfg = DistillConfig(task="mr", teacher=teachers if len(teachers) > 1 else teachers[0], max_length=16)
-        teacher, _ = distillation.resolve_teachers(cfg, task, raw, False, task_dir, print)
+        teacher, _ = resolve.resolve_teachers(cfg, task, raw, False, print)
         members = getattr(teacher, "members", [teacher])
         assert len(members) == len(teachers)
         assert {p.device.type for m in members for p in m.parameters()} == {"meta"}

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny import distill, run
 
-import xkd.distillation as distillation
+import xkd.run_report as run_report
 import xkd.students.sentence_encoder as sentence_encoder
 import xkd.training.checkpoints as checkpoints
 import xkd.training.loop as loop
@@ -92,14 +92,14 @@ def test_a_full_disk_while_saving_the_student_keeps_the_previous_best(tmp_path, 
 
 def test_a_full_disk_while_writing_the_summary(tmp_path, task_dir, bert_teacher_dir, monkeypatch):
     out = tmp_path / "run"
-    original = distillation.write_text_atomically
+    original = run_report.write_text_atomically
 
     def full(path, text):
         if str(path).endswith("summary.json"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return original(path, text)
 
-    monkeypatch.setattr(distillation, "write_text_atomically", full)
+    monkeypatch.setattr(run_report, "write_text_atomically", full)
     line = one_line(run(*distill(bert_teacher_dir, task_dir), *ARGS, "--epochs", "1", "--output-dir", str(out)))
     assert line.startswith(f"Error: {out / 'summary.json'}: No space left on device; the disk is full")
     assert (out / "student" / "model.safetensors").is_file() and not (out / "summary.json").exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny import QUICK, distill, run, save_tiny
 
-from xkd.distillation import term_context
+from xkd.methods import TermContext
 from xkd.students import build_student
 from xkd.tasks import get_task
 from xkd.teachers import load_teacher
@@ -48,7 +48,7 @@ def test_a_bert_student_does_not_share_the_mpnet_tokenizer(tmp_path, mpnet_dir):
     teacher = load_teacher(str(mpnet_dir), MR)
     bert = save_tiny(tmp_path / "bert", layers=2)
     student = build_student("bert-k", teacher, MR, [], layers=2, init="uniform", checkpoint=str(bert))
-    context = term_context(student, teacher, MR)
+    context = TermContext.between(student, teacher, MR)
     assert not context.shared_tokenizer
     assert (context.teacher_width, context.student_width) == (48, 32)
 

@@ -11,8 +11,7 @@ import pytest
 from tiny import QUICK, distill, run, save_tiny, sentence, write_frame
 
 from xkd import Predictor
-from xkd.data import Collator, encode, load_splits, make_loader
-from xkd.distillation import separate_roles
+from xkd.data import Collator, encode, load_splits, make_loader, separate_roles
 from xkd.evaluation import predict
 from xkd.students import build_student, load_student
 from xkd.tasks import get_task, task_record

@@ -68,15 +68,15 @@ def test_a_teacher_another_process_is_fine_tuning_is_waited_for_then_reused(tmp_
 
     from xkd.config import DistillConfig
     from xkd.data import load_splits
-    from xkd.distillation import train_settings
     from xkd.files import file_lock
     from xkd.paths import cache_root
     from xkd.tasks import get_task
     from xkd.teachers.finetune import cached_finetune, finetune, finetune_key
+    from xkd.training import TrainSettings
 
     base = save_tiny(tmp_path / "base", bare=True)
     task, raw = load_splits(get_task("mr"), task_dir)
-    settings = train_settings(DistillConfig(teacher_epochs=1, batch_size=16, progress=False), teacher=True)
+    settings = TrainSettings.from_config(DistillConfig(teacher_epochs=1, batch_size=16, progress=False), teacher=True)
     key = finetune_key(str(base), task, "d", settings, 16)
     directory = cache_root() / "teachers" / f"mr--{str(base).strip('/').replace('/', '--')}--{key}"
     logs, result = [], {}

@@ -17,9 +17,8 @@ from transformers import (
     TrainingArguments,
 )
 
-from xkd.distillation import term_context
 from xkd.errors import XKDError
-from xkd.methods import get_method, weighted_loss
+from xkd.methods import TermContext, get_method, weighted_loss
 from xkd.pseudo_heads import PseudoHeads
 from xkd.students import build_bert_k
 from xkd.tasks import custom_task, get_task
@@ -103,7 +102,7 @@ def test_kd_loss_equals_xkd_terms_on_a_fixed_batch(tmp_path, teacher_dir, pair):
     loss = t.compute_loss(student, dict(inputs))
 
     view = HFEncoderClassifier(student, tokenizer)  # what xkd distill trains: the same student, teacher, terms
-    terms = get_method("kd").terms(term_context(view, teacher, MR), **options)
+    terms = get_method("kd").terms(TermContext.between(view, teacher, MR), **options)
     features = {k: v for k, v in inputs.items() if k != "labels"}
     with torch.no_grad():
         teacher_trace = teacher(features)

@@ -7,6 +7,7 @@ the command line. Every value is checked before data or models load, so a typo c
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from xkd.errors import XKDError, closest
-from xkd.limits import check_config_limits
+from xkd.limits import MAX_AUGMENT_FACTOR, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LAYERS, MAX_SEQUENCE_LENGTH, at_most
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -129,7 +130,7 @@ class DistillConfig:
             raise XKDError(f"second-stage-epochs must be >= 0, got {self.second_stage_epochs}")
         if self.weight_decay < 0:
             raise XKDError(f"weight-decay must be >= 0, got {self.weight_decay}")
-        check_config_limits(self)  # sizes far outside sense (see xkd.limits for each limit and why)
+        self.check_limits()  # sizes far outside sense (see xkd.limits for each limit and why)
         choices = {
             "finetune_teacher": ("auto", "always", "never"),
             "precision": ("no", "bf16", "fp16"),
@@ -146,8 +147,44 @@ class DistillConfig:
                 )
         return self
 
+    def check_limits(self) -> None:
+        """The absolute caps on the config's sizes (`CONFIG_LIMITS`; the lower bounds are `validate`'s)."""
+        for name, (limit, why) in CONFIG_LIMITS.items():
+            at_most(f"--{name.replace('_', '-')}", getattr(self, name), limit, why)
+        for k in self.assistant_layers:
+            at_most("--assistant-layers", k, MAX_LAYERS, "deeper than the deepest common encoders")
+
+    @property
+    def trackers(self) -> list[str]:
+        """`--report-to` values, repeatable or comma-separated."""
+        return [name.strip() for value in self.report_to for name in value.split(",") if name.strip()]
+
+    def optimizer_steps(self, rows: int | None, epochs: int | None = None) -> int | None:
+        """Optimizer steps of a run over `rows` training rows for `epochs` (the student's by default); None when
+        the rows are not known."""
+        if rows is None:
+            return None
+        steps = math.ceil(rows / self.batch_size / self.grad_accumulation) * (epochs or self.epochs)
+        return min(steps, self.max_steps) if self.max_steps else steps
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
+
+
+_EPOCHS_WHY = "no distillation recipe comes near it; --max-steps bounds a run by steps"
+
+# Config field -> (limit, why), checked by `DistillConfig.validate` (each limit's reasons: `xkd.limits`).
+CONFIG_LIMITS: dict[str, tuple[int, str]] = {
+    "epochs": (MAX_EPOCHS, _EPOCHS_WHY),
+    "teacher_epochs": (MAX_EPOCHS, _EPOCHS_WHY),
+    "heads_epochs": (MAX_EPOCHS, _EPOCHS_WHY),
+    "second_stage_epochs": (MAX_EPOCHS, _EPOCHS_WHY),
+    "augment_factor": (MAX_AUGMENT_FACTOR, "recipes use 20 copies per example; each copy is labelled by the teacher"),
+    "student_layers": (MAX_LAYERS, "deeper than the deepest common encoders; a student should be small"),
+    "max_length": (MAX_SEQUENCE_LENGTH, "the longest position range of common encoders"),
+    "batch_size": (MAX_BATCH_SIZE, "a batch is held in memory at once"),
+    "eval_batch_size": (MAX_BATCH_SIZE, "a batch is held in memory at once"),
+}
 
 
 DEFAULTS = DistillConfig()  # the one source of every default: other entry points read theirs from here

@@ -495,6 +495,12 @@ def shared_roles(tokenizers: Mapping[str, PreTrainedTokenizerBase], separate: Co
     }
 
 
+def separate_roles(model: Any, role: str = "student") -> set[str]:
+    """{role} when the model reads the two texts of a pair apart (CNN, BiLSTM), else nothing: `encode`'s
+    `separate`."""
+    return {role} if getattr(model, "pair_encoding", "joint") == "separate" else set()
+
+
 def encode(
     split: Dataset,
     task: Task,

@@ -359,7 +359,7 @@ def task_feeds(
 
     The same encoding and collation as training and `xkd eval`, so the check measures what serving will see.
     """
-    from xkd.distillation import separate_roles
+    from xkd.data import separate_roles
 
     tokenizers = {"student": model.tokenizer}
     separate = separate_roles(model)

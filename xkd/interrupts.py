@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import torch
 
+from xkd.errors import Interrupted
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -63,3 +65,12 @@ def stop_requests() -> Iterator[StopRequest]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+@contextmanager
+def continued_by(how: str) -> Iterator[None]:
+    """An interruption (Ctrl-C, SIGTERM) in the block ends with the command that continues the work."""
+    try:
+        yield
+    except Interrupted as e:
+        raise e.continue_with(how) from None

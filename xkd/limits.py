@@ -40,8 +40,6 @@ from xkd.errors import XKDError
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-    from xkd.config import DistillConfig
-
 MAX_EPOCHS = 10_000
 MAX_AUGMENT_FACTOR = 1_000
 MAX_LAYERS = 48
@@ -49,21 +47,6 @@ MAX_WIDTH = 8_192
 MAX_VOCAB = 2_000_000
 MAX_SEQUENCE_LENGTH = 8_192
 MAX_BATCH_SIZE = 1_000_000
-
-_EPOCHS_WHY = "no distillation recipe comes near it; --max-steps bounds a run by steps"
-
-# DistillConfig field -> (limit, why), checked by `DistillConfig.validate`.
-CONFIG_LIMITS: dict[str, tuple[int, str]] = {
-    "epochs": (MAX_EPOCHS, _EPOCHS_WHY),
-    "teacher_epochs": (MAX_EPOCHS, _EPOCHS_WHY),
-    "heads_epochs": (MAX_EPOCHS, _EPOCHS_WHY),
-    "second_stage_epochs": (MAX_EPOCHS, _EPOCHS_WHY),
-    "augment_factor": (MAX_AUGMENT_FACTOR, "recipes use 20 copies per example; each copy is labelled by the teacher"),
-    "student_layers": (MAX_LAYERS, "deeper than the deepest common encoders; a student should be small"),
-    "max_length": (MAX_SEQUENCE_LENGTH, "the longest position range of common encoders"),
-    "batch_size": (MAX_BATCH_SIZE, "a batch is held in memory at once"),
-    "eval_batch_size": (MAX_BATCH_SIZE, "a batch is held in memory at once"),
-}
 
 # CNN/BiLSTM/static student options (-S KEY=VALUE) that are sizes: option -> (limit, why).
 STUDENT_SIZE_OPTIONS: dict[str, tuple[int, str]] = {
@@ -101,14 +84,6 @@ def too_large(option: str, value: Any, limit: int, why: str) -> XKDError:
 def at_most(option: str, value: Any, limit: int, why: str) -> None:
     if value > limit:
         raise too_large(option, value, limit, why)
-
-
-def check_config_limits(cfg: DistillConfig) -> None:
-    """The absolute caps on the config's sizes (its lower bounds are checked by `validate` itself)."""
-    for name, (limit, why) in CONFIG_LIMITS.items():
-        at_most(f"--{name.replace('_', '-')}", getattr(cfg, name), limit, why)
-    for k in cfg.assistant_layers:
-        at_most("--assistant-layers", k, MAX_LAYERS, "deeper than the deepest common encoders")
 
 
 def _whole(option: str, value: Any) -> int:
@@ -170,51 +145,10 @@ def check_max_length(max_length: int, config: PretrainedConfig, what: str) -> No
         at_most("--max-length", max_length, limit[0], f"{what} has {limit[1]}")
 
 
-def check_layers_against_teacher(cfg: DistillConfig, teacher_layers: int, roberta: bool = True) -> None:
-    """BERT-k students, TAKD assistants and DistilRoBERTa copy their layers from their teacher's: none may be deeper.
-    (A randomly initialised BERT-k copies nothing and is only capped by `MAX_LAYERS`; DistilRoBERTa from a teacher
-    that is not a RoBERTa, `roberta=False`, is refused by its builder.)"""
-    above = teacher_layers
-    for k in cfg.assistant_layers:  # each assistant is a BERT-k of the link above it
-        at_most(
-            "--assistant-layers", k, above, f"a teacher assistant copies its layers from its teacher's {above} layers"
-        )
-        above = k
-    source = "the last teacher assistant's" if cfg.assistant_layers else "the teacher's"
-    if cfg.student == "bert-k" and not cfg.student_options.get("checkpoint") and cfg.student_init != "random":
-        why = f"BERT-k copies its layers from {source} {above} layers; --student-init random copies none"
-        at_most("--student-layers", cfg.student_layers, above, why)
-    distilroberta = cfg.student == "distilroberta" and not cfg.student_options.get("checkpoint") and roberta
-    if distilroberta and above < DISTILROBERTA_LAYERS:
-        raise XKDError(
-            f"--student distilroberta has {DISTILROBERTA_LAYERS} layers, above the limit of {above} (it copies "
-            f"them from {source} {above} layers); use --student bert-k --student-layers {above}, or "
-            "-S checkpoint=distilroberta-base"
-        )
-
-
-def check_teacher_sizes(cfg: DistillConfig) -> PretrainedConfig:
-    """The limits that depend on the teacher, from its `config.json` alone (nothing is loaded): `--max-length`
-    within its position embeddings (and a student checkpoint's), students and assistants no deeper than it.
-    Returns the teacher's config."""
-    from xkd.teachers.hf_encoder import load_config
-
-    config = load_config(cfg.teacher, "teacher")
-    check_max_length(cfg.max_length, config, f"teacher '{cfg.teacher}'")
-    checkpoint = cfg.student_options.get("checkpoint") if cfg.student in ("bert-k", "distilroberta") else None
-    if checkpoint:
-        checkpoint = str(checkpoint)
-        check_max_length(cfg.max_length, load_config(checkpoint, "student checkpoint"), f"student '{checkpoint}'")
-    layers = getattr(config, "num_hidden_layers", None)
-    if isinstance(layers, int):
-        check_layers_against_teacher(cfg, layers, roberta=config.model_type == "roberta")
-    return config
-
-
-def check_batch_size(cfg: DistillConfig, train_rows: int, transfer_rows: int = 0) -> None:
+def check_batch_size(batch_size: int, train_rows: int, transfer_rows: int = 0) -> None:
     """Once the data is loaded: a training batch no larger than the rows trained on."""
     rows = train_rows + transfer_rows
     where = f"the training split has {train_rows} rows" + (
         f" plus {transfer_rows} transfer rows" if transfer_rows else ""
     )
-    at_most("--batch-size", cfg.batch_size, rows, f"{where}; a batch cannot hold more")
+    at_most("--batch-size", batch_size, rows, f"{where}; a batch cannot hold more")

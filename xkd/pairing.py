@@ -8,12 +8,12 @@ from typing import Any
 import torch
 
 from xkd.config import DistillConfig
-from xkd.data import encode, load_splits
-from xkd.distillation import check_student, configured_student, resolve_task, separate_roles, term_context
+from xkd.data import encode, load_splits, separate_roles
 from xkd.errors import XKDError
-from xkd.limits import check_teacher_sizes
 from xkd.methods import METHODS, TermContext
 from xkd.methods.projector import layer_mask
+from xkd.students.configured import check_student, configured_student
+from xkd.tasks import resolve_task
 from xkd.teachers import HFEncoderClassifier, freeze, is_sequence_classifier
 from xkd.teachers.ensemble import (
     EnsembleTeacher,
@@ -25,6 +25,7 @@ from xkd.teachers.ensemble import (
     teacher_tokenizers,
 )
 from xkd.teachers.loading import load_teacher
+from xkd.teachers.resolve import check_teacher_sizes
 from xkd.training import parameter_count
 
 
@@ -94,7 +95,7 @@ def inspect_pair(cfg: DistillConfig, batch_size: int = 4) -> dict[str, Any]:
         t_trace = teacher(batch["teacher"])
         s_trace = student(batch["student"])
     m, n = student.num_layers, teacher.num_layers
-    context = term_context(student, teacher, task)
+    context = TermContext.between(student, teacher, task)
     widths = {name: t.layer_width for name, t, _ in members}
     report = {
         "task": task.name,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xkd.errors import XKDError
 from xkd.registry import Registry
+
+if TYPE_CHECKING:
+    from xkd.config import DistillConfig
 
 
 @dataclass(frozen=True)
@@ -280,3 +283,20 @@ def custom_task(
         multi_label=multi_label,
         label_separator=label_separator,
     )
+
+
+def resolve_task(cfg: DistillConfig) -> Task:
+    """The config's task: a registered one, or a custom one when `text_columns` are given."""
+    if cfg.text_columns:
+        return custom_task(
+            cfg.task,
+            tuple(cfg.text_columns),
+            cfg.label_column,
+            cfg.num_labels,
+            cfg.regression,
+            multi_label=cfg.multi_label,
+            label_separator=cfg.label_separator,
+        )
+    if cfg.multi_label:
+        raise XKDError(f"--multi-label declares a custom task; pass its --text-column (task '{cfg.task}' is built in)")
+    return get_task(cfg.task)

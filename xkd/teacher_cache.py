@@ -451,7 +451,7 @@ def _save_progress(files: dict[str, np.ndarray], state: dict[str, Any]) -> None:
 def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, root: Path | None = None) -> Path:
     """Where the cache for this teacher, task, data and length lives (its contents are checked on open). A local
     teacher counts by its resolved path, in the key and the name alike, so every spelling of it finds one cache;
-    `data_source` names the data by its rows (`xkd.distillation.data_source`), never by a path as spelled."""
+    `data_source` names the data by its rows (`xkd.teachers.resolve.data_source`), never by a path as spelled."""
     teacher = model_key(teacher_path)
     identity = json.dumps(
         {

@@ -2,7 +2,7 @@
 
 Users with a working `Trainer` script keep all of it (datasets, collators, callbacks, TensorBoard/W&B, checkpoints,
 `push_to_hub`); only the loss changes. The loss is xkd's own, not a re-implementation: the method's `LossTerm`s are
-built by the method from the same `TermContext` as in `xkd distill` (`xkd.distillation.term_context`) and summed by
+built by the method from the same `TermContext` as in `xkd distill` (`TermContext.between`) and summed by
 `xkd.methods.weighted_loss`, so a term means the same number in both paths and a plug-in method works in both.
 
 The student stays what the user passed (a plain `AutoModelForSequenceClassification`): it is viewed through
@@ -32,9 +32,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from xkd.data import tokenizer_fingerprint
-from xkd.distillation import term_context
 from xkd.errors import XKDError
-from xkd.methods import LossTerm, Method, get_method, weighted_loss
+from xkd.methods import LossTerm, Method, TermContext, get_method, weighted_loss
 from xkd.methods.base import check_task
 from xkd.tasks import MULTI_LABEL_METRICS, Task
 from xkd.teachers import HFEncoderClassifier, freeze, load_teacher
@@ -206,7 +205,7 @@ class DistillationTrainer(Trainer):
         self.student_view = HFEncoderClassifier(self.model, tokenizer)
         context = None
         if self.teacher is not None:  # one tokenizer, checked above
-            context = replace(term_context(self.student_view, self.teacher, self.task), shared_tokenizer=True)
+            context = replace(TermContext.between(self.student_view, self.teacher, self.task), shared_tokenizer=True)
         self.terms: list[LossTerm] = chosen.terms(context, **options)
         self.term_modules = nn.ModuleList([t.module for t in self.terms if t.module is not None])
         self._check_extras_fit()

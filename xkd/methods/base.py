@@ -13,12 +13,13 @@ only way a method reaches into training, so the training loop knows no method by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any
 
 from torch import Tensor, nn
 
+from xkd.data import tokenizer_fingerprint
 from xkd.errors import XKDError
 from xkd.methods.losses import binary_kd_loss, kd_loss, regression_kd_loss, task_loss
 from xkd.options import Options, OptionSpec
@@ -84,6 +85,30 @@ class TermContext:
     teacher_attention_heads: int | None = None
     shared_tokenizer: bool = False  # same token ids, so attention maps can be compared position by position
     steps_per_epoch: int | None = None  # for terms whose schedule is set in epochs
+
+    @classmethod
+    def between(cls, student: nn.Module, teacher: nn.Module | None, task: Task, steps_per_epoch: int | None = None):
+        """The context of this teacher/student pair (`teacher` None: saved outputs, final logits only, no layers)."""
+
+        def heads(model) -> int | None:  # None for students without self-attention
+            return getattr(getattr(model, "config", None), "num_attention_heads", None)
+
+        if teacher is None:  # `--teacher-outputs`
+            return replace(cls.between(student, student, task, steps_per_epoch), teacher_layers=0, teacher_width=0,
+                           teacher_attention_heads=None, shared_tokenizer=False)  # fmt: skip
+        return cls(
+            student_layers=student.num_layers,
+            student_width=student.layer_width,
+            teacher_layers=teacher.num_layers,
+            teacher_width=teacher.layer_width,
+            output_size=task.output_size,
+            regression=task.regression,
+            multi_label=task.multi_label,
+            student_attention_heads=heads(student),
+            teacher_attention_heads=heads(teacher),
+            shared_tokenizer=tokenizer_fingerprint(student.tokenizer) == tokenizer_fingerprint(teacher.tokenizer),
+            steps_per_epoch=steps_per_epoch,
+        )
 
 
 @dataclass(frozen=True)

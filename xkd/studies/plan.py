@@ -54,11 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from xkd.config import CONFIG_FIELDS, DistillConfig, coerce_value, read_mapping
-from xkd.distillation import (
-    assistant_config,
-    check_config,
-)
+from xkd.distillation import check_config
 from xkd.errors import XKDError, closest
+from xkd.teachers.resolve import assistant_config
 
 SECTIONS = ("teachers", "students", "methods")
 TOP_KEYS = ("name", "seeds", "teacher_seed", "baseline", "base", "grid", "output_dir", "runs_dir", *SECTIONS)

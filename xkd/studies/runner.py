@@ -14,12 +14,7 @@ from typing import Any
 
 from xkd.config import DistillConfig
 from xkd.data import load_splits
-from xkd.distillation import (
-    build_teacher_caches,
-    resolve_task,
-    resolve_teachers,
-    run_distill,
-)
+from xkd.distillation import run_distill
 from xkd.errors import Interrupted, XKDError
 from xkd.files import file_lock, write_text_atomically
 from xkd.log import Log, silent
@@ -27,9 +22,12 @@ from xkd.methods import get_method
 from xkd.processes import process_state
 from xkd.pseudo_heads import WEIGHTS_FILE, PseudoHeads
 from xkd.studies.plan import PlannedRun, StudyPlan, comparable
+from xkd.tasks import resolve_task
+from xkd.teacher_outputs import build_teacher_caches
 from xkd.teachers import heads_dir
 from xkd.teachers.ensemble import teacher_list
 from xkd.teachers.outside import outside_info
+from xkd.teachers.resolve import resolve_teachers
 from xkd.training import Checkpoints
 
 
@@ -57,7 +55,7 @@ def prepare_teachers(plan: StudyPlan, log: Log, progress: bool = True) -> dict[s
         task, raw = load_splits(resolve_task(first), first.data_dir, first.max_examples, first.max_train_examples)
         needs_heads = any(get_method(r.config.method).needs_teacher_heads for r in members)
         # load_plan cleared the runs' assistant_layers (their chains are runs of their own): no chain is trained here
-        teacher, info = resolve_teachers(first, task, raw, needs_heads, plan.directory, log)
+        teacher, info = resolve_teachers(first, task, raw, needs_heads, log)
         del teacher
         prepared[name] = {**info, "seconds": round(time.perf_counter() - start, 2)}
         paths = [member["path"] for member in info.get("members", [info])]

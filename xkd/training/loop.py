@@ -15,7 +15,7 @@ import math
 import shutil
 import signal
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,24 +83,28 @@ def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def train(
-    model: nn.Module,
-    task: Task,
-    splits: DatasetDict,
-    collator: Collator,
-    terms: list[LossTerm],
-    settings: TrainSettings,
-    run_dir: str | Path,
-    teacher: nn.Module | None = None,
-    needs_attentions: bool = False,
-    teacher_cache: TeacherCache | None = None,
-    save_dir: str | Path | None = None,
-    meta: dict[str, Any] | None = None,
-    initial_best: float = -math.inf,
-    resume: bool = False,
-    log: Log = to_stderr,
-) -> dict[str, Any]:
-    """Train `model` on `splits["train"]` with the weighted `terms`, keeping the best validation checkpoint.
+@dataclass
+class TrainJob:
+    """What one call of `train` trains, on what, with which settings, and where it writes."""
+
+    model: nn.Module
+    task: Task
+    splits: DatasetDict
+    collator: Collator
+    terms: list[LossTerm]
+    settings: TrainSettings
+    run_dir: Path
+    teacher: nn.Module | None = None
+    needs_attentions: bool = False
+    teacher_cache: TeacherCache | None = None
+    save_dir: Path | None = None  # where the best model is saved [default: run_dir/student]
+    meta: dict[str, Any] = field(default_factory=dict)  # what the saved model records of its run
+    initial_best: float = -math.inf
+    resume: bool = False
+
+
+def train(job: TrainJob, log: Log = to_stderr) -> dict[str, Any]:
+    """Train the job's `model` on `splits["train"]` with the weighted `terms`, keeping the best validation checkpoint.
 
     Writes `run_dir/metrics.jsonl` (one line per epoch) and saves the best model to `save_dir` (default
     `run_dir/student`); returns a summary with the best epoch, validation and test metrics and timings (the caller
@@ -115,9 +119,9 @@ def train(
     continues from the newest one and ends exactly where an uninterrupted run would (same batches, dropout masks
     and updates).
     """
-    inputs = (model, task, splits, collator, terms, settings, Path(run_dir))
-    run = set_up(*inputs, teacher, needs_attentions, teacher_cache, save_dir, meta, initial_best, log)
-    resumed_epoch = restore(run) if resume else start(run)
+    settings = job.settings
+    run = set_up(job, log)
+    resumed_epoch = restore(run) if job.resume else start(run)
     run.state.start_clock()
     bar = tqdm(total=run.total_steps, desc="train", disable=not (settings.progress and run.main), dynamic_ncols=True)
     bar.update(run.state.step)
@@ -135,23 +139,9 @@ def train(
     return finish(run)
 
 
-def set_up(
-    model: nn.Module,
-    task: Task,
-    splits: DatasetDict,
-    collator: Collator,
-    terms: list[LossTerm],
-    settings: TrainSettings,
-    run_dir: Path,
-    teacher: nn.Module | None,
-    needs_attentions: bool,
-    teacher_cache: TeacherCache | None,
-    save_dir: str | Path | None,
-    meta: dict[str, Any] | None,
-    initial_best: float,
-    log: Log = to_stderr,
-) -> Run:
+def set_up(job: TrainJob, log: Log = to_stderr) -> Run:
     """Seed, device, loaders, optimizer and schedule; the terms' `start` hooks check the student first."""
+    task, settings, terms, teacher, run_dir = job.task, job.settings, job.terms, job.teacher, Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(settings.seed)
     fresh_accelerator_state()
@@ -167,8 +157,8 @@ def set_up(
             f"batch size {settings.batch_size} does not split over {accelerator.num_processes} processes; "
             f"use a multiple of {accelerator.num_processes}"
         )
-    source = TeacherSource(teacher, teacher_cache, needs_attentions)
-    train_loader, eval_loaders, val_names, test_names = make_loaders(task, splits, collator, settings, source)
+    source = TeacherSource(teacher, job.teacher_cache, job.needs_attentions)
+    train_loader, eval_loaders, val_names, test_names = make_loaders(task, job.splits, job.collator, settings, source)
     steps_per_epoch = len(train_loader)
     total_steps = settings.epochs * steps_per_epoch
     if settings.max_steps is not None:
@@ -176,20 +166,25 @@ def set_up(
     sampler = train_loader.batch_sampler  # before accelerate wraps the loader
     term_modules = nn.ModuleList([t.module for t in terms if t.module is not None])
     model, term_modules, optimizer, train_loader, scheduler = prepare_optimisation(
-        accelerator, model, term_modules, train_loader, settings, math.ceil(total_steps / settings.grad_accumulation)
+        accelerator,
+        job.model,
+        term_modules,
+        train_loader,
+        settings,
+        math.ceil(total_steps / settings.grad_accumulation),
     )
     if teacher is not None:
         teacher.to(accelerator.device)  # frozen: placed, never wrapped for DDP or optimised
-    state = TrainState(accelerator, model, term_modules, optimizer, scheduler, settings, source, initial_best)
+    state = TrainState(accelerator, model, term_modules, optimizer, scheduler, settings, source, job.initial_best)
     checkpoints = Checkpoints(
         run_dir / "checkpoints", settings.keep_checkpoints, enabled=accelerator.is_main_process, log=log
     )
-    save_dir = Path(save_dir) if save_dir is not None else run_dir / "student"
+    save_dir = Path(job.save_dir) if job.save_dir is not None else run_dir / "student"
     epochs = math.ceil(total_steps / steps_per_epoch)
     loaders = (train_loader, sampler, eval_loaders, val_names, test_names)
-    tracking = Tracking.start(accelerator, settings.report_to, run_dir, {**(meta or {}), **asdict(settings)})
+    tracking = Tracking.start(accelerator, settings.report_to, run_dir, {**job.meta, **asdict(settings)})
     run = Run(task, settings, accelerator, model, terms, term_modules, source, *loaders, total_steps, epochs,
-              run_dir, save_dir, meta or {}, needs_attentions, checkpoints, state, tracking)  # fmt: skip
+              run_dir, save_dir, job.meta, job.needs_attentions, checkpoints, state, tracking)  # fmt: skip
     for _, hook in run.term_hooks("start"):
         hook(state.student())
     return run
