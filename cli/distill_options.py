@@ -255,3 +255,11 @@ DISTILL_GROUPS: dict[str, tuple[str, ...]] = {
         "progress",
     ),
 }
+
+
+def config_from(config_file: str | None, student_config: str | None, options: dict):
+    """A run's config from `xkd distill`'s (or `cache build`'s) options: defaults < --config file <
+    --student-config < options on the command line."""
+    from xkd.api import distill_config
+
+    return distill_config(config_file, student_config, options)

@@ -84,3 +84,28 @@ def _attach(param: click.Parameter) -> Callable:
         return f
 
     return decorate
+
+
+def echo_options(specs) -> None:
+    """One line per option: name=default, allowed values, what it does (methods and augmentation recipes)."""
+    for spec in specs:
+        click.echo(f"      {f'{spec.name}={spec.default}':<26} {spec.allowed():<26} {spec.help}")
+
+
+# Options several commands share, declared once (`xkd distill`'s own are `cli.distill_options`).
+DATA_DIR_OPTION = click.option(
+    "--data-dir", type=click.Path(), help="Directory of the task's split files (train/validation/test)."
+)
+SAVED_MAX_LENGTH_OPTION = click.option(
+    "--max-length", type=int, help="Tokens per text [default: the length the model was trained with]."
+)
+PROGRESS_OPTION = click.option("--progress/--no-progress", default=True, help="Progress bars.  [default: on]")
+
+
+def task_option(**kwargs: Any) -> Callable:
+    """`--task`: required where a command needs one, the quickstart's where it shows one."""
+    return click.option("--task", help=kwargs.pop("help", "Task name (see 'xkd tasks')."), **kwargs)
+
+
+def max_examples_option(what: str = "Use at most this many examples per split (quick runs).") -> Callable:
+    return click.option("--max-examples", type=int, help=what)

@@ -18,10 +18,12 @@ from typing import Any
 from accelerate.utils import set_seed
 from datasets import DatasetDict
 
+from xkd.config import DistillConfig
 from xkd.damage import MODEL_FILES, TOKENIZER_FILES, damaged
 from xkd.data import Collator, encode
+from xkd.errors import XKDError
 from xkd.files import file_lock, write_text_atomically
-from xkd.log import to_stderr
+from xkd.log import Log, to_stderr
 from xkd.methods import get_method
 from xkd.paths import cache_root, model_key
 from xkd.tasks import Task, task_record
@@ -157,3 +159,30 @@ def cached_finetune(
         shutil.rmtree(directory, ignore_errors=True)
         work.rename(directory)
     return directory, summary, False
+
+
+def finetune_config(model_name: str, task: str, data_dir: str | None, values: dict[str, Any]) -> DistillConfig:
+    """`xkd teacher finetune`'s given options as the distillation config whose teacher fine-tune they describe, so
+    both entry points train (and cache) the same teacher from the same defaults (`--epochs` and `--lr` are the
+    teacher's)."""
+    renamed = {"epochs": "teacher_epochs", "lr": "teacher_lr"}
+    values = {renamed.get(k, k): v for k, v in values.items() if k != "overwrite"}
+    return DistillConfig(task=task, teacher=model_name, data_dir=data_dir, **values).validate()
+
+
+def finetune_into(
+    cfg: DistillConfig, task: Task, raw: DatasetDict, output_dir: str | None, overwrite: bool, log: Log = to_stderr
+) -> tuple[Path, dict[str, Any]]:
+    """`xkd teacher finetune`: fine-tune `cfg.teacher` into `output_dir` (default `runs/teacher-TASK-MODEL`). A
+    directory holding a finished teacher is refused unless `overwrite`; one holding an interrupted fine-tune
+    continues from its checkpoint (never restarts) unless `overwrite`."""
+    slug = cfg.teacher.strip("/").replace("/", "--")
+    out = Path(output_dir) if output_dir else Path("runs") / f"teacher-{task.name}-{slug}"
+    if (out / METRICS_FILE).exists() and not overwrite:
+        raise XKDError(f"{out} already holds a fine-tuned teacher; choose another --output-dir or pass --overwrite")
+    resume = Checkpoints.exist(out) and not overwrite
+    if resume:
+        log(f"teacher: continuing the interrupted fine-tune in {out}")
+    settings = TrainSettings.from_config(cfg, teacher=True)
+    _, summary = finetune(cfg.teacher, task, raw, settings, cfg.max_length, out, resume=resume, log=log)
+    return out, summary

@@ -1,10 +1,11 @@
 """The layout's rules, read from the source: no import cycle (type-only and function-level imports included), lower
 layers never import higher ones, the orchestrator is imported only by what runs distillations, and no function in
-the package is longer than 60 lines."""
+the package is longer than 60 lines; CONTRIBUTING.md's layout table names every module there is."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"xkd": "xkd", "students": "xkd.students", "teachers": "xkd.teachers", "cli": "xkd.cli"}
 MAX_FUNCTION_LINES = 60
+SUBPACKAGES = sorted(p.parent.name for p in (ROOT / "xkd").glob("*/__init__.py"))
 
-# module prefix -> prefixes it must never import (directly; every module is checked, so indirectly too)
+# module prefix -> prefixes its modules must never import directly
 FORBIDDEN = {
     "xkd.config": ("xkd.",),  # the one source of defaults rests on nothing but errors and limits
     "xkd.limits": ("xkd.config", "xkd.teachers", "xkd.students", "xkd.training", "xkd.methods"),
@@ -171,3 +173,20 @@ def test_a_student_built_on_teacher_layers_does_not_load_the_training_loop():
     code = "import sys, xkd.students.bert_k; print('xkd.training.loop' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def layout_rows() -> dict[str, set[str]]:
+    """CONTRIBUTING.md's layout table: folder -> the module files its row names."""
+    rows = {}
+    for line in (ROOT / "CONTRIBUTING.md").read_text().splitlines():
+        cells = line.split("|")
+        if len(cells) > 3 and re.fullmatch(r" `[a-z_/]+/` ", cells[1]):
+            rows[cells[1].strip(" `/")] = set(re.findall(r"`([a-z_0-9]+\.py)`", "|".join(cells[3:])))
+    return rows
+
+
+@pytest.mark.parametrize("folder", ["xkd", *(f"xkd/{d}" for d in SUBPACKAGES), "teachers", "students", "cli"])
+def test_the_layout_table_names_every_module_and_no_other(folder):
+    named = layout_rows()[folder]
+    present = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+    assert sorted(present - named) == [] and sorted(named - present - {"__init__.py"}) == []

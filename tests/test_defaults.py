@@ -9,13 +9,14 @@ from dataclasses import MISSING, fields
 import click
 import pytest
 
-from xkd.cli.main import cli, finetune_config
+from xkd.cli.main import cli
+from xkd.cli.options import given
 from xkd.config import DEFAULTS, DistillConfig
 from xkd.students import STUDENTS
 from xkd.students.configured import student_settings
 from xkd.students.registry import student_lr
 from xkd.tasks import get_task
-from xkd.teachers.finetune import finetune_key
+from xkd.teachers.finetune import finetune_config, finetune_key
 from xkd.training import TrainSettings
 
 # Config fields whose option has another parameter name: --resume takes the run directory to continue.
@@ -53,11 +54,11 @@ def test_each_config_field_has_one_distill_option_showing_its_default(field):
 
 
 def test_a_distill_command_line_without_options_is_the_dataclass_default():
-    from xkd.cli.main import _distill_config
+    from xkd.cli.distill_options import config_from
 
     given = {k: v for k, v in received(("distill",), []).items() if k not in ("config_file", "student_config")}
     given.pop("resume_dir")
-    assert _distill_config(None, None, given) == DistillConfig().validate()
+    assert config_from(None, None, given) == DistillConfig().validate()
 
 
 def test_teacher_finetune_defaults_are_those_of_distill():
@@ -65,7 +66,7 @@ def test_teacher_finetune_defaults_are_those_of_distill():
     same cache key)."""
     options = received(("teacher", "finetune"), ["--model", "m", "--task", "mr"])
     options = {k: v for k, v in options.items() if k not in ("model_name", "task", "output_dir", "data_dir")}
-    from_finetune = finetune_config("m", "mr", None, options)
+    from_finetune = finetune_config("m", "mr", None, given(options))
     from_distill = DistillConfig(task="mr", teacher="m").validate()
     assert TrainSettings.from_config(from_finetune, teacher=True) == TrainSettings.from_config(
         from_distill, teacher=True

@@ -162,12 +162,13 @@ def study(
     """
     from xkd.log import quiet_libraries, silent
     from xkd.studies import load_plan, run_study
+    from xkd.studies.plan import only_filters
 
     quiet_libraries(verbose)
     from xkd.studies.results import group_rows, load_study, run_rows
 
     plan = load_plan(str(config), None if output_dir is None else str(output_dir))
-    filters = {key: {names} if isinstance(names, str) else set(names) for key, names in (only or {}).items()}
+    filters = only_filters(only)
     plan.select(filters)  # unknown keys and names fail here, before anything runs
     outcome = run_study(plan, log=log or silent, progress=progress, only=filters)
     files: list[Path] = []

@@ -68,8 +68,9 @@ def _config_names(config: Any, num_labels: int) -> tuple[str, ...]:
     return () if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
 
 
-def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """A saved student or teacher and the record xkd wrote beside it ({} for a foreign HF checkpoint)."""
+def load_model(directory: str | os.PathLike, what: str = "model") -> tuple[nn.Module, dict[str, Any]]:
+    """A saved student or teacher and the record xkd wrote beside it ({} for a foreign HF checkpoint); `what` names
+    a Hugging Face checkpoint in errors."""
     from xkd.students import load_student
     from xkd.teachers import HFEncoderClassifier
 
@@ -84,9 +85,15 @@ def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
             f"{directory} holds no model (no {STUDENT_FILE} or config.json); pass a saved student such as "
             "RUN_DIR/student or a fine-tuned teacher directory"
         )
-    model = HFEncoderClassifier.from_pretrained(str(directory), what="model")
+    model = HFEncoderClassifier.from_pretrained(str(directory), what=what)
     meta_path = directory / MODEL_FILE
     return model, json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+
+def saved_max_length(meta: dict[str, Any], given: int | None = None) -> int:
+    """Tokens per text for a saved model: `given`, else the length it was trained with, else the config's default
+    (the one rule of `xkd predict`, `xkd eval` and `Predictor`)."""
+    return int(given or meta.get("max_length") or DEFAULTS.max_length)
 
 
 class Predictor:
@@ -114,7 +121,7 @@ class Predictor:
         self.model, meta = load_model(model_dir)
         self.tokenizer = self.model.tokenizer
         self.labels = Labels.of(meta, self.model.num_labels, getattr(self.model, "config", None))
-        self.max_length = int(max_length or meta.get("max_length") or DEFAULTS.max_length)
+        self.max_length = saved_max_length(meta, max_length)
         self.batch_size = batch_size
         self.separate = getattr(self.model, "pair_encoding", "joint") == "separate"
         self.session = _onnx_session(onnx) if onnx is not None else None

@@ -49,6 +49,7 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,24 @@ def _assistant_chain(
 def comparable(cfg: DistillConfig | dict) -> dict[str, Any]:
     values = asdict(cfg) if isinstance(cfg, DistillConfig) else dict(cfg)
     return {k: v for k, v in values.items() if k not in COSMETIC}
+
+
+def only_filters(only: Mapping[str, str | Iterable[str]] | Iterable[str] | None) -> dict[str, set[str]]:
+    """Part of a grid (`--only`, `xkd.study(only=...)`): key -> allowed names, from `{"student": ["cnn"]}` or from
+    `KEY=NAME[,NAME...]` items; a name string may list several, comma-separated, in either form."""
+    if only is None:
+        return {}
+    if not isinstance(only, Mapping):
+        pairs = []
+        for item in only:
+            key, sep, names = item.partition("=")
+            if not sep or not names:
+                raise XKDError(f"--only {item}: write KEY=NAME[,NAME...], e.g. --only student=cnn,bilstm")
+            pairs.append((key.strip(), names))
+    else:
+        pairs = list(only.items())
+    filters: dict[str, set[str]] = {}
+    for key, names in pairs:
+        listed = names.split(",") if isinstance(names, str) else [str(n) for n in names]
+        filters.setdefault(key, set()).update(n.strip() for n in listed if n.strip())
+    return filters

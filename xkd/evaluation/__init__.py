@@ -1,4 +1,6 @@
-"""Evaluation of any Trace-returning model on a task split."""
+"""Evaluation of any Trace-returning model on a task split; of a saved model on a task's splits, `xkd eval`'s
+`evaluate_saved` (in `xkd.evaluation.saved`, which loads models as `xkd predict` does: training imports this
+module, never the loaders)."""
 
 from __future__ import annotations
 
