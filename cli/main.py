@@ -3,6 +3,7 @@ their modules (cache, teacher, model, data, catalog) and are added here."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -162,3 +163,7 @@ for command in (cache, teacher, eval_command, predict_command, export_command, i
 
 def main() -> None:
     cli(prog_name="xkd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,11 @@ from transformers import PreTrainedTokenizerBase
 from xkd.data import Collator
 from xkd.errors import XKDError
 from xkd.trace import Trace
+
+if TYPE_CHECKING:
+    from xkd.config import DistillConfig
+    from xkd.methods import Method
+    from xkd.tasks import Task
 
 AVERAGES = ("logits", "probabilities")
 ROLE = "teacher"  # the first member's role; the k-th (k >= 2) is `teacher{k}`
@@ -255,7 +260,7 @@ def teacher_list(teacher: str | Sequence[str]) -> list[str]:
     return [teacher] if isinstance(teacher, str) else list(teacher)
 
 
-def check_ensemble(cfg: Any, method: Any, task: Any) -> None:
+def check_ensemble(cfg: DistillConfig, method: Method, task: Task) -> None:
     """What an ensemble cannot do, refused before anything loads, each in one line with the reason."""
     names = teacher_list(cfg.teacher)
     if cfg.teacher_weights and len(cfg.teacher_weights) != len(names):
@@ -285,7 +290,7 @@ def check_ensemble(cfg: Any, method: Any, task: Any) -> None:
         )
 
 
-def check_ensemble_widths(method: Any, options: Mapping[str, Any], widths: Mapping[str, int]) -> None:
+def check_ensemble_widths(method: Method, options: Mapping[str, Any], widths: Mapping[str, int]) -> None:
     """Methods that read the teacher's layer vectors (under these `options`) need one width across the ensemble:
     vectors of different widths have no common space to concatenate in."""
     if "layer_vectors" in method.reads(options) and len(set(widths.values())) > 1:

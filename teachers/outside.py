@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,10 @@ from xkd.errors import XKDError
 from xkd.log import Log
 from xkd.tasks import Task
 from xkd.trace import Trace
+
+if TYPE_CHECKING:
+    from xkd.config import DistillConfig
+    from xkd.methods import Method
 
 FORMS = ("logits", "probabilities", "log_probabilities", "label")
 FLOOR = 1e-7  # the least probability kept: log(0) would make KD's KL divergence NaN
@@ -52,7 +56,7 @@ def outside_info(path: str | Path) -> dict[str, Any]:
     return {"source": f"outputs:{path}"}
 
 
-def check_outside(cfg: Any, method: Any, task: Task, default_teacher: str) -> None:
+def check_outside(cfg: DistillConfig, method: Method, task: Task, default_teacher: str) -> None:
     """Everything `--teacher-outputs` cannot do, refused before anything loads, each in one line with the reason:
     a teacher model besides the file, methods reading more than final outputs, TAKD, students built from a
     teacher, and a file that is missing or of an unknown kind."""
@@ -80,7 +84,7 @@ def check_outside(cfg: Any, method: Any, task: Task, default_teacher: str) -> No
         raise XKDError(f"teacher outputs file {path} does not exist; pass the file of the outputs you saved")
 
 
-def _needs_more(method: Any, options: dict[str, Any]) -> str | None:
+def _needs_more(method: Method, options: dict[str, Any]) -> str | None:
     """What `method` reads beyond final logits under its `options`, in words, or None."""
     fields = method.reads(options)
     if method.needs_attentions:
@@ -92,7 +96,7 @@ def _needs_more(method: Any, options: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_student(cfg: Any) -> None:
+def _check_student(cfg: DistillConfig) -> None:
     """Students built from a teacher model have none to be built from."""
     options = cfg.student_options
     if cfg.student in TEACHER_STUDENTS and not options.get("checkpoint"):
@@ -323,7 +327,7 @@ class OutsideOutputs:
 
 
 def match_outputs(
-    cfg: Any, task: Task, raw: DatasetDict, held_out: Sequence[str], log: Log
+    cfg: DistillConfig, task: Task, raw: DatasetDict, held_out: Sequence[str], log: Log
 ) -> tuple[DatasetDict, OutsideOutputs]:
     """The splits with the file's outputs row by row: training and transfer rows without outputs fail the run or,
     with `--missing-outputs drop`, are dropped (and counted); a held-out split (`held_out`) is served only when
@@ -356,7 +360,7 @@ def _lookup(table: OutputTable, task: Task, split: Dataset, name: str) -> list[n
     return [table.rows.get(tuple(str(t) for t in key)) for key in keys]
 
 
-def _subset_flag(cfg: Any) -> str | None:
+def _subset_flag(cfg: DistillConfig) -> str | None:
     if cfg.max_examples is not None:
         return "--max-examples"
     return "--max-train-examples" if cfg.max_train_examples is not None else None

@@ -5,13 +5,12 @@ import math
 
 import pytest
 import torch
-from tiny import QUICK, distill, run, save_tiny
+from tiny import QUICK, distill, make_trace, run, save_tiny
 
 from xkd.errors import XKDError
 from xkd.methods import TermContext, get_method
 from xkd.methods.aguilar import InternalLoss, active_layers
 from xkd.methods.losses import attention_kl, cls_cosine_loss
-from xkd.trace import Trace
 
 
 def test_attention_kl_by_hand_skips_padded_query_rows():
@@ -62,8 +61,8 @@ def traces():
     torch.manual_seed(0)
     att = torch.softmax(torch.randn(2, 4, 2, 3, 3), -1)
     mask = torch.ones(2, 3, dtype=torch.long)
-    teacher = Trace(torch.zeros(2, 2), torch.randn(2, 4, 4), mask, attentions=att)
-    student = Trace(torch.zeros(2, 2), torch.randn(2, 2, 4), mask, attentions=att[:, :2])
+    teacher = make_trace(2, layer_vectors=torch.randn(2, 4, 4), attention_mask=mask, attentions=att)
+    student = make_trace(2, layer_vectors=torch.randn(2, 2, 4), attention_mask=mask, attentions=att[:, :2])
     return student, teacher
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from datasets import DatasetDict
-from tiny import QUICK, make_mpnet_tokenizer, run, save_tiny
+from tiny import QUICK, make_mpnet_tokenizer, make_trace, run, save_tiny
 from transformers import RobertaConfig, RobertaForSequenceClassification
 
 from xkd.config import DistillConfig, coerce_value
@@ -24,7 +24,6 @@ from xkd.teachers.ensemble import (
     member_collator,
     teacher_tokenizers,
 )
-from xkd.trace import Trace
 
 MR = get_task("mr")
 
@@ -54,12 +53,7 @@ def summary_of(directory):
 
 
 def _trace(logits, layers, width, heads=True):
-    batch = logits.shape[0]
-    return Trace(
-        logits=logits,
-        layer_vectors=torch.randn(batch, layers, width),
-        pseudo_logits=torch.randn(batch, layers, logits.shape[1]) if heads else None,
-    )
+    return make_trace(layers=layers, width=width, logits=logits, pseudo_logits=heads, drawn=True)
 
 
 def test_combined_logits_are_the_weighted_mean_of_logits_or_of_probabilities():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from tiny import make_trace
 
 from xkd.errors import XKDError
 from xkd.layer_maps import pkd_layers
@@ -11,7 +12,6 @@ from xkd.methods import TermContext, get_method, weighted_loss
 from xkd.methods.losses import logit_mse_loss, pkd_loss
 from xkd.methods.projector import layer_mask
 from xkd.tasks import get_task
-from xkd.trace import Trace
 
 MR = get_task("mr")
 
@@ -53,8 +53,7 @@ def test_logit_mse_by_hand():
 
 def trace(vectors, logits=None):
     vectors = torch.as_tensor(vectors, dtype=torch.float32)
-    logits = torch.zeros(vectors.shape[0], 2) if logits is None else logits
-    return Trace(logits=logits, layer_vectors=vectors)
+    return make_trace(vectors.shape[0], logits=logits, layer_vectors=vectors)
 
 
 def test_pkd_method_uses_mapped_layers_and_a_map_for_other_widths():

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from tiny import make_trace
 
 from xkd.errors import XKDError
 from xkd.methods import METHODS, LossTerm, get_method, weighted_loss
@@ -12,7 +13,7 @@ LN3 = math.log(3.0)
 
 
 def trace(logits: torch.Tensor) -> Trace:
-    return Trace(logits=logits, layer_vectors=torch.zeros(logits.shape[0], 1, 4))
+    return make_trace(layers=1, width=4, logits=logits)
 
 
 def test_registry_lists_none_and_kd():

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import save_tiny, write_task_dir
+from tiny import make_trace, save_tiny, write_task_dir
 
 from xkd.data import load_splits
 from xkd.errors import XKDError
@@ -12,7 +12,6 @@ from xkd.students import build_student
 from xkd.tasks import get_task
 from xkd.teachers import heads_dir, load_teacher, train_heads
 from xkd.teachers.heads import fit_heads, heads_info
-from xkd.trace import Trace
 
 MR = get_task("mr")
 
@@ -141,9 +140,9 @@ def test_gradients_reach_student_and_its_heads_never_the_teacher(teacher_with_he
 
 def test_universal_without_teacher_heads_is_a_clear_error():
     terms = get_method("universal").terms(TermContext(2, 32, 3, 32, 2))
-    trace = Trace(logits=torch.zeros(1, 2), layer_vectors=torch.zeros(1, 2, 32))
+    trace = make_trace(layers=2, width=32)
     with pytest.raises(XKDError, match="xkd teacher heads"):
-        terms[-1].fn(trace, Trace(logits=torch.zeros(1, 2), layer_vectors=torch.zeros(1, 3, 32)), None, MR)
+        terms[-1].fn(trace, make_trace(layers=3, width=32), None, MR)
 
 
 def test_bf16_autocast_on_cpu_is_finite_and_close(teacher_with_heads):

@@ -21,6 +21,8 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
+from xkd.trace import Trace
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 POSITIVE = ["good", "great", "fine", "superb", "lovely", "moving", "funny", "smart"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "weak", "silly", "flat"]
@@ -167,3 +169,30 @@ def metrics_lines(run_dir) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def make_trace(
+    batch: int = 1,
+    layers: int = 1,
+    width: int = 4,
+    classes: int = 2,
+    *,
+    logits: torch.Tensor | None = None,
+    layer_vectors: torch.Tensor | None = None,
+    pseudo_logits: torch.Tensor | bool | None = None,
+    attention_mask: torch.Tensor | None = None,
+    attentions: torch.Tensor | None = None,
+    drawn: bool = False,
+) -> Trace:
+    """The one way tests build a `Trace` by hand: the tensors given as they are, the others of the given sizes
+    (`batch` from `logits` when given), zeros or, `drawn`, standard normal draws (in the order logits, layer
+    vectors, pseudo logits, so a seeded test draws the same numbers each time). `pseudo_logits=True` adds per-layer
+    logits; a tensor is used as it is."""
+    draw = torch.randn if drawn else torch.zeros
+    batch = logits.shape[0] if logits is not None else batch
+    logits = draw(batch, classes) if logits is None else logits
+    layer_vectors = draw(batch, layers, width) if layer_vectors is None else layer_vectors
+    if pseudo_logits is True:
+        pseudo_logits = draw(batch, layer_vectors.shape[1], logits.shape[1])
+    pseudo = pseudo_logits if isinstance(pseudo_logits, torch.Tensor) else None
+    return Trace(logits, layer_vectors, attention_mask, pseudo, attentions)

@@ -38,7 +38,7 @@ from xkd.damage import damaged, first_line
 from xkd.data import Collator, hash_tensors, make_loader, tokenizer_fingerprint, tokenizer_spec_fingerprint
 from xkd.errors import Interrupted, XKDError
 from xkd.files import file_lock, write_text_atomically
-from xkd.interrupts import stop_requests
+from xkd.interrupts import StopRequest, stop_requests
 from xkd.log import Log, to_stderr
 from xkd.paths import cache_root, model_key
 from xkd.processes import process_state
@@ -250,6 +250,26 @@ SAVE_EVERY_SECONDS = 30.0  # how much labelling an interruption may cost at most
 
 
 @torch.no_grad()
+@dataclass
+class LabellingPass:
+    """One teacher pass over a cache's splits, as far as it got: what labels (the teacher, batched by `collator`),
+    what is stored, where it is written, which batches of each split are done, and the process group and stop
+    request it answers to."""
+
+    teacher: nn.Module
+    collator: Collator
+    batch_size: int
+    progress: bool
+    fields: tuple[str, ...]
+    dtype: str
+    work: Path
+    identity: dict[str, Any]  # what the work directory's batches were labelled with (`progress.json`)
+    done: dict[str, int]  # split -> batches written
+    start: float
+    group: Any  # the process group (`xkd.processes.process_state`)
+    stop: StopRequest
+
+
 def build_cache(
     teacher: nn.Module,
     splits: DatasetDict,
@@ -286,9 +306,10 @@ def build_cache(
     was_training = teacher.training
     teacher.eval()
     with stop_requests() as stop:
+        labelling = LabellingPass(teacher, collator, batch_size, progress, fields, dtype, work, identity, done, start,
+                                  group, stop)  # fmt: skip
         for name, split in splits.items():
-            state = {"work": work, "identity": identity, "done": done, "start": start, "group": group, "stop": stop}
-            _label_split(teacher, name, split, collator, batch_size, progress, fields, dtype, state)
+            _label_split(labelling, name, split)
     teacher.train(was_training)
     if not group.is_main_process:
         return None  # the main process writes the cache; callers open it after waiting for it
@@ -335,26 +356,17 @@ def _resumable(work: Path, identity: dict[str, Any], log: Log) -> dict[str, Any]
     return {}
 
 
-def _label_split(
-    teacher: nn.Module,
-    name: str,
-    split: Dataset,
-    collator: Collator,
-    batch_size: int,
-    progress: bool,
-    fields: tuple[str, ...],
-    dtype: str,
-    state: dict[str, Any],
-) -> None:
+def _label_split(labelling: LabellingPass, name: str, split: Dataset) -> None:
     """Write the teacher's outputs on one split into `<work>/<name>/<field>.npy`, skipping the batches a previous,
     interrupted pass wrote; the bar shows texts per second and the time left.
 
     Under several processes the batches are dealt out in rounds (process p labels batch round·P + p); each round's
     outputs are gathered to the main process, which alone writes files."""
-    work, done, group = state["work"], state["done"], state["group"]
+    work, done, group, progress = labelling.work, labelling.done, labelling.group, labelling.progress
+    teacher, collator, fields = labelling.teacher, labelling.collator, labelling.fields
     rank, world, main = group.process_index, group.num_processes, group.is_main_process
     device = next(teacher.parameters()).device
-    order = list(make_loader(split, collator, batch_size, shuffle=False, buckets=True).batch_sampler)
+    order = list(make_loader(split, collator, labelling.batch_size, shuffle=False, buckets=True).batch_sampler)
     first_round = done.get(name, 0) // world
     files = _open_split_files(work / name, fields, resume=first_round > 0) if main else {}
     bar = tqdm(total=len(split), desc=f"teacher labels {name}", unit=" texts", disable=not (progress and main),
@@ -369,25 +381,25 @@ def _label_split(
         following = launch(start + world + rank)  # queued on the device before this batch is waited for
         outputs, pending = _finished(pending), following
         for rows, values in _gathered(outputs, group):
-            _write_rows(files, work / name, len(split), rows, values, dtype)
+            _write_rows(files, work / name, len(split), rows, values, labelling.dtype)
             bar.update(len(rows))
         done[name] = min(start + world, len(order))
-        if state["stop"].agreed(group):  # Ctrl-C / SIGTERM: keep what is labelled, then stop
+        if labelling.stop.agreed(group):  # Ctrl-C / SIGTERM: keep what is labelled, then stop
             if main:
-                _save_progress(files, state)
+                _save_progress(files, labelling)
             bar.close()
             labelled = sum(len(b) for b in order[: done[name]])
             raise Interrupted(
                 f"teacher labelling stopped at {labelled} of {len(split)} texts of '{name}'; the labelled part is kept "
                 f"in {work}",
-                state["stop"].signal or signal.SIGINT,
+                labelling.stop.signal or signal.SIGINT,
             )
         if main and time.perf_counter() - saved_at > SAVE_EVERY_SECONDS:
-            _save_progress(files, state)
+            _save_progress(files, labelling)
             saved_at = time.perf_counter()
     bar.close()
     if main:
-        _save_progress(files, state)
+        _save_progress(files, labelling)
 
 
 def _open_split_files(directory: Path, fields: tuple[str, ...], resume: bool) -> dict[str, np.ndarray]:
@@ -440,12 +452,13 @@ def _write_rows(files, directory: Path, rows_total: int, rows: np.ndarray, value
         files[field][rows] = value
 
 
-def _save_progress(files: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+def _save_progress(files: dict[str, np.ndarray], labelling: LabellingPass) -> None:
     """Flush the arrays, then record what they hold (in that order: the record never runs ahead of the data)."""
     for array in files.values():
         array.flush()
-    record = {"identity": state["identity"], "done": state["done"], "seconds": time.perf_counter() - state["start"]}
-    write_text_atomically(state["work"] / "progress.json", json.dumps(record))
+    seconds = time.perf_counter() - labelling.start
+    record = {"identity": labelling.identity, "done": labelling.done, "seconds": seconds}
+    write_text_atomically(labelling.work / "progress.json", json.dumps(record))
 
 
 def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, root: Path | None = None) -> Path:
@@ -465,6 +478,30 @@ def cache_dir(teacher_path: str, task: str, data_source: str, max_length: int, r
     key = hashlib.sha1(identity.encode()).hexdigest()[:12]
     slug = Path(teacher.rstrip("/")).name.replace("/", "--") or "teacher"
     return (root or traces_root()) / f"{task}--{slug}--{key}"
+
+
+@dataclass
+class CacheJob:
+    """What `open_or_build` opens, or builds: the teacher's outputs on `splits`, in `directory`, with `storage`.
+    `accepted`: the fingerprints a reusable cache may carry (see `fingerprints`)."""
+
+    teacher: nn.Module
+    splits: DatasetDict
+    collator: Collator
+    directory: Path
+    meta: dict[str, Any]
+    accepted: tuple[str, ...]
+    log: Log
+    progress: bool
+    storage: Storage
+    batch_size: int
+
+    def build(self, storage: Storage) -> TeacherCache | None:
+        """One labelling pass with `storage` (see `build_cache`)."""
+        meta = {**self.meta, "fingerprint": self.accepted[0]}
+        options = {**storage.as_kwargs(), "log": self.log}
+        return build_cache(self.teacher, self.splits, self.collator, self.directory, meta, self.batch_size,
+                           self.progress, **options)  # fmt: skip
 
 
 def open_or_build(
@@ -487,20 +524,20 @@ def open_or_build(
     wait and then reuse it."""
     wanted, before = fingerprints(teacher, splits, collator, max_length)
     lock = directory.with_name(f".{directory.name}.lock")
-    job = (teacher, splits, collator, directory, meta, (wanted, before), log, progress, storage, batch_size)
+    job = CacheJob(teacher, splits, collator, directory, meta, (wanted, before), log, progress, storage, batch_size)
     if process_state().num_processes > 1:
-        return _open_or_build_together(lock, *job)
+        return _open_or_build_together(lock, job)
     with file_lock(lock) as free:
         if free:
-            return _open_or_build(*job)
+            return _open_or_build(job)
     log(f"teacher cache: another process is building {directory}; waiting for it")
     with file_lock(lock, wait=True):
-        return _open_or_build(*job)
+        return _open_or_build(job)
 
 
-def _plan(directory: Path, splits: DatasetDict, accepted: tuple[str, ...], storage: Storage, log: Log):
-    """(the cache to reuse, None) or (None, the storage to build with), said in the log. `accepted`: the
-    fingerprints a reusable cache may carry (see `fingerprints`)."""
+def _plan(job: CacheJob) -> tuple[TeacherCache | None, Storage | None]:
+    """(the cache to reuse, None) or (None, the storage to build with), said in the log."""
+    directory, splits, accepted, storage, log = job.directory, job.splits, job.accepted, job.storage, job.log
     try:
         cache = open_cache(directory)
     except DamagedCache as e:
@@ -525,36 +562,32 @@ def _plan(directory: Path, splits: DatasetDict, accepted: tuple[str, ...], stora
     return None, storage
 
 
-def _open_or_build(teacher, splits, collator, directory, meta, accepted, log, progress, storage, batch_size):
-    cache, storage = _plan(directory, splits, accepted, storage, log)
+def _open_or_build(job: CacheJob) -> TeacherCache:
+    cache, storage = _plan(job)
     if cache is not None:
         return cache
-    meta = {**meta, "fingerprint": accepted[0]}
-    cache = build_cache(
-        teacher, splits, collator, directory, meta, batch_size, progress, **storage.as_kwargs(), log=log
-    )
-    log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
+    cache = job.build(storage)
+    job.log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
     return cache
 
 
-def _open_or_build_together(lock, teacher, splits, collator, directory, meta, accepted, log, progress, storage, size):
+def _open_or_build_together(lock: Path, job: CacheJob) -> TeacherCache:
     """Under several processes: the main process decides (holding the lock other studies' processes respect), all
     label their share when a pass is needed, and all open the result."""
     from accelerate.utils import broadcast_object_list
 
     group = process_state()
     with file_lock(lock, wait=True) if group.is_main_process else nullcontext(True):
-        plan = [_plan(directory, splits, accepted, storage, log)[1]] if group.is_main_process else [None]
+        plan = [_plan(job)[1]] if group.is_main_process else [None]
         storage = broadcast_object_list(plan)[0]  # None: reuse the cache as it is
         if storage is not None:
-            meta = {**meta, "fingerprint": accepted[0]}
-            build_cache(teacher, splits, collator, directory, meta, size, progress, **storage.as_kwargs(), log=log)
+            job.build(storage)
         group.wait_for_everyone()
-    cache = open_cache(directory)
+    cache = open_cache(job.directory)
     if cache is None:
-        raise RuntimeError(f"teacher cache {directory} is missing after it was built")
+        raise RuntimeError(f"teacher cache {job.directory} is missing after it was built")
     if storage is not None:
-        log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
+        job.log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s ({cache.size_bytes / 2**20:.0f} MiB)")
     return cache
 
 
