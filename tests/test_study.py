@@ -7,12 +7,14 @@ import hashlib
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import Result
 from scipy import stats
-from tiny import run, save_tiny
+from tiny import run, save_tiny, write_task_dir
 
 from xkd.pseudo_heads import PseudoHeads
 from xkd.studies import run_lock
@@ -72,32 +74,68 @@ def test_ci_is_students_t():
     assert math.isnan(confidence_interval([1.0])[2])
 
 
-def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_dir, isolated_cache, monkeypatch):
-    # Finished runs keep their checkpoints here, so that one can be turned back into an interrupted run below.
-    monkeypatch.setattr(Checkpoints, "discard", classmethod(lambda cls, run_dir: None))
-    teacher = save_tiny(tmp_path / "encoder", layers=4, bare=True)  # needs the shared fine-tune
-    config = study_file(tmp_path, teacher, task_dir)
-    out = tmp_path / "study"
+@dataclass
+class FinishedStudy:
+    """The tiny grid run once for the tests below: 12 runs and 2 TAKD assistants, finished, every run's
+    checkpoints kept (so one can be turned back into an interrupted run), and what the commands said on the way."""
 
-    dry = run("study", str(config), "--output-dir", str(out), "--dry-run")
+    config: Path
+    out: Path
+    cache: Path
+    root: Path
+    outputs: dict[str, Result]
+    part_report: str
+
+    def run(self, monkeypatch, *args: str) -> Result:
+        """`xkd study` on this study again, with its teacher cache."""
+        monkeypatch.setenv("XKD_CACHE_DIR", str(self.cache))
+        return run("study", str(self.config), "--output-dir", str(self.out), "--no-progress", *args)
+
+    def rows(self) -> list[dict[str, str]]:
+        return list(csv.DictReader((self.out / "results" / "runs.csv").open()))
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> FinishedStudy:
+    root = tmp_path_factory.mktemp("finished-study")
+    outputs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        cache = root / "xkd-cache"
+        mp.setenv("XKD_CACHE_DIR", str(cache))
+        mp.chdir(root)
+        mp.setattr(Checkpoints, "discard", classmethod(lambda cls, run_dir: None))
+        teacher = save_tiny(root / "encoder", layers=4, bare=True)  # needs the shared fine-tune
+        config, out = study_file(root, teacher, write_task_dir(root / "data")), root / "study"
+        outputs["dry"] = run("study", str(config), "--output-dir", str(out), "--dry-run")
+        outputs["part"] = run("study", str(config), "--output-dir", str(out), "--no-progress", "--only",
+                              "student=cnn", "--only", "method=takd", "--only", "seed=1")  # fmt: skip
+        part_report = (out / "report.md").read_text() if (out / "report.md").is_file() else ""
+        outputs["bad"] = run("study", str(config), "--output-dir", str(out), "--only", "student=lstm")
+        outputs["first"] = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    assert outputs["first"].exit_code == 0, outputs["first"].output
+    return FinishedStudy(config, out, cache, root, outputs, part_report)
+
+
+def test_a_dry_run_lists_every_run_and_assistant_as_pending(finished_study):
+    dry = finished_study.outputs["dry"]
     assert dry.exit_code == 0, dry.output
     assert "12 runs, 2 assistants" in dry.output and dry.output.count("pending") == 14
 
-    part = run("study", str(config), "--output-dir", str(out), "--no-progress", "--only", "student=cnn", "--only",
-               "method=takd", "--only", "seed=1")  # fmt: skip
+
+def test_only_runs_part_of_the_grid_and_names_what_the_study_has(finished_study):
+    part, bad, out = finished_study.outputs["part"], finished_study.outputs["bad"], finished_study.out
     assert part.exit_code == 0, part.output
     assert "(selected: 2)" in part.output and (out / "runs" / "assistants" / "ta2--s1" / "summary.json").is_file()
-    assert "| takd | 1/2 |" in (out / "report.md").read_text()  # the report covers the whole plan
-    bad = run("study", str(config), "--output-dir", str(out), "--only", "student=lstm")
+    assert "| takd | 1/2 |" in finished_study.part_report  # the report covers the whole plan
     assert bad.exit_code == 2 and "no such student in the study; it has bert1, cnn" in bad.output
 
-    first = run("study", str(config), "--output-dir", str(out), "--no-progress")
-    assert first.exit_code == 0, first.output
+
+def test_one_teacher_fine_tune_serves_the_grid_and_every_run_names_it(finished_study):
+    out = finished_study.out
     study = json.loads((out / "study.json").read_text())
     assert [a["id"] for a in study["assistants"]] == ["ta2--s1", "ta2--s2"]
-    # One fine-tune for the whole grid, and every run names it.
     finetuned = study["teachers"][""]["path"]
-    assert len([p for p in (isolated_cache / "teachers").iterdir() if p.is_dir()]) == 1  # (and its lock file)
+    assert len([p for p in (finished_study.cache / "teachers").iterdir() if p.is_dir()]) == 1  # (and its lock)
     for entry in study["runs"]:
         config_json = json.loads((Path(entry["dir"]) / "config.json").read_text())
         if entry["group"]["method"] == "takd":
@@ -105,8 +143,10 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
         else:
             assert config_json["teacher"] == finetuned and config_json["finetune_teacher"] == "never"
         assert config_json["seed"] == entry["seed"]
-    # The assistant of a seed is shared by both students; its cost is charged to each TAKD run.
-    rows = list(csv.DictReader((out / "results" / "runs.csv").open()))
+
+
+def test_an_assistant_is_shared_by_the_students_and_charged_to_each_takd_run(finished_study):
+    out, rows = finished_study.out, finished_study.rows()
     assert len(rows) == 12 and all(r["status"] == "finished" for r in rows)
     ta = json.loads((out / "runs" / "assistants" / "ta2--s1" / "summary.json").read_text())
     takd = next(r for r in rows if r["student"] == "cnn" and r["method"] == "takd" and r["seed"] == "1")
@@ -115,18 +155,24 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     assert float(takd["wall_seconds"]) == pytest.approx(own["wall_seconds"] + ta["wall_seconds"])
     none = next(r for r in rows if r["student"] == "cnn" and r["method"] == "none")
     assert float(none["teacher_forward_examples"]) == 0
-    # Group statistics are the per-seed values' mean, sd and t interval.
+
+
+def test_groups_are_the_seeds_mean_and_interval_with_differences_paired_by_seed(finished_study):
+    out, rows = finished_study.out, finished_study.rows()
     groups = json.loads((out / "results" / "groups.json").read_text())
     assert len(groups) == 6 and all(g["n"] == 2 for g in groups)
     group = next(g for g in groups if g["student"] == "bert1" and g["method"] == "cg")
     values = [float(r["test accuracy"]) for r in rows if r["student"] == "bert1" and r["method"] == "cg"]
     assert group["test accuracy"]["values"] == pytest.approx(values)
     assert group["test accuracy"]["ci95"] == pytest.approx(confidence_interval(values)[2], nan_ok=True)
-    # Differences to the baseline ("none") are paired by seed.
     by_seed = {(r["method"], r["seed"]): float(r["test accuracy"]) for r in rows if r["student"] == "bert1"}
     paired = [by_seed[("cg", s)] - by_seed[("none", s)] for s in ("1", "2")]
     assert group["test accuracy"]["delta"]["values"] == pytest.approx(paired)
     assert "delta" not in next(g for g in groups if g["method"] == "none")["test accuracy"]
+
+
+def test_the_study_report_has_its_tables_and_plots(finished_study):
+    out = finished_study.out
     report = (out / "report.md").read_text()
     assert "difference to none, paired by seed" in report
     assert "## bert1" in report and "## cnn" in report and "| takd | 2 |" in report
@@ -134,8 +180,9 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
         assert (out / "plots" / plot).stat().st_size > 1000
     assert list((out / "plots").glob("attention_bert1*cg*universal.png"))
 
-    # Resuming: finished runs are skipped; a run interrupted after its first epoch continues from its checkpoint;
-    # a run that failed before training is started again.
+
+def test_a_rerun_skips_finished_runs_resumes_interrupted_ones_and_restarts_failed_ones(finished_study, monkeypatch):
+    out = finished_study.out
     summaries = {p: p.stat().st_mtime_ns for p in out.glob("runs/**/summary.json")}
     interrupted = out / "runs" / "bert1--none--s2"
     (interrupted / "summary.json").unlink()
@@ -144,7 +191,7 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     (interrupted / "metrics.jsonl").write_text((interrupted / "metrics.jsonl").read_text().splitlines()[0] + "\n")
     failed = out / "runs" / "cnn--none--s1"
     shutil.rmtree(failed)
-    again = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    again = finished_study.run(monkeypatch)
     assert again.exit_code == 0, again.output
     assert "12 finished, 1 to resume" in again.output
     assert "bert1--none--s2: resuming" in again.output and "cnn--none--s1: starting" in again.output
@@ -152,16 +199,21 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     assert len(unchanged) == len(summaries) - 2
     assert len((interrupted / "metrics.jsonl").read_text().splitlines()) == 2
 
-    # A second study file sharing the runs directory reads the same runs instead of training them again.
-    other = tmp_path / "other.toml"
-    other.write_text(config.read_text().replace('name = "tiny"', f'name = "other"\nruns_dir = "{out / "runs"}"'))
-    shared = run("study", str(other), "--output-dir", str(tmp_path / "other"), "--no-progress")
+
+def test_a_second_study_sharing_the_runs_directory_trains_nothing(finished_study, monkeypatch):
+    out, root = finished_study.out, finished_study.root
+    other = root / "other.toml"
+    text = finished_study.config.read_text()
+    other.write_text(text.replace('name = "tiny"', f'name = "other"\nruns_dir = "{out / "runs"}"'))
+    monkeypatch.setenv("XKD_CACHE_DIR", str(finished_study.cache))
+    shared = run("study", str(other), "--output-dir", str(root / "other"), "--no-progress")
     assert shared.exit_code == 0, shared.output
     assert "14 finished" in shared.output and "starting" not in shared.output
-    assert (tmp_path / "other" / "report.md").is_file()
+    assert (root / "other" / "report.md").is_file()
 
-    # Nor for pseudo heads retrained since: the runs that used them (here: cg) are refused, the others are not.
-    cg_run = json.loads((out / "runs" / "bert1--cg--s1" / "summary.json").read_text())
+
+def test_runs_that_read_pseudo_heads_retrained_since_are_refused(finished_study, monkeypatch):
+    cg_run = json.loads((finished_study.out / "runs" / "bert1--cg--s1" / "summary.json").read_text())
     weights = Path(cg_run["teacher"]["heads"]) / "pseudo_heads.safetensors"
     assert cg_run["teacher"]["heads_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     original = weights.read_bytes()
@@ -169,29 +221,39 @@ def test_study_shares_teacher_and_assistants_resumes_and_reports(tmp_path, task_
     with torch.no_grad():
         heads.bias.add_(1.0)
     heads.save(weights.parent, **PseudoHeads.info(weights.parent))
-    retrained = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    try:
+        retrained = finished_study.run(monkeypatch)
+    finally:
+        weights.write_bytes(original)
     assert retrained.exit_code == 2 and "pseudo heads were retrained since" in retrained.output
     assert "--cg--" in retrained.output and "--none--" not in retrained.output
-    weights.write_bytes(original)
 
-    # Runs recorded before a config key existed count that key at its default: reused, not refused.
-    for saved in (out / "runs").rglob("config.json"):
+
+def test_runs_recorded_before_a_config_key_existed_count_it_at_its_default(finished_study, monkeypatch):
+    for saved in (finished_study.out / "runs").rglob("config.json"):
         if (saved.parent / "summary.json").is_file():
             values = json.loads(saved.read_text())
-            del values["eval_batch_size"], values["heads_lr"]
+            values.pop("eval_batch_size", None), values.pop("heads_lr", None)
             saved.write_text(json.dumps(values))
-    older = run("study", str(config), "--output-dir", str(out), "--no-progress")
+    older = finished_study.run(monkeypatch)
     assert older.exit_code == 0 and "starting" not in older.output, older.output
 
-    # A finished run is never reused for a config the file no longer asks for.
-    config.write_text(config.read_text().replace("epochs = 2", "epochs = 3"))
-    changed = run("study", str(config), "--output-dir", str(out), "--no-progress")
+
+def test_a_finished_run_is_never_reused_for_another_config(finished_study, monkeypatch):
+    config = finished_study.config
+    original = config.read_text()
+    config.write_text(original.replace("epochs = 2", "epochs = 3"))
+    try:
+        changed = finished_study.run(monkeypatch)
+    finally:
+        config.write_text(original)
     assert changed.exit_code == 2 and "another config" in changed.output and "epochs: 2 -> 3" in changed.output
 
-    # report regenerates from the files alone.
-    (out / "report.md").unlink()
-    again = run("report", str(out))
-    assert again.exit_code == 0 and (out / "report.md").is_file()
+
+def test_the_report_regenerates_from_the_files_alone(finished_study):
+    (finished_study.out / "report.md").unlink()
+    again = run("report", str(finished_study.out))
+    assert again.exit_code == 0 and (finished_study.out / "report.md").is_file()
 
 
 def test_run_report_markdown(tmp_path, task_dir):
