@@ -16,11 +16,18 @@ RUN_FILES = ("summary.json", "metrics.jsonl", "student", "checkpoints")  # what 
 
 
 def default_run_dir(cfg: DistillConfig) -> Path:
+    """`runs/TASK-STUDENTk-METHOD[-AUGMENT]-STAMP`, with `-2`, `-3`, ... when a run started in the same second has
+    the name (two quick runs of one command are two runs, not a refusal)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     student = cfg.student.rpartition(":")[2].rpartition(".")[2]  # a plug-in path names its class
     method = "+".join(part.rpartition(":")[2] for part in cfg.method.split("+"))
     data = (f"-{cfg.augment}{cfg.augment_factor}" if cfg.augment != "none" else "") + ("-transfer" * bool(cfg.transfer))
-    return Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{method}{data}-{stamp}"
+    base = Path("runs") / f"{cfg.task}-{student}{cfg.student_layers}-{method}{data}-{stamp}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
 
 
 def claim_run_dir(cfg: DistillConfig) -> Path:
