@@ -11,7 +11,7 @@ from xkd.errors import Interrupted
 
 from .distill_options import DISTILL_GROUPS, DISTILL_OPTIONS, config_from
 from .errors import XKDGroup
-from .options import apply_grouped
+from .options import apply_grouped, echo_err
 
 
 @click.group(cls=XKDGroup)
@@ -40,13 +40,14 @@ def cache_build(config_file: str | None, student_config: str | None, **options) 
       xkd cache build --teacher teachers/mr --task mr --max-length 64
       xkd cache build --config recipe.toml
     """
+    from xkd.log import silent
     from xkd.processes import process_state
     from xkd.teacher_outputs import build_teacher_caches
 
     cfg = config_from(config_file, student_config, options)
     main = process_state().is_main_process  # under `accelerate launch`, every process labels and one speaks
     try:
-        built = build_teacher_caches(cfg, log=(lambda m: click.echo(m, err=True)) if main else (lambda m: None))
+        built = build_teacher_caches(cfg, log=echo_err if main else silent)
     except Interrupted as e:
         raise e.continue_with("the same xkd cache build command (labelling continues where it stopped)") from None
     if main:  # an ensemble (several --teacher): a list, one cache per member

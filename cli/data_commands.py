@@ -15,6 +15,7 @@ from .options import (
     DATA_DIR_OPTION,
     PROGRESS_OPTION,
     apply,
+    echo_err,
     echo_options,
     given,
     max_examples_option,
@@ -118,8 +119,7 @@ def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir,
     check_transfer(cfg)
     spec, raw = load_splits(resolve_task(cfg), data_dir, max_examples)
     train = raw["train"].select_columns(list(spec.text_columns)).to_pandas()
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
-    frame, path = augmented_set(spec, train, recipe_name, augment_values(cfg), factor, log, progress)
+    frame, path = augmented_set(spec, train, recipe_name, augment_values(cfg), factor, echo_err, progress)
     if out:
         write_table(frame, Path(out))
         click.echo(f"wrote {len(frame)} augmented rows to {out}", err=True)

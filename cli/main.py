@@ -17,7 +17,7 @@ from .data_commands import augment_command, inspect_command
 from .distill_options import DISTILL_GROUPS, DISTILL_OPTIONS, config_from
 from .errors import XKDGroup
 from .model_commands import eval_command, export_command, predict_command
-from .options import apply_grouped, given
+from .options import apply_grouped, echo_err, given
 from .teacher_commands import teacher
 
 
@@ -62,7 +62,7 @@ def distill(config_file: str | None, student_config: str | None, resume_dir: str
         cfg = _resume_config(resume_dir, config_file, student_config, options)
     else:
         cfg = config_from(config_file, student_config, options)
-    summary = run_distill(cfg, log=lambda m: click.echo(m, err=True))
+    summary = run_distill(cfg, log=echo_err)
     click.echo(format_summary(summary))
     click.echo(f"results: {Path(summary['student']['dir']).parent}/summary.json")
 
@@ -115,7 +115,7 @@ def study_command(
         click.echo(f"{len(plan.runs)} runs, {len(plan.assistants)} assistants in {plan.directory}")
         return
     try:
-        outcome = run_study(plan, log=lambda m: click.echo(m, err=True), progress=progress, only=filters)
+        outcome = run_study(plan, log=echo_err, progress=progress, only=filters)
     except Interrupted as e:
         raise e.continue_with(f"xkd study {config_file} (the same command)") from None
     if not process_state().is_main_process:

@@ -12,7 +12,7 @@ from xkd.config import DEFAULTS
 from xkd.paths import saved_meta
 
 from .distill_options import CUSTOM_TASK_OPTIONS
-from .options import DATA_DIR_OPTION, SAVED_MAX_LENGTH_OPTION, apply, given, max_examples_option, task_option
+from .options import DATA_DIR_OPTION, SAVED_MAX_LENGTH_OPTION, apply, echo_err, given, max_examples_option, task_option
 
 
 @click.command("eval")
@@ -44,7 +44,7 @@ def eval_command(
     from xkd.evaluation.saved import evaluate_saved
 
     cfg = DistillConfig(task=task, data_dir=data_dir, max_examples=max_examples, **given(custom))
-    result = evaluate_saved(model_dir, cfg, split_names, batch_size, max_length, log=_to_stderr)
+    result = evaluate_saved(model_dir, cfg, split_names, batch_size, max_length, log=echo_err)
     click.echo(json.dumps(result, indent=2))
 
 
@@ -189,7 +189,7 @@ def export_command(
     if quantize:
         length = saved_max_length(saved_meta(model_dir), max_length)
         data = {"task": spec, "splits": splits, "max_length": length, "calibration_examples": calibration_examples}
-        report["int8"] = export_int8(model, onnx_path, targets[1], calibration, **data, log=_to_stderr)
+        report["int8"] = export_int8(model, onnx_path, targets[1], calibration, **data, log=echo_err)
     click.echo(json.dumps(report, indent=2))
 
 
@@ -201,8 +201,3 @@ def _export_model2vec(model_dir: str, out: str, also_onnx: bool, overwrite: bool
     if also_onnx:
         raise XKDError("--model2vec is an export of its own: run --onnx (and --quantize) in another call")
     click.echo(json.dumps(export_model2vec(model_dir, out, overwrite=overwrite), indent=2))
-
-
-def _to_stderr(message: str) -> None:
-    """Notes while exporting go to stderr: stdout is the JSON report."""
-    click.echo(message, err=True)

@@ -109,3 +109,8 @@ def task_option(**kwargs: Any) -> Callable:
 
 def max_examples_option(what: str = "Use at most this many examples per split (quick runs).") -> Callable:
     return click.option("--max-examples", type=int, help=what)
+
+
+def echo_err(message: str) -> None:
+    """The commands' log: notes and progress lines on stderr, so stdout holds only the result (JSON, a table)."""
+    click.echo(message, err=True)

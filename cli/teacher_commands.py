@@ -15,6 +15,7 @@ from .options import (
     DATA_DIR_OPTION,
     PROGRESS_OPTION,
     apply,
+    echo_err,
     given,
     max_examples_option,
     task_option,
@@ -71,16 +72,12 @@ def teacher_finetune(model_name: str, task: str, output_dir: str | None, data_di
     spec, raw = load_splits(resolve_task(cfg), data_dir, cfg.max_examples)
     check_classes(spec, raw, data_dir)
     try:
-        out, summary = finetune_into(cfg, spec, raw, output_dir, options["overwrite"], log=_to_stderr)
+        out, summary = finetune_into(cfg, spec, raw, output_dir, options["overwrite"], log=echo_err)
     except Interrupted as e:
         raise e.continue_with("the same xkd teacher finetune command (it continues from its last checkpoint)") from None
     click.echo(
         json.dumps({"output_dir": str(out), "validation": summary["validation"], "test": summary["test"]}, indent=2)
     )
-
-
-def _to_stderr(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @teacher.command("heads")
@@ -127,8 +124,7 @@ def teacher_heads(
         raise XKDError("--epochs must be at least 1 and --lr > 0")
     spec, raw = load_splits(resolve_task(DistillConfig(task=task, **given(custom))), data_dir, max_examples)
     check_classes(spec, raw, data_dir)
-    say = lambda m: click.echo(m, err=True)  # noqa: E731
-    model = load_teacher(teacher_path, spec, say).to(process_device())  # its layer vectors come from the GPU if any
+    model = load_teacher(teacher_path, spec, echo_err).to(process_device())  # layer vectors from the GPU if any
     length = saved_max_length(model.meta, max_length)
     heads, metrics = train_heads(
         model,
@@ -140,7 +136,7 @@ def teacher_heads(
         lr=lr,
         seed=seed,
         progress=progress,
-        log=say,
+        log=echo_err,
     )
     directory = heads.save(heads_dir(teacher_path), **heads_info(metrics, spec, max_length=length))
     click.echo(json.dumps({"heads_dir": str(directory), "layer_metrics": metrics}, indent=2))

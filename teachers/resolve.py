@@ -158,7 +158,7 @@ def resolve_teachers(
         teacher, info = resolve_teacher(member, task, raw, log)
         if cfg.assistant_layers:  # one teacher only (`check_ensemble`)
             if distil is None or run_dir is None:
-                raise XKDError("a TAKD chain (--assistant-layers) is distilled by a run: pass its run_dir and distil")
+                raise ValueError("a TAKD chain is distilled by a run: resolve_teachers needs run_dir and distil")
             teacher, info = assistant_chain(cfg, task, info, run_dir, distil, log)
         ensure_teacher_heads(teacher, info, needs_heads, task, raw, member, log)
         resolved.append((teacher, info))
