@@ -48,6 +48,19 @@ def test_cached_trace_equals_the_online_teacher(tmp_path, task_dir, bert_teacher
     assert "does not match" in logs[-2] and "rebuilding" in logs[-2]
 
 
+def test_the_labelling_pass_runs_without_autograd(tmp_path, task_dir, bert_teacher_dir):
+    """A pass with autograd on keeps every activation for a backward pass that never comes: slower, and on a GPU
+    memory that grows with the batch. The teacher's parameters train elsewhere (pseudo heads), so they may still
+    require gradients when it labels."""
+    teacher, collator, splits, _, _ = cache_inputs(task_dir, bert_teacher_dir)
+    for p in teacher.parameters():
+        p.requires_grad_(True)
+    seen: list[bool] = []
+    teacher.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    open_or_build(teacher, splits, collator, tmp_path / "c", {"task": "mr"}, 16, lambda _: None, progress=False)
+    assert seen and not any(seen)
+
+
 def test_a_tokenizer_call_keeps_the_cache_and_earlier_caches_are_reused(tmp_path, task_dir, bert_teacher_dir):
     """The fingerprint ignores the fast tokenizer's padding/truncation state (which any call changes); a cache
     stored under the earlier fingerprint, which hashed that state, is reused, not labelled again."""

@@ -249,7 +249,6 @@ def _open_arrays(directory: Path, split: str, rows: int, stored: set[str]) -> di
 SAVE_EVERY_SECONDS = 30.0  # how much labelling an interruption may cost at most
 
 
-@torch.no_grad()
 @dataclass
 class LabellingPass:
     """One teacher pass over a cache's splits, as far as it got: what labels (the teacher, batched by `collator`),
@@ -270,6 +269,7 @@ class LabellingPass:
     stop: StopRequest
 
 
+@torch.no_grad()
 def build_cache(
     teacher: nn.Module,
     splits: DatasetDict,
