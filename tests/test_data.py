@@ -180,3 +180,49 @@ def test_a_tokenizer_call_with_padding_keeps_its_fingerprint():
     assert tokenizer_spec_fingerprint(used) != spec  # the state did change
     assert tokenizer_fingerprint(used) == tokenizer_fingerprint(fresh)
     assert shared_roles({"teacher": used, "student": fresh}) == {"teacher": "teacher", "student": "teacher"}
+
+
+def _tokenizers_of_every_kind(tmp_path):
+    from tiny import WORDS, make_mpnet_tokenizer
+
+    from xkd.students.vocab import build_sentencepiece_tokenizer, build_word_tokenizer
+
+    texts = [" ".join(WORDS[i : i + 7]) for i in range(0, len(WORDS) - 7, 3)]
+    return {
+        "bert word pieces": make_tokenizer(tmp_path / "tok"),
+        "mpnet word pieces (pad id 1)": make_mpnet_tokenizer(),
+        "xkd words": build_word_tokenizer(texts, 1, 1000),
+        "xkd sentencepiece": build_sentencepiece_tokenizer(texts * 20, 60),
+    }
+
+
+TEXTS_TO_ENCODE = [
+    "the film was good .",
+    "",
+    "   ",
+    "a dull , flat story with an unknownword and naïve café 😀",
+    " ".join(["good"] * 80),  # truncated
+    "[CLS] good [SEP] [MASK] <s> story </s>",  # special tokens written in the text
+    "GOOD Film",
+]
+
+
+@pytest.mark.parametrize("max_length", [6, 64])
+def test_fast_tokenization_and_padding_equal_transformers(tmp_path, max_length):
+    """tokenize_texts reads the Rust encodings directly and pad_rows writes arrays itself (for speed); both must
+    give exactly what transformers' own calls give, keys and order included, for every kind of tokenizer xkd uses."""
+    from xkd.data import _plain_fast, pad_rows, tokenize_texts
+
+    for name, tokenizer in _tokenizers_of_every_kind(tmp_path).items():
+        ours = tokenize_texts(tokenizer, [TEXTS_TO_ENCODE], max_length)
+        theirs = dict(tokenizer(TEXTS_TO_ENCODE, truncation=True, max_length=max_length))
+        assert list(ours) == list(theirs) and ours == theirs, name
+        assert _plain_fast(tokenizer), name  # the fast path was the one compared
+        rows = [dict(zip(ours, values, strict=True)) for values in zip(*ours.values(), strict=True)]
+        for side in ("right", "left"):
+            tokenizer.padding_side = side
+            padded, expected = pad_rows(tokenizer, rows), dict(tokenizer.pad(rows, return_tensors="pt"))
+            assert list(padded) == list(expected), (name, side)
+            for key, tensor in expected.items():
+                assert padded[key].dtype == tensor.dtype and torch.equal(padded[key], tensor), (name, side, key)
+        tokenizer.padding_side = "right"

@@ -62,6 +62,28 @@ def test_trace_layers_and_padding_invariance(student):
     assert student.embedding.weight.grad is not None
 
 
+def test_the_bag_pooling_equals_the_padded_mean_the_export_uses(student, monkeypatch):
+    """Outside an export the mean sums only the counted rows (`embedding_bag`); an ONNX graph keeps the padded
+    masked mean. The two must agree, in value and in gradient, with padding, special tokens and an empty text."""
+    from xkd.students.sentence_encoder import masked_mean
+
+    inputs = encode(student, [*CHECK, ""], pad_to=12)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"].clone()
+    mask[1, 0] = 0  # a row whose mask has a hole, not only trailing padding
+    counted = mask.bool() & ~(ids[..., None] == student.skipped_ids).any(-1)
+    bag = student.pooled(ids, counted)
+    bag.pow(2).sum().backward()
+    bag_grad = student.embedding.weight.grad.clone()
+    student.embedding.weight.grad = None
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    padded = student.pooled(ids, counted)
+    assert torch.equal(padded, masked_mean(student.embedding(ids), counted))  # the export's path was taken
+    padded.pow(2).sum().backward()
+    torch.testing.assert_close(bag, padded, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bag_grad, student.embedding.weight.grad, rtol=1e-5, atol=1e-6)
+    assert torch.equal(bag[-1], torch.zeros_like(bag[-1]))  # the empty text: zeros, as before
+
+
 def test_save_load_round_trip(student, tmp_path):
     student.save(tmp_path / "s", task="mr")
     again = load_student(tmp_path / "s").eval()

@@ -132,21 +132,22 @@ class Predictor:
     def __call__(self, texts: Sequence[Text], progress: bool = False) -> list[dict[str, Any]]:
         """One dict per text: `label` and `probabilities` (classification), `labels` (a list, maybe empty) and
         `probabilities` (multi-label) or `value` (regression)."""
-        return [self.describe(row) for row in self.logits(texts, progress)]
+        return self.describe(self.logits(texts, progress))
 
-    def describe(self, logits: np.ndarray) -> dict[str, Any]:
-        """A row of logits as a person reads it."""
+    def describe(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """Rows of logits [N, labels] as a person reads them. The softmax runs over all rows at once: row by row it
+        took a tenth of a fast student's prediction time."""
         if self.labels.regression:
-            return {"value": float(logits[0])}
+            return [{"value": float(row[0])} for row in logits]
         if self.labels.multi_label:
-            return describe_multi_label(self.labels.names, logits)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        best = int(probs.argmax())
-        return {
-            "label": self.labels.names[best],
-            "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels.names, probs, strict=True)},
-        }
+            return [describe_multi_label(self.labels.names, row) for row in logits]
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        names = self.labels.names
+        return [
+            {"label": names[best], "probabilities": {n: round(p, 6) for n, p in zip(names, row, strict=True)}}
+            for best, row in zip(probs.argmax(axis=1).tolist(), probs.tolist(), strict=True)
+        ]
 
     def logits(self, texts: Sequence[Text], progress: bool = False) -> np.ndarray:
         """Raw outputs [N, labels] in the order of `texts`."""
