@@ -54,6 +54,30 @@ def test_export_loads_in_model2vec_and_predicts_the_same(saved_static, tmp_path)
     assert report["exact_up_to_characters"] >= 32 * 3
 
 
+def test_a_teacher_vocabulary_truncates_long_texts_as_the_student_does(bert_teacher_dir, tmp_path):
+    """With the teacher's tokens (-S vocab=teacher) xkd's max length counts [CLS] and [SEP], which model2vec never
+    adds: the export keeps the same tokens of a text longer than the max length, not two more."""
+    torch.manual_seed(0)
+    teacher = load_teacher(str(bert_teacher_dir), MR)
+    model = build_student(
+        "static", teacher, MR, TEXTS, layers=1, log=lambda m: None, progress=False,
+        teacher_path=str(bert_teacher_dir), vectors_dim=8, hidden=16, vocab="teacher",
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save(tmp_path / "student", task="mr", max_length=12)
+    long = " ".join(["good"] * 10 + ["dull"] * 10)  # 20 tokens: the last ones decide, and are cut
+    result = run("export", str(tmp_path / "student"), "--model2vec", str(tmp_path / "m2v"))
+    assert result.exit_code == 0, result.output
+    pipeline = StaticModelPipeline.from_pretrained(str(tmp_path / "m2v"))
+    ours = Predictor(tmp_path / "student", device="cpu")
+    wanted = [[row["probabilities"][n] for n in ("negative", "positive")] for row in ours([long, *CHECK])]
+    theirs = pipeline.predict_proba([long, *CHECK], use_multiprocessing=False)
+    np.testing.assert_allclose(theirs, np.array(wanted), atol=1e-5)
+    assert json.loads((tmp_path / "m2v" / "config.json").read_text())["max_length"] == 10  # 12 less [CLS], [SEP]
+
+
 def test_embeddings_alone_are_the_students_mean(saved_static, tmp_path):
     run("export", str(saved_static), "--model2vec", str(tmp_path / "m2v"))
     static = StaticModel.from_pretrained(str(tmp_path / "m2v"))
