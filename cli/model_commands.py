@@ -12,11 +12,23 @@ from xkd.config import DEFAULTS
 from xkd.paths import saved_meta
 
 from .distill_options import CUSTOM_TASK_OPTIONS
-from .options import DATA_DIR_OPTION, SAVED_MAX_LENGTH_OPTION, apply, echo_err, given, max_examples_option, task_option
+from .options import (
+    DATA_DIR_OPTION,
+    SAVED_MAX_LENGTH_OPTION,
+    apply,
+    echo_err,
+    given,
+    max_examples_option,
+    saved_model,
+    task_option,
+)
 
 
 @click.command("eval")
-@click.option("--model", "model_dir", required=True, help="A saved teacher or student directory (or hub id).")
+@click.option(
+    "--model", "model_dir", required=True, callback=saved_model,
+    help="A saved student (RUN_DIR/student, or the run directory), a teacher directory, or a hub id.",
+)  # fmt: skip
 @task_option(required=True)
 @click.option("--split", "split_names", multiple=True, help="Split(s) to score [default: validation and test].")
 @DATA_DIR_OPTION
@@ -50,7 +62,10 @@ def eval_command(
 
 @click.command("predict")
 @click.argument("texts", nargs=-1)
-@click.option("--model", "model_dir", required=True, help="A saved student (RUN_DIR/student) or teacher directory.")
+@click.option(
+    "--model", "model_dir", required=True, callback=saved_model,
+    help="A saved student (RUN_DIR/student, or the run directory) or teacher directory.",
+)  # fmt: skip
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Run this ONNX export of the model.")
 @click.option(
     "--input",
@@ -110,7 +125,7 @@ def _carried(extra: dict, answer: dict) -> dict:
 
 
 @click.command("export")
-@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("model_dir", type=click.Path(file_okay=False), callback=saved_model)
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Write an ONNX graph here.")
 @click.option(
     "--model2vec",

@@ -102,6 +102,13 @@ SAVED_MAX_LENGTH_OPTION = click.option(
 PROGRESS_OPTION = click.option("--progress/--no-progress", default=True, help="Progress bars.  [default: on]")
 
 
+def saved_model(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --model / MODEL_DIR value: a run directory stands for its student (`xkd.paths.saved_model_dir`)."""
+    from xkd.paths import saved_model_dir
+
+    return None if value is None else saved_model_dir(value)
+
+
 def task_option(**kwargs: Any) -> Callable:
     """`--task`: required where a command needs one, the quickstart's where it shows one."""
     return click.option("--task", help=kwargs.pop("help", "Task name (see 'xkd tasks')."), **kwargs)

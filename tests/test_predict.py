@@ -94,6 +94,16 @@ def test_predict_cli_after_distill(tmp_path, task_dir, bert_teacher_dir):
     lines = [json.loads(line) for line in shown.stdout.splitlines()]
     assert [line["text"] for line in lines] == ["the film was good", "a dull , flat story"]
     assert all(set(line["probabilities"]) == {"negative", "positive"} for line in lines)
+    # The run directory itself (what distill printed) stands for its student, in predict, eval and export.
+    whole_run = run("predict", "--model", str(out), "the film was good", "a dull , flat story")
+    assert whole_run.exit_code == 0 and [json.loads(x) for x in whole_run.stdout.splitlines()] == lines
+    scores = [
+        run("eval", "--model", str(d), "--task", "mr", "--data-dir", str(task_dir)) for d in (out, out / "student")
+    ]
+    assert scores[0].exit_code == 0, scores[0].output
+    assert json.loads(scores[0].stdout)["metrics"] == json.loads(scores[1].stdout)["metrics"]
+    exported = run("export", str(out), "--onnx", str(tmp_path / "run.onnx"))
+    assert exported.exit_code == 0 and (tmp_path / "run.onnx").is_file(), exported.output
     # A file in, a file out; the same answers as the arguments gave, and a blank line keeps its place.
     (tmp_path / "texts.txt").write_text("the film was good\n\na dull , flat story\n")
     written = run("predict", "--model", str(out / "student"), "--input", str(tmp_path / "texts.txt"),

@@ -13,6 +13,17 @@ STUDENT_FILE = "student.json"  # CNN, BiLSTM, static and plug-in students: their
 MODEL_META_FILE = "xkd.json"  # beside a Hugging Face checkpoint (BERT-k students, teachers): what xkd recorded
 
 
+def saved_model_dir(path: str) -> str:
+    """A run directory (what `xkd distill` printed) stands for the student it saved, RUN_DIR/student: the directory
+    a person has at hand. Anything else (a student, a teacher, a hub id) is returned as given."""
+    inside = Path(path) / "student"
+    if (inside / STUDENT_FILE).is_file() and not (Path(path) / STUDENT_FILE).is_file():
+        return str(inside)
+    if (inside / MODEL_META_FILE).is_file() and not (Path(path) / MODEL_META_FILE).is_file():
+        return str(inside)  # a BERT-k student, saved as a Hugging Face checkpoint
+    return path
+
+
 def saved_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """What xkd recorded next to a saved model (`student.json`, else `xkd.json`), or {} for a hub id, a model xkd
     did not write, or an unreadable file (the damage checks name that one)."""

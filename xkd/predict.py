@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from xkd.config import DEFAULTS
 from xkd.data import pad_rows, tokenize_texts
 from xkd.errors import XKDError
-from xkd.paths import MODEL_META_FILE, STUDENT_FILE
+from xkd.paths import MODEL_META_FILE, STUDENT_FILE, saved_model_dir
 from xkd.tasks import TASKS, label_names
 
 Text = str | tuple[str, str]
@@ -74,7 +74,7 @@ def load_model(directory: str | os.PathLike, what: str = "model") -> tuple[nn.Mo
     from xkd.students import load_student
     from xkd.teachers import HFEncoderClassifier
 
-    directory = Path(directory)
+    directory = Path(saved_model_dir(str(directory)))  # a run directory: its student
     if not directory.is_dir():
         raise XKDError(f"{directory} is not a directory; pass a saved student (RUN_DIR/student) or teacher")
     if (directory / STUDENT_FILE).is_file():
