@@ -31,7 +31,7 @@ from .cnn import CNNConfig, CNNStudent
 from .plugins import builder_of, check_protocol, entry_point_students, import_target
 from .sentence_encoder import CONFIG_FILE, SentenceEncoderStudent
 from .static import StaticConfig, StaticStudent
-from .teacher_vectors import VectorOptions, distil_vectors
+from .teacher_vectors import DEFAULT_LAYER, VectorOptions, distil_vectors
 from .vocab import build_sentencepiece_tokenizer, build_word_tokenizer
 from .word_vectors import load_word_vectors
 
@@ -110,7 +110,7 @@ ENCODER_OPTIONS: dict[str, Any] = {
     "max_vocab": 30000,
     "vectors": "",  # a GloVe / word2vec file for a word vocabulary, teacher (distilled from it), '' = random init
     "vectors_dim": 256,  # vectors=teacher: PCA to this many dimensions (at most the teacher's width)
-    "vectors_layer": "last",  # vectors=teacher: last, mean (of every layer) or an index (0 = embedding output)
+    "vectors_layer": DEFAULT_LAYER,  # vectors=teacher: mean (of layers 1..L), last or an index (0 = embeddings)
     "vectors_weighting": "counts",  # vectors=teacher: SIF by training-split counts, zipf (model2vec's rank), none
     "vectors_teacher": "",  # vectors=teacher: another model to distil them from ('' = the run's teacher)
     "embedding_dim": 300,  # for random init

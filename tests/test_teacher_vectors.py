@@ -139,8 +139,9 @@ def test_dimensions_layers_and_vocabularies(teacher, bert_teacher_dir):
 
 def test_vectors_from_another_model(teacher, bert_teacher_dir, tmp_path):
     base = save_tiny(tmp_path / "base", layers=2)
-    student = _build(teacher, bert_teacher_dir, vectors_teacher=str(base))
-    assert student.meta["vectors"]["teacher"] == str(base) and student.meta["vectors"]["layer"] == 2
+    student = _build(teacher, bert_teacher_dir, vectors_teacher=str(base), vectors_layer="last")
+    assert student.meta["vectors"]["teacher"] == str(base) and student.meta["vectors"]["layer"] == 2  # base's last
+    assert _build(teacher, bert_teacher_dir).meta["vectors"]["layer"] == "mean"  # the default
     assert list((base / tv.CACHE_DIR).glob("*.safetensors"))
 
 
