@@ -274,7 +274,7 @@ def test_inspect_an_ensemble(tmp_path, task_dir, bert_teacher_dir):
             "-S", "embedding_dim=8"]  # fmt: skip
     result = run(*args, "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     teacher = report["teacher"]
     assert [m["source"] for m in teacher["members"]] == [str(bert_teacher_dir), str(wide)]
     assert [m["width"] for m in teacher["members"]] == [32, 48] and teacher["layers"] == 4 + 3

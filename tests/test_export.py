@@ -74,7 +74,7 @@ def test_export_errors(tmp_path):
 
 def test_int8_export_of_a_trained_cnn_agrees_with_float(tmp_path, bert_teacher_dir):
     data = write_task_dir(tmp_path / "data", sizes=(128, 200, 8))
-    train = ["--method", "none", "--student", "cnn", "--finetune-teacher", "never", "--lr", "5e-3"]
+    train = ["--method", "none", "--student", "cnn", "-S", "vectors=", "--finetune-teacher", "never", "--lr", "5e-3"]
     out = tmp_path / "run"
     args = ["--teacher", str(bert_teacher_dir), "--data-dir", str(data), *train, "--output-dir", str(out)]
     trained = run("distill", *args, *QUICK, "--epochs", "3")

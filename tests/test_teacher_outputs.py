@@ -108,12 +108,13 @@ def test_rows_keyed_by_id(tmp_path, task_dir):
 
 
 CNN = ["--student", "cnn", "--student-layers", "1", "-S", "dropout=0", "--no-length-buckets", "--method", "kd"]
+RANDOM = ["-S", "vectors="]  # the same random-init student whether or not a teacher model is there to distil from
 
 
 def test_a_run_on_saved_outputs_trains_as_on_the_teacher_itself(tmp_path, task_dir, bert_teacher_dir, teacher_logits):
     raw, golden = teacher_logits
     path = outputs_file(tmp_path / "out.jsonl", raw, golden, splits=("train", "validation", "test"))
-    base = ["distill", "--data-dir", str(task_dir), *CNN, *QUICK]
+    base = ["distill", "--data-dir", str(task_dir), *CNN, *RANDOM, *QUICK]
     own = run(*base, "--teacher", str(bert_teacher_dir), "--output-dir", str(tmp_path / "teacher"))
     saved = run(*base, "--teacher-outputs", str(path), "--output-dir", str(tmp_path / "saved"))
     assert own.exit_code == 0 and saved.exit_code == 0, own.output + saved.output
@@ -129,6 +130,18 @@ def test_a_run_on_saved_outputs_trains_as_on_the_teacher_itself(tmp_path, task_d
     reported = run("report", str(tmp_path / "saved"))  # a run without a teacher model reports like any other
     assert reported.exit_code == 0, reported.output
     assert "| parameters | n/a |" in (tmp_path / "saved" / "report.md").read_text()
+
+
+def test_saved_outputs_leave_the_default_vectors_to_random_init_and_say_so(tmp_path, task_dir, teacher_logits):
+    """The CNN's vectors default to the teacher's; saved outputs have no model to distil them from, so the default
+    (not an explicit -S vectors=teacher, refused in test_teacher_vectors) falls back to random init, in a line."""
+    raw, golden = teacher_logits
+    path = outputs_file(tmp_path / "out.jsonl", raw, golden, splits=("train", "validation", "test"))
+    result = run("distill", "--data-dir", str(task_dir), *CNN, *QUICK, "--teacher-outputs", str(path),
+                 "--output-dir", str(tmp_path / "r"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "word vectors: random init (the run's teacher is saved outputs" in result.output
+    assert json.loads((tmp_path / "r" / "student" / "student.json").read_text()).get("vectors") is None
 
 
 def test_missing_rows_are_dropped_and_counted_transfer_rows_too(tmp_path, task_dir, teacher_logits):

@@ -198,7 +198,7 @@ def test_inspect_reports_shapes_sizes_and_methods(tmp_path, task_dir):
         "--json",
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["teacher"]["layers"] == 4 and report["student"]["layers"] == 3
     assert report["student"]["trace"]["layer_vectors"] == [4, 3, 12]  # 3 widths x 4 channels
     assert report["student"]["shares_teacher_tokenizer"] is False
@@ -266,7 +266,7 @@ def test_student_config_file_with_command_line_override(tmp_path, task_dir):
     import json
 
     teacher = save_tiny(tmp_path / "teacher", layers=2)
-    (tmp_path / "cnn.yaml").write_text("channels: 3\nfilter_widths: '2,3'\nembedding-dim: 8\n")
+    (tmp_path / "cnn.yaml").write_text("channels: 3\nfilter_widths: '2,3'\nembedding-dim: 8\nvectors: ''\n")
     out = tmp_path / "run"
     result = run(
         *distill(teacher, task_dir),
@@ -308,7 +308,7 @@ def test_inspect_counts_a_word_students_parameters_as_its_run_does_on_a_custom_t
         *args, "--task", "reviews", "--data-dir", str(custom), "--text-column", "body", "--label-column", "stars"
     )
     assert result.exit_code == 0, result.output
-    inspected = json.loads(result.output)["student"]["parameters"]
+    inspected = json.loads(result.stdout)["student"]["parameters"]
     distilled = run("distill", "--teacher", str(teacher), "--student", "cnn", "-S", "embedding_dim=8", "--task",
                     "reviews", "--data-dir", str(custom), "--text-column", "body", "--label-column", "stars",
                     "--method", "kd", *QUICK, "--output-dir", str(tmp_path / "run"))  # fmt: skip
