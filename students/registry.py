@@ -207,12 +207,11 @@ def _distilled_embeddings(teacher, tokenizer, train_texts, options, log, given, 
 
 def _encoder_builder(cls: type[SentenceEncoderStudent], config_cls: type, own: dict[str, Any]):
     """The build function of a word-level student: `own` its architecture's options (its config's fields)."""
-    encoder = ENCODER_OPTIONS
 
     def build(
         teacher, task: Task, train_texts, layers: int, init: str, log=print, progress=True, teacher_path=None, **values
     ) -> nn.Module:
-        options = resolve_options(f"student '{cls.kind}'", {**encoder, **own}, values)
+        options = resolve_options(f"student '{cls.kind}'", {**ENCODER_OPTIONS, **own}, values)
         if layers < 1:  # before the vocabulary pass through the teacher
             raise XKDError(f"--student-layers must be at least 1, got {layers}")
         emb = _embeddings(teacher, train_texts, options, log, values, progress, teacher_path)
