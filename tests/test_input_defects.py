@@ -67,9 +67,10 @@ def saved_student(tmp_path, task_dir, kind, task=MR, **options):
     return student, student.save(tmp_path / "student", **task_record(task), max_length=32)
 
 
+@pytest.mark.parametrize("vocab", ["word", "teacher"])  # no tokens at all / only [CLS] [SEP]
 @pytest.mark.parametrize("kind", ["cnn", "bilstm"])
-def test_empty_texts_predict_through_onnx(tmp_path, task_dir, kind):
-    _, student_dir = saved_student(tmp_path, task_dir, kind)
+def test_empty_texts_predict_through_onnx(tmp_path, task_dir, kind, vocab):
+    _, student_dir = saved_student(tmp_path, task_dir, kind, vocab=vocab)
     assert run("export", str(student_dir), "--onnx", str(tmp_path / "s.onnx")).exit_code == 0
     torch_predictor = Predictor(student_dir, batch_size=8, device="cpu")
     onnx_predictor = Predictor(student_dir, onnx=tmp_path / "s.onnx", batch_size=8)
@@ -108,7 +109,13 @@ def padded(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     ("kind", "options"),
-    [("cnn", {}), ("cnn", {"gated": True, "filter_widths": "2,5"}), ("bilstm", {}), ("bilstm", {"pooling": "mean"})],
+    [
+        ("cnn", {}),  # the teacher's tokens: an empty text is [CLS] [SEP]
+        ("cnn", {"vocab": "word"}),  # a word vocabulary: no tokens at all
+        ("cnn", {"gated": True, "filter_widths": "2,5", "vocab": "word"}),
+        ("bilstm", {}),
+        ("bilstm", {"pooling": "mean", "vocab": "word"}),
+    ],
 )
 def test_student_forward_on_empty_texts_is_finite_and_leaves_other_rows_alone(tmp_path, task_dir, kind, options):
     student, _ = saved_student(tmp_path, task_dir, kind, **options)
@@ -117,7 +124,8 @@ def test_student_forward_on_empty_texts_is_finite_and_leaves_other_rows_alone(tm
         with torch.no_grad():
             return model(padded(student.tokenizer, texts))
 
-    assert padded(student.tokenizer, ["", "   "])["input_ids"].shape[1] == 0  # no tokens at all: no time steps
+    steps = 0 if student.meta["vocab"] == "word" else 2  # no tokens at all: no time steps; or [CLS] [SEP]
+    assert padded(student.tokenizer, ["", "   "])["input_ids"].shape[1] == steps
     for texts in (EMPTY, ["", "   "], [""]):
         trace = forward(texts)
         assert torch.isfinite(trace.logits).all() and torch.isfinite(trace.layer_vectors).all(), texts

@@ -133,16 +133,19 @@ def test_a_run_on_saved_outputs_trains_as_on_the_teacher_itself(tmp_path, task_d
 
 
 def test_saved_outputs_leave_the_default_vectors_to_random_init_and_say_so(tmp_path, task_dir, teacher_logits):
-    """The CNN's vectors default to the teacher's; saved outputs have no model to distil them from, so the default
-    (not an explicit -S vectors=teacher, refused in test_teacher_vectors) falls back to random init, in a line."""
+    """The CNN's vectors and vocabulary default to the teacher's; saved outputs have no model to distil them from and
+    no tokenizer, so the defaults (not an explicit -S vectors=teacher or vocab=teacher, refused in
+    test_teacher_vectors and below) fall back to random init over a word vocabulary, each in a line."""
     raw, golden = teacher_logits
     path = outputs_file(tmp_path / "out.jsonl", raw, golden, splits=("train", "validation", "test"))
     result = run("distill", "--data-dir", str(task_dir), *CNN, *QUICK, "--teacher-outputs", str(path),
                  "--output-dir", str(tmp_path / "r"))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "word vectors: random init (the run's teacher is saved outputs" in result.output
+    assert "vocabulary: words of the training split (the run's teacher is saved outputs" in result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["student"]["vector_coverage"] is None  # no vectors loaded (distilled ones record 1.0)
+    assert summary["student"]["vocab"] == "word"
 
 
 def test_missing_rows_are_dropped_and_counted_transfer_rows_too(tmp_path, task_dir, teacher_logits):

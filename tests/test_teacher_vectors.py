@@ -23,7 +23,9 @@ def teacher(bert_teacher_dir):
 
 
 def _build(teacher, path, kind="cnn", logs=None, texts=TEXTS, **options):
-    options = {"vectors": "teacher", "vectors_dim": 8, **options}
+    """A student on distilled vectors; a word vocabulary unless `vocab` says otherwise (the CNN's default is the
+    teacher's tokens: test_the_cnn_and_bilstm_read_the_teachers_tokens_by_default)."""
+    options = {"vectors": "teacher", "vectors_dim": 8, "vocab": "word", **options}
     log = logs.append if logs is not None else (lambda m: None)
     return build_student(kind, teacher, MR, texts, layers=1, log=log, progress=False, teacher_path=str(path), **options)
 
@@ -122,8 +124,8 @@ def test_pca_and_sif_weighting_follow_the_formula(teacher):
 def test_dimensions_layers_and_vocabularies(teacher, bert_teacher_dir):
     logs: list[str] = []
     student = build_student(
-        "cnn", teacher, MR, TEXTS, layers=1, log=logs.append, progress=False, vectors="teacher"
-    )  # the default 256 is above the tiny teacher's width 32: clipped, said in a line
+        "cnn", teacher, MR, TEXTS, layers=1, log=logs.append, progress=False, vectors="teacher", vocab="word"
+    )  # the default 256 is above the tiny teacher's width 32 and PCA's 29 entries: clipped, said in a line
     assert student.embedding.weight.shape[1] == len(WORDS) + 1 and any("using 32" in m for m in logs)
     with pytest.raises(XKDError, match="vectors_dim 64 is above the width of teacher .* pass -S vectors_dim=32"):
         _build(teacher, bert_teacher_dir, vectors_dim=64)
@@ -135,6 +137,39 @@ def test_dimensions_layers_and_vocabularies(teacher, bert_teacher_dir):
     assert pieces.embedding.weight.shape[1] == 8 and pieces.meta["vectors"]["dim"] == 8
     own = _build(teacher, bert_teacher_dir, vocab="teacher")
     assert own.embedding.weight.shape == (len(teacher.tokenizer), 8)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "bilstm"])
+def test_the_cnn_and_bilstm_read_the_teachers_tokens_by_default(teacher, bert_teacher_dir, kind):
+    student = build_student(kind, teacher, MR, TEXTS, layers=1, log=lambda m: None, progress=False, vectors_dim=8)
+    assert student.meta["vocab"] == "teacher" and student.meta["vectors"]["dim"] == 8
+    assert student.meta["vectors"]["layer"] == teacher.model.config.num_hidden_layers  # the tokens' default: last
+    mean = build_student(kind, teacher, MR, TEXTS, layers=1, log=print, progress=False, vectors_layer="mean")
+    assert mean.meta["vectors"]["layer"] == "mean"  # an explicit layer is kept
+    assert student.embedding.weight.shape == (len(teacher.tokenizer), 8)
+    text = "good superb unseenword"
+    assert student.tokenizer(text)["input_ids"] == teacher.tokenizer(text)["input_ids"]
+
+
+def test_the_default_vocabulary_reads_words_when_the_vectors_are_words_or_random(teacher, tmp_path):
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} {i / 10:.1f} 0.5 -0.5\n" for i, w in enumerate(WORDS[:10])))
+    built = {
+        name: build_student(name, teacher, MR, TEXTS, layers=1, log=lambda m: None, progress=False, **options)
+        for name, options in {
+            "static": {"vectors_dim": 8},  # the static student keeps words by default
+            "cnn": {"vectors": str(glove)},  # GloVe holds words
+            "bilstm": {"vectors": "", "embedding_dim": 6},  # random init
+        }.items()
+    }
+    words = len(set(WORDS)) + 2  # [PAD], [UNK]
+    assert {name: s.meta["vocab"] for name, s in built.items()} == {"static": "word", "cnn": "word", "bilstm": "word"}
+    assert [tuple(s.embedding.weight.shape) for s in built.values()] == [(words, 8), (words, 3), (words, 6)]
+    explicit = build_student(
+        "cnn", teacher, MR, TEXTS, layers=1, log=print, progress=False, vectors="", vocab="teacher"
+    )
+    assert explicit.meta["vocab"] == "teacher"  # an explicit choice is kept: the teacher's input embeddings
+    assert torch.equal(explicit.embedding.weight, teacher.model.get_input_embeddings().weight)
 
 
 def test_vectors_from_another_model(teacher, bert_teacher_dir, tmp_path):

@@ -195,7 +195,7 @@ def test_word_students_read_the_transfer_sets_words(tmp_path, task_dir, bert_tea
     extra = tmp_path / "extra.txt"
     extra.write_text("".join(f"the film was splendiferous {w}\n" for w in WORDS))
     args = [*distill(bert_teacher_dir, task_dir), "--method", "kd", "--transfer", str(extra), *QUICK]
-    cnn = ["--student", "cnn", "--student-layers", "1"]
+    cnn = ["--student", "cnn", "--student-layers", "1", "-S", "vocab=word"]  # (the CNN's default: the teacher's tokens)
     result = run(*args, *cnn, "-S", "vocab_from=train+transfer", "--output-dir", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     tokenizer = load_student(tmp_path / "run" / "student").tokenizer

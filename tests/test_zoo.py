@@ -192,7 +192,7 @@ def test_inspect_reports_shapes_sizes_and_methods(tmp_path, task_dir):
         "--data-dir",
         str(task_dir),
         "-S",
-        "embedding_dim=8",
+        "vectors_dim=8",
         "-S",
         "channels=4",
         "--json",
@@ -201,7 +201,7 @@ def test_inspect_reports_shapes_sizes_and_methods(tmp_path, task_dir):
     report = json.loads(result.stdout)
     assert report["teacher"]["layers"] == 4 and report["student"]["layers"] == 3
     assert report["student"]["trace"]["layer_vectors"] == [4, 3, 12]  # 3 widths x 4 channels
-    assert report["student"]["shares_teacher_tokenizer"] is False
+    assert report["student"]["shares_teacher_tokenizer"] is True  # the CNN's default vocab=teacher
     assert set(report["methods"]) >= {"none", "kd", "universal"}
     assert len(report["universal_layer_mask"]) == 3 and len(report["universal_layer_mask"][0]) == 4
 
