@@ -122,8 +122,8 @@ ENCODER_OPTIONS: dict[str, Any] = {
     # outputs (no model to run) falls back to random init when the default chose them, and says so.
     "vectors": "teacher",
     "vectors_dim": 256,  # vectors=teacher: PCA to this many dimensions (at most the teacher's width)
-    # vectors=teacher: mean (of layers 1..L), last or an index (0 = embeddings). A word vocabulary's default is the
-    # mean (+0.88 test points over the last layer, 12 paired runs); the teacher's tokens default to TOKEN_LAYER.
+    # vectors=teacher: mean (of layers 1..L), last or an index (0 = embeddings). The default follows the vocabulary
+    # (_fitted_defaults): words the mean (+0.88 test points over the last layer, 12 paired runs), tokens TOKEN_LAYER.
     "vectors_layer": DEFAULT_LAYER,
     "vectors_weighting": "counts",  # vectors=teacher: SIF by training-split counts, zipf (model2vec's rank), none
     "vectors_teacher": "",  # vectors=teacher: another model to distil them from ('' = the run's teacher)
@@ -185,8 +185,8 @@ def _fitted_defaults(teacher, options: dict[str, Any], given: dict[str, Any], lo
             log("vocabulary: words of the training split (the run's teacher is saved outputs, no tokenizer to read; "
                 "the default vocab=teacher needs a teacher model)")  # fmt: skip
         options = {**options, "vocab": "word"}
-    if options["vocab"] == "teacher" and distilled and given.get("vectors_layer") is None:
-        options = {**options, "vectors_layer": TOKEN_LAYER}
+    if distilled and given.get("vectors_layer") is None:
+        options = {**options, "vectors_layer": TOKEN_LAYER if options["vocab"] == "teacher" else DEFAULT_LAYER}
     return options
 
 
@@ -288,10 +288,10 @@ def _word_student(
 
 # The CNN and BiLSTM read the teacher's own tokens through vectors distilled from them: every text is covered (a
 # training-split word vocabulary leaves 3.8% of test tokens unknown on MR and amazon_sent), and with Universal-KD +
-# tang x20 the CNN gained +0.63 test points on MR and +1.68 on amazon_sent (3 seeds each), the BiLSTM +1.23 on
-# amazon_sent's gold (docs/results/static/README.md). The static student keeps words: a mean of the teacher's pieces
-# did not gain with the transfer set (MR -0.37) and its table grows 1.9x (its speed is its point).
-TOKEN_OPTIONS: dict[str, Any] = {**ENCODER_OPTIONS, "vocab": "teacher"}
+# tang x20 the CNN gained +0.63 test points on MR and +1.68 on amazon_sent, the BiLSTM +1.67 on amazon_sent (3 seeds
+# each; docs/results/static/README.md). The static student keeps words: a mean of the teacher's pieces did not gain
+# with the transfer set (MR -0.37) and its table grows 1.9x (its speed is its point).
+TOKEN_OPTIONS: dict[str, Any] = {**ENCODER_OPTIONS, "vocab": "teacher", "vectors_layer": TOKEN_LAYER}
 
 _word_student(
     "cnn",
