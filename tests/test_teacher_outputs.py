@@ -146,6 +146,11 @@ def test_saved_outputs_leave_the_default_vectors_to_random_init_and_say_so(tmp_p
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["student"]["vector_coverage"] is None  # no vectors loaded (distilled ones record 1.0)
     assert summary["student"]["vocab"] == "word"
+    explicit = run("distill", "--data-dir", str(task_dir), *CNN, *QUICK, "--teacher-outputs", str(path),
+                   "-S", "vocab=teacher", "-S", "vectors=", "--output-dir", str(tmp_path / "e"))  # fmt: skip
+    assert explicit.exit_code == 2
+    assert "with vocab=teacher reads a teacher model's tokenizer and --teacher-outputs has none" in explicit.output
+    assert not (tmp_path / "e").exists()  # refused before the run directory
 
 
 def test_missing_rows_are_dropped_and_counted_transfer_rows_too(tmp_path, task_dir, teacher_logits):
