@@ -84,6 +84,8 @@ def prepare_transfer_sets(runs: list[PlannedRun], log: Log, progress: bool = Tru
     groups: dict[str, list[PlannedRun]] = {}
     for run in runs:
         cfg = run.config
+        if run.assistants:  # its teacher is an assistant not trained yet: the run labels the set itself, after it
+            continue
         if (cfg.transfer or cfg.augment != "none") and not cfg.teacher_outputs:  # saved outputs are read as they are
             key = json.dumps({k: getattr(cfg, k) for k in TRANSFER_KEYS}, sort_keys=True, default=str)
             groups.setdefault(key, []).append(run)
