@@ -50,7 +50,7 @@ BASE = "sentence-transformers/all-MiniLM-L6-v2"
 GLOVE = "glove/glove.6B.50d.top60k.txt"
 M2V_DIMS = 256  # model2vec's default PCA width, and xkd's vectors_dim
 XKD_VARIANTS = {  # name: xkd.distill options beyond the task, teacher, student and seed
-    "xkd-kd": {"method": "kd", "epochs": 5},
+    "xkd-kd": {"method": "kd", "epochs": 5, "augment": "none"},  # gold labels only, as model2vec's classifier
     "xkd-kd-tang20": {"method": "kd", "augment": "tang", "augment_factor": 20, "transfer_dtype": "float16"},
     "xkd-universal-tang20": {
         "method": "universal", "augment": "tang", "augment_factor": 20, "transfer_dtype": "float16",

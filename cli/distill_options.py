@@ -91,7 +91,11 @@ DISTILL_OPTIONS = [
         "text column(s); repeatable. Texts in validation/test or train, and repeats, are dropped and counted.",
         multiple=True,
     ),
-    config_option("augment", "Augmentation recipe adding a transfer set: none, tang, tinybert ('xkd augment --help')."),
+    config_option(
+        "augment",
+        "Augmentation recipe adding a transfer set: tang, tinybert, none ('xkd augment --help'); auto: tang, unless "
+        "the method reads gold labels only, the teacher is --teacher-outputs or --transfer text is given.",
+    ),
     config_option("augment_factor", "Augmented examples per training example.", type=int),
     config_option(
         "augment_options",

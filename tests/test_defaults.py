@@ -113,3 +113,30 @@ def test_train_settings_scale_the_default_rate_not_a_given_one():
     assert student_settings(DistillConfig(student="cnn", lr=2e-3), rows=161376).lr == 2e-3
     capped = DistillConfig(student="cnn", epochs=3, batch_size=32, max_steps=100)
     assert student_settings(capped, rows=161376).lr == 2e-3  # --max-steps bounds the run's length
+
+
+def test_the_default_transfer_set_is_tang_where_the_run_can_use_it():
+    """augment="auto" becomes tang x10 (AUTO_AUGMENT) on a plain run, and none, with the reason, where rows without
+    labels cannot help: a gold-only method, saved outputs (no model labels new rows), --transfer text of one's own.
+    A recipe that is given stays as it is, and a fitted config is fitted once."""
+    from xkd.config import AUTO_AUGMENT
+    from xkd.transfer.sets import fit_augment
+
+    assert (DEFAULTS.augment, DEFAULTS.augment_factor, DEFAULTS.student) == ("auto", 10, "cnn")
+    plain, line = fit_augment(DistillConfig())
+    assert (plain.augment, line) == (AUTO_AUGMENT, None)
+    assert fit_augment(plain) == (plain, None)
+    off = {
+        "gold labels only": DistillConfig(method="none"),
+        "saved outputs": DistillConfig(teacher_outputs="outputs.parquet"),
+        "--transfer text of its own": DistillConfig(transfer=["unlabelled.txt"]),
+    }
+    for reason, cfg in off.items():
+        fitted, line = fit_augment(cfg)
+        assert fitted.augment == "none" and reason in line, (reason, line)
+        assert fitted == DistillConfig(**{**cfg.__dict__, "augment": "none"})
+    for recipe in ("none", "tang", "tinybert"):
+        assert fit_augment(DistillConfig(augment=recipe, transfer=["t.txt"])) == (
+            DistillConfig(augment=recipe, transfer=["t.txt"]),
+            None,
+        )

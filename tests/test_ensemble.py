@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from datasets import DatasetDict
-from tiny import QUICK, make_mpnet_tokenizer, make_trace, run, save_tiny
+from tiny import BEFORE_DEFAULTS, QUICK, make_mpnet_tokenizer, make_trace, run, save_tiny
 from transformers import RobertaConfig, RobertaForSequenceClassification
 
 from xkd.config import DistillConfig, coerce_value
@@ -42,7 +42,7 @@ def save_own_tokenizer_teacher(directory):
 
 def ensemble_args(data, *teachers, method="kd"):
     return ["distill", *(x for t in teachers for x in ("--teacher", str(t))), "--data-dir", str(data),
-            "--method", method, *QUICK]  # fmt: skip
+            *BEFORE_DEFAULTS, "--method", method, *QUICK]  # fmt: skip
 
 
 def summary_of(directory):

@@ -18,7 +18,7 @@ class FrozenClock:
 
 def test_two_runs_started_in_the_same_second_get_two_directories(monkeypatch):
     monkeypatch.setattr(run_dir_module, "datetime", FrozenClock)
-    cfg = DistillConfig(task="mr", student="cnn", method="kd")
+    cfg = DistillConfig(task="mr", student="cnn", method="kd", augment="none")
     first, second, third = (claim_run_dir(cfg) for _ in range(3))
     assert first == Path("runs/mr-cnn2-kd-20261202-191431")
     assert (second.name, third.name) == (f"{first.name}-2", f"{first.name}-3")

@@ -40,6 +40,7 @@ max_length = 16
 teacher_epochs = 1
 heads_epochs = 2
 latency = false
+augment = "none"
 
 [students.bert1]
 student = "bert-k"
@@ -304,6 +305,8 @@ def test_failed_run_does_not_stop_the_study(tmp_path, task_dir):
                     "epochs": 1,
                     "max_length": 16,
                     "latency": False,
+                    "student": "bert-k",
+                    "augment": "none",
                 },
                 "students": {"ok": {"student_layers": 1}, "deep": {"student_layers": 5}},
                 "methods": {"kd": {"method": "kd"}},

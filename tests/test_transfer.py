@@ -247,6 +247,23 @@ def test_augmented_set_is_made_once_and_reused(tmp_path, task_dir, bert_teacher_
     assert len(pd.read_csv(tmp_path / "set.tsv", sep="\t", quoting=3)) == 128
 
 
+def test_a_run_without_options_gets_the_default_student_and_transfer_set(tmp_path, task_dir, bert_teacher_dir):
+    """No --student and no --augment: a CNN on tang x10 (what config.json records, so --resume and studies see it);
+    a gold-only method gets no transfer set and says why, in one line."""
+    plain = ["distill", "--teacher", str(bert_teacher_dir), "--data-dir", str(task_dir), "--max-steps", "2", *QUICK]
+    result = run(*plain, "--output-dir", str(tmp_path / "a"))
+    assert result.exit_code == 0, result.output
+    assert "augmentation: tang x10 over 64 training rows" in result.output
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (config["student"], config["augment"], config["augment_factor"]) == ("cnn", "tang", 10)
+    assert _summary(tmp_path / "a")["data"]["transfer_set"]["rows_read"] == 640
+    gold = run(*plain, "--method", "none", "--output-dir", str(tmp_path / "b"))
+    assert gold.exit_code == 0, gold.output
+    assert "transfer set: no tang augmentation (method 'none' learns from gold labels only)" in gold.output
+    assert "augmentation:" not in gold.output
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["augment"] == "none"
+
+
 # --------------------------------------------------------------------------------------------------- errors
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny import QUICK, run, save_tiny, write_task_dir
+from tiny import BEFORE_DEFAULTS, QUICK, run, save_tiny, write_task_dir
 
 
 def _write(path: Path, text: str | bytes) -> None:
@@ -180,7 +180,7 @@ def test_bad_distill_input(tmp_path, case, make, message):
     teacher = save_tiny(tmp_path / "teacher", layers=4)
     data = write_task_dir(tmp_path / "data")
     args = make(tmp_path, teacher, data)
-    base = ["--teacher", str(teacher), "--data-dir", str(data), "--output-dir", str(tmp_path / "run")]
+    base = ["--teacher", str(teacher), "--data-dir", str(data), "--output-dir", str(tmp_path / "run"), *BEFORE_DEFAULTS]
     if "--resume" in args:
         base = []
     import xkd.distillation  # noqa: F401  (imported before the clock starts: the first command imports it)

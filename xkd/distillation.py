@@ -48,7 +48,7 @@ from xkd.teachers.resolve import check_teachers, member_configs, resolve_teacher
 from xkd.training import Checkpoints, TrainJob, train
 from xkd.training.tracking import check_trackers
 from xkd.transfer.sets import SPLIT as TRANSFER
-from xkd.transfer.sets import build_transfer, check_transfer
+from xkd.transfer.sets import build_transfer, check_transfer, fit_augment
 
 # How an interrupted teacher step continues: fine-tunes, heads and labelling resume where they stopped.
 AGAIN = "the same command (the teacher's fine-tune and labelling continue where they stopped)"
@@ -78,7 +78,7 @@ class RunData:
 def check_config(cfg: DistillConfig) -> tuple[Task, Method, dict[str, Any]]:
     """Every check that needs no data or model (values, task, method and its options, student and its options);
     returns the task, the method and its resolved options. Studies call it for every run before the first starts."""
-    cfg.validate()
+    cfg = fit_augment(cfg)[0].validate()
     task = resolve_task(cfg)
     method = get_method(cfg.method)
     check_student(cfg)
@@ -101,11 +101,14 @@ def run_distill(cfg: DistillConfig, log: Log = print) -> dict[str, Any]:
     wall_start = time.perf_counter()
     state = process_state()
     log = log if state.is_main_process else silent  # under `accelerate launch`, one process speaks
+    cfg, default_off = fit_augment(cfg)  # augment="auto" made concrete: what config.json records
     task, method, options = check_config(cfg)  # option errors before any loading
     data = load_data(cfg, task, method, log)  # bad data files cost nothing: no run directory yet
     task = data.task  # as loaded: a custom task's label names come from its rows
     run_dir = claim_run_dir(cfg)
     log(f"run directory: {run_dir}")
+    if default_off:
+        log(default_off)
     teacher, teacher_info = prepare_teachers(cfg, data, method, run_dir, log)
     student, terms = prepare_student(cfg, data, method, options, teacher, teacher_info, log)
     splits, collator = encoded_splits(cfg, data, teacher, student)

@@ -21,7 +21,7 @@ from xkd.teachers.ensemble import EnsembleCache, EnsembleTeacher, check_ensemble
 from xkd.teachers.outside import OutsideOutputs, match_outputs
 from xkd.teachers.resolve import check_teacher_sizes, ensure_teacher_heads, member_configs, resolve_teacher
 from xkd.transfer.sets import SPLIT as TRANSFER
-from xkd.transfer.sets import build_transfer, check_transfer
+from xkd.transfer.sets import build_transfer, check_transfer, fit_augment
 
 ALL_OUTPUTS = Storage()  # gold splits: every output, float32
 TeacherOutputs = TeacherCache | EnsembleCache | OutsideOutputs
@@ -150,7 +150,7 @@ def build_teacher_cache(cfg: DistillConfig, log: Log = print) -> TeacherCache:
     The teacher is resolved as `run_distill` does (fine-tuned and cached when needed; pseudo heads trained when the
     method needs them), so the runs find the cache under the same key and fingerprint.
     """
-    cfg.validate()
+    cfg = fit_augment(cfg)[0].validate()  # the default transfer set too, as the runs will make it
     check_transfer(cfg)
     method = get_method(cfg.method)
     task, raw = load_splits(resolve_task(cfg), cfg.data_dir, cfg.max_examples, cfg.max_train_examples)

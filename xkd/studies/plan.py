@@ -58,6 +58,7 @@ from xkd.config import CONFIG_FIELDS, DistillConfig, coerce_value, read_mapping
 from xkd.distillation import check_config
 from xkd.errors import XKDError, closest
 from xkd.teachers.resolve import assistant_config
+from xkd.transfer.sets import fit_augment
 
 SECTIONS = ("teachers", "students", "methods")
 TOP_KEYS = ("name", "seeds", "teacher_seed", "baseline", "base", "grid", "output_dir", "runs_dir", *SECTIONS)
@@ -239,7 +240,7 @@ def load_plan(config_path: str | Path, output_dir: str | Path | None = None) -> 
         run = PlannedRun(_slug(t_name, s_name, m_name, hp_label, f"s{seed}"), group, seed, cfg)
         if cfg.assistant_layers:
             # The chain is a function of the teacher, the shared settings and the seed, not of the student.
-            link_base = DistillConfig(**{**base, **t_values, **hp}, seed=seed)
+            link_base = fit_augment(DistillConfig(**{**base, **t_values, **hp}, seed=seed))[0]
             run.assistants = _assistant_chain(assistants, run, link_base, t_name, hp_label)
             run.config = replace(cfg, assistant_layers=[])
         runs.append(run)
@@ -286,7 +287,7 @@ def _check_names(
 def _run_config(values: dict[str, Any], seed: int, where: str) -> DistillConfig:
     """One run's checked config; errors name the run (its study file and sections)."""
     try:
-        cfg = DistillConfig(**values, seed=seed, output_dir=None)
+        cfg = fit_augment(DistillConfig(**values, seed=seed, output_dir=None))[0]
         check_config(cfg)
     except XKDError as e:
         raise XKDError(f"{where}: {e}") from None

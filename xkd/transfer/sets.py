@@ -9,6 +9,7 @@ are rows that repeat a training text or another transfer row. Every drop is coun
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
-from xkd.config import DistillConfig
+from xkd.config import AUTO_AUGMENT, DistillConfig
 from xkd.data import UNLABELED, read_table
 from xkd.errors import XKDError
 from xkd.log import Log
+from xkd.methods import get_method
 from xkd.tasks import Task
 from xkd.transfer.augment import augmented_set, resolve_recipe
 
@@ -158,6 +160,30 @@ def teacher_mask_token(teacher: str) -> str | None:
         return AutoTokenizer.from_pretrained(teacher).mask_token
     except (OSError, ValueError):  # the teacher's own loading reports the problem properly
         return None
+
+
+def fit_augment(cfg: DistillConfig) -> tuple[DistillConfig, str | None]:
+    """The config with `augment="auto"` made concrete, and a line saying why when that turns the default off.
+
+    The default transfer set is what brought every student closest to the teacher (docs/transfer-sets.md), so a run
+    gets it unless it cannot use it: rows without labels teach a gold-only method nothing, saved outputs have no
+    teacher model to label new rows, and `--transfer` text of the user's own is the transfer set they chose. An
+    explicit `--augment` is kept as given (and refused where it cannot work)."""
+    if cfg.augment != "auto":
+        return cfg, None
+    try:
+        gold_only = not get_method(cfg.method).needs_teacher
+    except XKDError:  # an unknown method: check_config says so, with the closest names
+        gold_only = False
+    if gold_only:
+        reason = f"method '{cfg.method}' learns from gold labels only"
+    elif cfg.teacher_outputs:
+        reason = "the run's teacher is saved outputs, with no model to label new rows"
+    elif cfg.transfer:
+        reason = f"the run has --transfer text of its own; --augment {AUTO_AUGMENT} adds it too"
+    else:
+        return replace(cfg, augment=AUTO_AUGMENT), None
+    return replace(cfg, augment="none"), f"transfer set: no {AUTO_AUGMENT} augmentation ({reason})"
 
 
 def augment_values(cfg: DistillConfig) -> dict[str, Any]:
