@@ -32,6 +32,7 @@ def test_distill_from_python_equals_the_cli(tmp_path, task_dir, bert_teacher_dir
         teacher=str(bert_teacher_dir),
         data_dir=str(task_dir),
         student="cnn",
+        augment="none",  # as distill()'s BEFORE_DEFAULTS
         method="kd",
         method_options={"temperature": 4},
         epochs=2,
