@@ -72,7 +72,9 @@ def inspect_command(
 
 
 @click.command("augment")
-@click.option("--augment", "recipe_name", help="Recipe: tang or tinybert [default: list the recipes].")
+@click.option(
+    "--augment", "recipe_name", help="Recipe: tang or tinybert (auto: tang, as distill) [default: list the recipes]."
+)
 @task_option(default=DEFAULTS.task, show_default=True, help="Task whose training texts are augmented.")
 @click.option("--augment-factor", "factor", type=int, default=DEFAULTS.augment_factor, show_default=True)
 @click.option("-A", "pairs", multiple=True, help="A recipe option as KEY=VALUE, repeatable.")
@@ -94,7 +96,7 @@ def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir,
       xkd augment --task mr --augment tang -n 5
       xkd augment --task mr --augment tinybert -A vectors=glove.6B.50d.txt --out mr-tinybert.parquet
     """
-    from xkd.config import DistillConfig
+    from xkd.config import AUTO_AUGMENT, DistillConfig
     from xkd.data import load_splits, write_table
     from xkd.tasks import resolve_task
     from xkd.transfer.augment import RECIPES, augmented_set
@@ -106,6 +108,7 @@ def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir,
             click.echo(f"{name}: {recipe.summary}")
             echo_options(recipe.options_type.specs())
         return
+    recipe_name = AUTO_AUGMENT if recipe_name == "auto" else recipe_name  # the set `xkd distill` makes by default
     cfg = DistillConfig(
         task=task,
         data_dir=data_dir,

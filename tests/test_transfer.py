@@ -245,6 +245,8 @@ def test_augmented_set_is_made_once_and_reused(tmp_path, task_dir, bert_teacher_
     assert shown.exit_code == 0, shown.output
     assert "augmentation: reusing" in shown.output and shown.output.count("  -> ") == 4
     assert len(pd.read_csv(tmp_path / "set.tsv", sep="\t", quoting=3)) == 128
+    auto = run("augment", "--augment", "auto", "--augment-factor", "2", "--data-dir", str(task_dir), "--no-progress")
+    assert auto.exit_code == 0 and "augmentation: reusing" in auto.output  # auto is the tang set distill makes
 
 
 def test_a_run_without_options_gets_the_default_student_and_transfer_set(tmp_path, task_dir, bert_teacher_dir):
@@ -281,7 +283,7 @@ def _bad_files(tmp_path):
         (["--transfer", "{d}/empty.txt"], "holds no text"),
         (["--transfer", "{d}/latin.txt"], "is not valid UTF-8"),
         (["--transfer", "{d}/cols.csv"], "lacks text column(s) sentence"),
-        (["--augment", "tangg"], "unknown augmentation recipe 'tangg'"),
+        (["--augment", "tangg"], "recipe 'tangg' (did you mean 'tang'?); choose one of: auto, none"),
         (["--augment", "tang", "--augment-factor", "0"], "augment-factor must be at least 1"),
         (["--augment", "tinybert"], "augmentation recipe 'tinybert' needs word vectors"),
         (["--augment", "tinybert", "-A", "vectors={d}/none.txt"], "word-vector file {d}/none.txt does not exist"),

@@ -19,11 +19,11 @@ from datasets import Dataset, DatasetDict
 
 from xkd.config import AUTO_AUGMENT, DistillConfig
 from xkd.data import UNLABELED, read_table
-from xkd.errors import XKDError
+from xkd.errors import XKDError, unknown
 from xkd.log import Log
 from xkd.methods import get_method
 from xkd.tasks import Task
-from xkd.transfer.augment import augmented_set, resolve_recipe
+from xkd.transfer.augment import RECIPES, augmented_set, resolve_recipe
 
 SPLIT = "transfer"
 SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl", ".parquet")
@@ -201,6 +201,8 @@ def check_transfer(cfg: DistillConfig) -> None:
     for path in cfg.transfer:
         if not Path(path).is_file():
             raise XKDError(f"transfer file {path} does not exist; pass a .txt file (one text per line) or a table")
+    if cfg.augment not in RECIPES and cfg.augment not in ("none", "auto"):  # every value `--augment` takes
+        raise unknown("augmentation recipe", cfg.augment, [*RECIPES, "none", "auto"])
     if cfg.augment != "none":
         _, options = resolve_recipe(cfg.augment, augment_values(cfg))
         vectors = getattr(options, "vectors", "")
