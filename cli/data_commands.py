@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from xkd.config import DEFAULTS
+from xkd.config import AUTO_AUGMENT, DEFAULTS
 
 from .distill_options import CUSTOM_TASK_OPTIONS
 from .options import (
@@ -73,7 +73,9 @@ def inspect_command(
 
 @click.command("augment")
 @click.option(
-    "--augment", "recipe_name", help="Recipe: tang or tinybert (auto: tang, as distill) [default: list the recipes]."
+    "--augment",
+    "recipe_name",
+    help=f"Recipe: tang or tinybert (auto: {AUTO_AUGMENT}, as distill) [default: list the recipes].",
 )
 @task_option(default=DEFAULTS.task, show_default=True, help="Task whose training texts are augmented.")
 @click.option("--augment-factor", "factor", type=int, default=DEFAULTS.augment_factor, show_default=True)
@@ -96,7 +98,7 @@ def augment_command(recipe_name, task, factor, pairs, mlm, shown, out, data_dir,
       xkd augment --task mr --augment tang -n 5
       xkd augment --task mr --augment tinybert -A vectors=glove.6B.50d.txt --out mr-tinybert.parquet
     """
-    from xkd.config import AUTO_AUGMENT, DistillConfig
+    from xkd.config import DistillConfig
     from xkd.data import load_splits, write_table
     from xkd.tasks import resolve_task
     from xkd.transfer.augment import RECIPES, augmented_set

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from xkd.config import AUTO_AUGMENT
+
 from .options import config_option
 
 # How a custom task is declared: the same options wherever one is (distill, teacher finetune and heads, eval).
@@ -93,8 +95,9 @@ DISTILL_OPTIONS = [
     ),
     config_option(
         "augment",
-        "Augmentation recipe adding a transfer set: tang, tinybert, none ('xkd augment --help'); auto: tang, unless "
-        "the method reads gold labels only, the teacher is --teacher-outputs or --transfer text is given.",
+        "Augmentation recipe adding a transfer set: tang, tinybert, none ('xkd augment --help'); auto: "
+        f"{AUTO_AUGMENT}, unless the method reads gold labels only, the teacher is --teacher-outputs or --transfer "
+        "text is given.",
     ),
     config_option("augment_factor", "Augmented examples per training example.", type=int),
     config_option(
